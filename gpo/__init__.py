@@ -1,0 +1,3 @@
+"""gpo-study: Group Preference Optimization and its hyperparameter and scaling studies."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,115 @@
+"""`gpo`: one command line for every stage. Each subcommand takes an experiment YAML and
+`--set key=value` overrides (e.g. `--set train.steps=500 data.split_seed=1`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gpo.errors import GPOError
+
+log = logging.getLogger("gpo")
+
+
+def _config(args):
+    from gpo.config import load_config
+
+    return load_config(args.config, args.set or [])
+
+
+def cmd_run(args) -> None:
+    from gpo.pipeline import run
+
+    run(_config(args))
+
+
+def cmd_data(args) -> None:
+    from gpo.pipeline import load_source, load_survey
+
+    cfg = _config(args)
+    table, _ = load_source(cfg)
+    data, eval_groups, _ = load_survey(cfg, table)
+    print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.groups)} groups "
+          f"({len(eval_groups)} for evaluation); answered questions per group: "
+          f"min {data.available.sum(1).min()}, max {data.available.sum(1).max()}")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        table.to_parquet(tmp)
+        tmp.replace(out)
+        bad = table.attrs.get("bad_rows")
+        if bad is not None and len(bad):
+            bad.to_csv(out.with_suffix(".bad_rows.csv"), index=False)
+        print(f"wrote {out} ({len(table)} rows)")
+
+
+def cmd_embed(args) -> None:
+    from gpo.embed.survey import embed_survey
+    from gpo.pipeline import load_survey
+
+    cfg = _config(args)
+    data, _, _ = load_survey(cfg)
+    x = embed_survey(data, cfg.embed)
+    print(f"{x.shape[0]} points x {x.shape[1]} dims for {cfg.embed.model} in {cfg.embed.cache_dir}")
+
+
+def cmd_train(args) -> None:
+    from gpo.pipeline import prepare, run_training
+
+    cfg = _config(args)
+    print(run_training(prepare(cfg), cfg))
+
+
+def cmd_eval(args) -> None:
+    from gpo.config import load_config
+    from gpo.pipeline import prepare, run_evaluation, write_results
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise GPOError(f"{run_dir}: no config.yaml (not a run folder made by `gpo run` or `gpo train`)")
+    cfg = load_config(run_dir / "config.yaml", args.set or [])
+    checkpoint = run_dir / "checkpoints" / f"{args.checkpoint}.pt"
+    if not checkpoint.is_file():
+        raise GPOError(f"{checkpoint}: not found; train first (`gpo train {run_dir / 'config.yaml'}`)")
+    print(write_results(run_evaluation(prepare(cfg), cfg, checkpoint), run_dir))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="gpo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help, config=True):
+        p = sub.add_parser(name, help=help, description=help)
+        if config:
+            p.add_argument("config", nargs="?", default="configs/demo.yaml", help="experiment YAML (default: %(default)s)")
+        p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config values")
+        p.set_defaults(fn=fn)
+        return p
+
+    add("run", cmd_run, "the whole job: data, embeddings, meta-training, evaluation (resumable)")
+    p = add("data", cmd_data, "load and validate survey data; print a summary")
+    p.add_argument("--out", help="also write the canonical table as parquet (+ .bad_rows.csv)")
+    add("embed", cmd_embed, "compute (or reuse) the cached embeddings")
+    add("train", cmd_train, "meta-train GPO, resuming from the run's last checkpoint")
+    p = add("eval", cmd_eval, "evaluate a trained run on its test groups with every baseline", config=False)
+    p.add_argument("run_dir", help="run folder (holds config.yaml and checkpoints/)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        args.fn(args)
+    except GPOError as e:
+        print(f"gpo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gpo: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Experiment configuration: typed dataclasses, YAML files mapped onto them, dotted overrides.
+
+`load_config("configs/demo.yaml", ["train.steps=500"])` merges the defaults below, the
+YAML file and the overrides, in that order; an unknown key or a value of the wrong type is
+an error naming the key. The resolved config is written into every run's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from gpo.data.synthetic import SyntheticWorld
+from gpo.errors import ConfigError
+from gpo.model import ModelConfig
+
+DEFAULT_DATA_DIR = "../shared/data"  # the shared data beside a checkout; GPO_DATA_DIR overrides
+
+
+@dataclass
+class DataConfig:
+    source: str = "${GPO_DATA_DIR}/opinionqa/group_distributions.jsonl.gz"  # a file, a folder, or "synthetic"
+    groups: typing.Union[str, list] = "paper17"  # preset name, "all", or group labels
+    extra_train_groups: typing.Union[str, list] = field(default_factory=list)  # training-only groups; "rest" = all others
+    require_all_groups: bool = True  # keep questions answered by every group (else by min_groups)
+    min_groups: int = 1
+    require_ordinal: bool = True  # keep questions with an ordinal scale only
+    on_bad_rows: str = "skip"  # "skip" (report and drop) or "error" (stop at the first)
+    train_fraction: float = 0.4  # share of groups seen in meta-training (the rest are test groups)
+    val_fraction: float = 0.25  # share of the seen groups kept for model selection
+    split_seed: int = 0
+    synthetic: SyntheticWorld = field(default_factory=SyntheticWorld)
+
+    def resolved_source(self) -> str:
+        if self.source == "synthetic":
+            return self.source
+        data_dir = os.environ.get("GPO_DATA_DIR", DEFAULT_DATA_DIR)
+        return os.path.expanduser(self.source.replace("${GPO_DATA_DIR}", data_dir))
+
+
+@dataclass
+class EmbedConfig:
+    model: str = "minilm"  # "minilm", "synthetic" (the synthetic world's features), a hub id or a local path
+    layers: int = 0  # keep only the first N transformer blocks (0 = all): the size ladder
+    template: str = "gpo"  # prompt template (gpo/embed/prompts.py)
+    max_tokens: int = 512  # longer prompts lose the middle of the question, never the option
+    batch_tokens: int = 16384  # token budget per forward pass (length-bucketed batches)
+    dtype: str = "float32"
+    device: str = "auto"
+    cache_dir: str = ".cache/embeddings"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_groups: int = 32  # tasks per step (groups drawn with replacement)
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup: int = 0
+    grad_clip: float = 1.0
+    ctx_min: int = 10  # context questions per task ~ U{ctx_min..ctx_max}
+    ctx_max: int = 100
+    tar_min: int = 10  # target questions per task ~ U{tar_min..tar_max}
+    tar_max: int = 100
+    loss: str = "gaussian"  # "gaussian" (the paper) or "ce"
+    seed: int = 0
+    eval_every: int = 100  # validation (and checkpoint) interval in steps
+    val_k: int = 20  # context questions when scoring validation groups
+    device: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    ks: list = field(default_factory=lambda: [0, 5, 10, 20])  # context sizes
+    draws: int = 5  # random context sets per group and k, shared by all methods
+    seed: int = 1234
+    baselines: list = field(default_factory=lambda: ["uniform", "mean", "ridge", "mixture"])
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "demo"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def _coerce(value, hint, key: str):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(hint, value, key)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not a {hint}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = origin or hint
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {getattr(expected, '__name__', expected)}, got {value!r}")
+    return value
+
+
+def from_dict(cls, values: dict, prefix: str = ""):
+    """Build dataclass `cls` from a (nested) dict; unknown keys and wrong types are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]}; known: {sorted(names)}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"override {dotted}: {p} is not a section")
+    tree[leaf] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=500")
+        key, raw = item.split("=", 1)
+        _set(tree, key.strip(), yaml.safe_load(raw))
+    defaults = to_dict(ExperimentConfig())
+    try:
+        return from_dict(ExperimentConfig, _merge(defaults, tree))
+    except ConfigError as e:
+        raise ConfigError(f"{path or 'config'}: {e}") from None
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def save_config(cfg: ExperimentConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,151 @@
+"""From the canonical table to aligned arrays: questions, points, groups and their shares.
+
+A point is one (question, option). `SurveyData.y[g, p]` is group g's share of point p
+(NaN where the group did not answer the question), so every model and baseline reads
+the same arrays and the same point order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from gpo.errors import DataError
+
+# Group sets of the GPO paper (OpinionQA without its religion groups, which the shared
+# data lacks; GlobalOpinionQA's 14 countries).
+GROUP_PRESETS = {
+    "paper17": [
+        "Northeast", "South", "Female", "Male", "College graduate/some postgrad",
+        "Less than high school", "Democrat", "Republican", "$100,000 or more",
+        "Less than $30,000", "Conservative", "Liberal", "Moderate",
+        "Asian", "Black", "Hispanic", "White",
+    ],
+    "paper14": [
+        "Nigeria", "Egypt", "India (Current national sample)", "China", "Japan", "Germany",
+        "France", "Spain", "United States", "Canada", "Brazil", "Argentina", "Australia",
+        "New Zealand",
+    ],
+}
+
+
+@dataclass
+class SurveyData:
+    dataset: str
+    qids: list[str]
+    questions: list[str]
+    options: list[list[str]]
+    ordinal: list[list[float] | None]
+    groups: list[str]
+    y: np.ndarray  # (G, P) float32 shares, NaN where the group lacks the question
+    n: np.ndarray  # (G, Q) respondent counts, NaN when unknown
+
+    @cached_property
+    def n_options(self) -> np.ndarray:  # (Q,)
+        return np.array([len(o) for o in self.options])
+
+    @cached_property
+    def point_question(self) -> np.ndarray:  # (P,) question index of each point
+        return np.repeat(np.arange(len(self.qids)), self.n_options)
+
+    @cached_property
+    def question_points(self) -> np.ndarray:  # (Q, O_max) point indices, -1 pads
+        starts = np.concatenate([[0], np.cumsum(self.n_options)[:-1]])
+        slots = np.arange(self.n_options.max())
+        return np.where(slots < self.n_options[:, None], starts[:, None] + slots, -1)
+
+    @cached_property
+    def available(self) -> np.ndarray:  # (G, Q) bool: the group answered the question
+        return ~np.isnan(self.y[:, self.question_points[:, 0]])
+
+    @property
+    def n_points(self) -> int:
+        return int(self.n_options.sum())
+
+    def digest(self) -> str:
+        """Hash of the questions and options (what embeddings depend on), not of the shares."""
+        payload = json.dumps([self.dataset, self.qids, self.questions, self.options])
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+    def subset_groups(self, names: list[str]) -> "SurveyData":
+        index = [self.groups.index(n) for n in names]
+        return SurveyData(self.dataset, self.qids, self.questions, self.options, self.ordinal,
+                          list(names), self.y[index], self.n[index])
+
+
+def group_labels(table: pd.DataFrame) -> pd.Series:
+    """A group's name, prefixed by its attribute only where the name alone is ambiguous."""
+    pairs = table[["attribute", "group"]].drop_duplicates()
+    ambiguous = set(pairs["group"][pairs["group"].duplicated()])
+    return table["group"].where(~table["group"].isin(ambiguous), table["attribute"] + ":" + table["group"])
+
+
+def resolve_groups(table: pd.DataFrame, groups: str | list[str], exclude=()) -> list[str]:
+    """Group labels from a preset name, "all", "rest" (all but `exclude`) or a list."""
+    known = list(dict.fromkeys(group_labels(table)))
+    if groups in ("all", "rest"):
+        return [g for g in known if g not in exclude]
+    wanted = GROUP_PRESETS.get(groups, groups) if isinstance(groups, str) else list(groups)
+    if isinstance(wanted, str):
+        raise DataError(f"unknown group preset {wanted!r}; presets: {sorted(GROUP_PRESETS)}, 'all' or 'rest'")
+    unknown = [g for g in wanted if g not in known]
+    if unknown:
+        raise DataError(f"unknown group(s) {unknown} in the data; known: {known}")
+    return [g for g in wanted if g not in exclude]
+
+
+def select(
+    table: pd.DataFrame,
+    groups: str | list[str] = "all",
+    require_all_groups: bool = True,
+    require_ordinal: bool = False,
+    min_groups: int = 1,
+    extra_groups: str | list[str] = (),
+) -> SurveyData:
+    """Arrays for the chosen groups and the questions they answered.
+
+    groups: a preset name (see GROUP_PRESETS), "all", or a list of group labels.
+    require_all_groups: keep only questions every chosen group answered (OpinionQA);
+    otherwise keep questions answered by at least `min_groups` of them (GlobalOpinionQA).
+    extra_groups: more groups (a list, or "rest" for all others) carried where they answered
+    the kept questions, without shaping which questions are kept; they come after `groups`.
+    """
+    wanted = resolve_groups(table, groups)
+    extra = resolve_groups(table, extra_groups, exclude=wanted) if extra_groups else []
+    table = table.assign(label=group_labels(table))
+    if require_ordinal:
+        table = table[table["ordinal"].notna()]
+    counts = table[table["label"].isin(wanted)].groupby("qid")["label"].nunique()
+    need = len(wanted) if require_all_groups else min_groups
+    keep = counts.index[counts >= need]
+    table = table[table["qid"].isin(keep) & table["label"].isin(wanted + extra)]
+    if table.empty:
+        raise DataError(f"no question is answered by {'all' if require_all_groups else min_groups} of groups {wanted}")
+
+    wanted = wanted + extra
+    questions = table.drop_duplicates("qid").sort_values("qid", kind="stable")
+    qindex = {q: i for i, q in enumerate(questions["qid"])}
+    gindex = {g: i for i, g in enumerate(wanted)}
+    n_options = questions["options"].map(len).to_numpy()
+    starts = np.concatenate([[0], np.cumsum(n_options)[:-1]])
+    y = np.full((len(wanted), int(n_options.sum())), np.nan, dtype=np.float32)
+    n = np.full((len(wanted), len(qindex)), np.nan, dtype=np.float32)
+    for qid, label, dist, count in zip(table["qid"], table["label"], table["distribution"], table["n"]):
+        g, q = gindex[label], qindex[qid]
+        y[g, starts[q]:starts[q] + len(dist)] = dist
+        n[g, q] = count
+    return SurveyData(
+        dataset=str(questions["dataset"].iloc[0]),
+        qids=questions["qid"].tolist(),
+        questions=questions["question"].tolist(),
+        options=[list(o) for o in questions["options"]],
+        ordinal=[None if o is None else list(o) for o in questions["ordinal"]],
+        groups=list(wanted),
+        y=y,
+        n=n,
+    )

@@ -1,0 +1,1 @@
+"""Base-LLM embeddings of GPO prompts: prompts, model loading, extraction and the on-disk cache."""

@@ -1,0 +1,90 @@
+"""Few-shot evaluation: k context questions per group, every other question a target.
+
+Every method (GPO and each baseline) sees the same episodes: for each group, `draws`
+random context sets per k, drawn from a generator seeded by the eval seed. A method maps
+an episode batch to (B, P) probabilities; scores are per (group, question) alignments
+(metrics.py) averaged over the target questions, then over draws.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from gpo.baselines import BASELINES, Basis
+from gpo.metrics import alignment
+from gpo.model import GPO
+from gpo.ops import segment_softmax
+from gpo.tasks import Batch, Points, Questions, make_batch, sample_questions
+from gpo.train import with_prior
+
+Method = Callable[[Points, Basis, Batch], torch.Tensor]  # -> (B, P) probabilities
+
+
+def gpo_method(model: GPO) -> Method:
+    @torch.no_grad()
+    def predict(points: Points, basis: Basis, batch: Batch) -> torch.Tensor:
+        batch = with_prior(model, points, basis, batch)
+        mean, _ = model(batch.x, batch.y, batch.valid, batch.n_ctx, batch.prior)
+        p_tar = segment_softmax(mean, batch.segment)
+        out = torch.zeros(batch.x.shape[0], points.x.shape[0] + 1, device=points.device)
+        tar_points = torch.where(batch.segment >= 0, batch.points[:, batch.n_ctx:], points.x.shape[0])
+        return out.scatter(1, tar_points, p_tar)[:, :-1]  # padding lands in the spare last column
+    return predict
+
+
+def baseline_method(name: str, **params) -> Method:
+    fn = BASELINES[name]
+    return lambda points, basis, batch: fn(points, basis, batch, **params)
+
+
+def episodes(points: Points, groups: list[int], k: int, draws: int, seed: int) -> tuple[torch.Tensor, Questions]:
+    """Rows = groups x draws; each row's context is k random questions, its targets the rest."""
+    generator = torch.Generator(device=points.device).manual_seed(seed * 1_000_003 + k)
+    rows = torch.as_tensor(groups, device=points.device).repeat_interleave(draws)
+    return rows, sample_questions(points.available[rows], k, None, generator)
+
+
+def score(points: Points, p: torch.Tensor, rows: torch.Tensor, q: Questions) -> torch.Tensor:
+    """Mean alignment over each row's target questions: (B, P) probabilities -> (B,)."""
+    B, Q = rows.shape[0], points.question_points.shape[0]
+    target = torch.zeros(B, Q + 1, dtype=torch.bool, device=p.device)
+    target = target.scatter(1, torch.where(q.tar_ok, q.tar, Q), True)[:, :Q]
+    qp = points.question_points
+    mask = (qp >= 0).expand(B, -1, -1)
+    pred = p[:, qp.clamp_min(0)] * mask  # (B, Q, O)
+    true = points.y[rows][:, qp.clamp_min(0)].nan_to_num(0.0) * mask
+    ordinal = points.ordinal.expand(B, -1, -1)
+    per_question = alignment(pred.reshape(B * Q, -1).double(), true.reshape(B * Q, -1).double(),
+                             ordinal.reshape(B * Q, -1), mask.reshape(B * Q, -1),
+                             points.is_ordinal.repeat(B)).reshape(B, Q)
+    return torch.where(target, per_question, 0.0).sum(1) / target.sum(1).clamp_min(1)
+
+
+def evaluate(methods: dict[str, Method], points: Points, basis: Basis, groups: list[int], group_names: list[str],
+             ks: list[int], draws: int, seed: int, chunk: int = 32) -> pd.DataFrame:
+    """One row per (method, k, group): alignment averaged over the draws."""
+    records = []
+    for k in ks:
+        rows, q = episodes(points, groups, k, draws, seed)
+        for name, method in methods.items():
+            scores = []
+            for s in range(0, rows.shape[0], chunk):
+                part = Questions(q.ctx[s:s + chunk], q.ctx_ok[s:s + chunk], q.tar[s:s + chunk], q.tar_ok[s:s + chunk])
+                batch = make_batch(points, rows[s:s + chunk], part)
+                scores.append(score(points, method(points, basis, batch), rows[s:s + chunk], part))
+            per_group = torch.cat(scores).reshape(len(groups), draws)
+            n_targets = q.tar_ok.sum(1).float().reshape(len(groups), draws).mean(1)
+            spread = per_group.std(1) if draws > 1 else torch.zeros(len(groups))
+            for g, value, sd, n in zip(groups, per_group.mean(1).tolist(), spread.tolist(), n_targets.tolist()):
+                records.append({"method": name, "k": k, "group": group_names[g], "alignment": value,
+                                "alignment_sd_draws": sd, "n_targets": n, "draws": draws})
+    return pd.DataFrame.from_records(records)
+
+
+def summarise(results: pd.DataFrame, by=("method", "k")) -> pd.DataFrame:
+    """Mean and worst group per method and k."""
+    grouped = results.groupby(list(by))["alignment"]
+    return pd.DataFrame({"mean": grouped.mean(), "worst": grouped.min(), "groups": grouped.size()}).reset_index()

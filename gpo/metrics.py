@@ -1,0 +1,39 @@
+"""Alignment scores between predicted and true answer distributions (pure tensor functions).
+
+Distributions are padded to (N, O): N questions, up to O options, `mask` marks real options.
+- Ordinal questions: 1 - W1(p, q; support = ordinal values) / (max - min ordinal), the
+  OpinionQA representativeness.
+- Unordered questions: 1 - Jensen-Shannon distance (natural log, as scipy's `jensenshannon`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def wasserstein1(p: torch.Tensor, q: torch.Tensor, ordinal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """W1 between p and q on the support `ordinal` (any order within a row): (N, O) -> (N,)."""
+    big = torch.finfo(ordinal.dtype).max
+    fill = torch.where(mask, ordinal, -big).amax(-1, keepdim=True)  # padding sorts last, gap 0
+    support, order = torch.where(mask, ordinal, fill).sort(-1)
+    cdf_gap = (p.gather(-1, order) * mask.gather(-1, order)).cumsum(-1) - (q.gather(-1, order) * mask.gather(-1, order)).cumsum(-1)
+    return (cdf_gap[..., :-1].abs() * support.diff(dim=-1)).sum(-1)
+
+
+def ordinal_alignment(p, q, ordinal, mask) -> torch.Tensor:
+    valid = torch.where(mask, ordinal, torch.nan)
+    span = valid.nan_to_num(-torch.inf).amax(-1) - valid.nan_to_num(torch.inf).amin(-1)
+    return 1.0 - wasserstein1(p, q, ordinal, mask) / span
+
+
+def js_alignment(p, q, mask) -> torch.Tensor:
+    p, q = p * mask, q * mask
+    m = 0.5 * (p + q)
+    kl = lambda a: (torch.xlogy(a, a) - torch.xlogy(a, m)).sum(-1)  # noqa: E731  (0 log 0 = 0)
+    return 1.0 - (0.5 * kl(p) + 0.5 * kl(q)).clamp_min(0).sqrt()
+
+
+def alignment(p, q, ordinal, mask, is_ordinal) -> torch.Tensor:
+    """Per-question alignment: ordinal where `is_ordinal` (N,), else Jensen-Shannon."""
+    safe_ordinal = torch.where(is_ordinal[:, None], ordinal, torch.arange(ordinal.shape[-1], dtype=ordinal.dtype, device=ordinal.device))
+    return torch.where(is_ordinal, ordinal_alignment(p, q, safe_ordinal, mask), js_alignment(p, q, mask))

@@ -1,0 +1,52 @@
+"""Tensor building blocks shared by the model, the task sampler and the baselines."""
+
+from __future__ import annotations
+
+import torch
+
+
+def segment_softmax(logits: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+    """Softmax of `logits` (B, N) within each segment id of its row; segment -1 gives 0.
+
+    A question's options share a segment id, so each question's probabilities sum to one.
+    """
+    B, N = logits.shape
+    valid = segment >= 0
+    n_seg = int(segment.max().clamp_min(0)) + 1
+    index = torch.where(valid, segment, 0) + n_seg * torch.arange(B, device=logits.device)[:, None]
+    masked = logits.masked_fill(~valid, -torch.inf)
+    seg_max = torch.full((B * n_seg,), -torch.inf, dtype=logits.dtype, device=logits.device)
+    seg_max = seg_max.scatter_reduce(0, index.reshape(-1), masked.detach().reshape(-1), "amax")
+    shift = torch.where(valid, seg_max[index], 0.0)  # the max only steadies exp; no gradient needed
+    exp = torch.where(valid, (logits - shift).exp(), 0.0)
+    total = torch.zeros(B * n_seg, dtype=logits.dtype, device=logits.device).index_add(0, index.reshape(-1), exp.reshape(-1))
+    return exp / total[index].clamp_min(torch.finfo(logits.dtype).tiny)
+
+
+def compact(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the kept entries of each row of `keep` (B, M) go: to the front, in order, with the
+    all-padding tail dropped. Returns gather indices (B, M') and their validity (B, M')."""
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    width = int(keep.sum(1).max()) if keep.numel() else 0
+    order = order[:, :width]
+    return order, keep.gather(1, order)
+
+
+def nnls(A: torch.Tensor, b: torch.Tensor, iters: int = 300) -> torch.Tensor:
+    """Batched non-negative least squares min_{w >= 0} ||A w - b||^2 by accelerated projected gradient.
+
+    A: (B, M, J), b: (B, M) -> w: (B, J). Rows of A and b that are all zero do not count, so
+    padded points drop out. Matches scipy.optimize.nnls on well-posed problems (tests).
+    """
+    AtA = A.transpose(1, 2) @ A  # (B, J, J)
+    Atb = (A.transpose(1, 2) @ b[..., None]).squeeze(-1)  # (B, J)
+    step = 1.0 / torch.linalg.matrix_norm(AtA, ord=2).clamp_min(1e-12)[:, None]  # 1 / Lipschitz
+    w = torch.zeros_like(Atb)
+    z, t = w, 1.0
+    for _ in range(iters):  # iterations, not points: each is one batched matrix product
+        grad = (AtA @ z[..., None]).squeeze(-1) - Atb
+        w_next = (z - step * grad).clamp_min(0.0)
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        z = w_next + ((t - 1) / t_next) * (w_next - w)
+        w, t = w_next, t_next
+    return w

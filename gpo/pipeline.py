@@ -1,0 +1,156 @@
+"""The main job, stage by stage: data -> split -> embeddings -> meta-training -> few-shot evaluation.
+
+Each stage can run alone (the CLI's subcommands) and each is resumable: the data is
+re-read (seconds), embeddings come from the cache, training continues from its last
+checkpoint, and evaluation is cheap and deterministic. A run folder holds the resolved
+config, the split, checkpoints, the training history and the results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gpo.baselines import Basis
+from gpo.config import ExperimentConfig, save_config, to_dict
+from gpo.data import load_table
+from gpo.data.splits import GroupSplit, split_groups
+from gpo.data.survey import SurveyData, resolve_groups, select
+from gpo.embed.survey import embed_survey, pick_device
+from gpo.errors import ConfigError
+from gpo.evaluate import baseline_method, evaluate, gpo_method, summarise
+from gpo.model import GPO
+from gpo.tasks import Points
+from gpo.train import load_model, train
+
+log = logging.getLogger(__name__)
+
+RIDGE_ALPHAS = [0.1, 1.0, 10.0, 100.0]  # chosen on validation groups, like every other choice
+
+
+@dataclass
+class Prepared:
+    data: SurveyData
+    split: GroupSplit
+    points: Points
+    basis: Basis
+
+    def index(self, names: list[str]) -> list[int]:
+        return [self.data.groups.index(n) for n in names]
+
+
+def load_source(cfg: ExperimentConfig) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The canonical table, and the synthetic world's own features when the source is synthetic."""
+    if cfg.data.source == "synthetic":
+        return cfg.data.synthetic.build()
+    return load_table(cfg.data.resolved_source(), cfg.data.on_bad_rows), None
+
+
+def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None):
+    """(survey arrays, evaluation groups, synthetic features or None)."""
+    features = None
+    if table is None:
+        table, features = load_source(cfg)
+    d = cfg.data
+    data = select(table, d.groups, d.require_all_groups, d.require_ordinal, d.min_groups, d.extra_train_groups)
+    return data, resolve_groups(table, d.groups), features
+
+
+def prepare(cfg: ExperimentConfig) -> Prepared:
+    data, eval_groups, features = load_survey(cfg)
+    extra = [g for g in data.groups if g not in eval_groups]
+    split = split_groups(eval_groups, cfg.data.train_fraction, cfg.data.val_fraction, cfg.data.split_seed, extra)
+    if cfg.embed.model == "synthetic":
+        if features is None:
+            raise ConfigError("embed.model 'synthetic' needs data.source 'synthetic'")
+        x = features
+    else:
+        x = embed_survey(data, cfg.embed)
+    points = Points.build(data, x, pick_device(cfg.train.device))
+    basis = Basis.build(points, [data.groups.index(g) for g in split.train])
+    log.info("%s: %d questions, %d points, %d groups (train %d, val %d, test %d), x dim %d",
+             data.dataset, len(data.qids), data.n_points, len(data.groups), len(split.train),
+             len(split.val), len(split.test), x.shape[1])
+    return Prepared(data, split, points, basis)
+
+
+def validation_score(prep: Prepared, cfg: ExperimentConfig, method) -> float:
+    """Mean alignment on the validation groups at k = train.val_k (fixed episodes)."""
+    val = prep.index(prep.split.val)
+    results = evaluate({"m": method}, prep.points, prep.basis, val, prep.data.groups,
+                       [cfg.train.val_k], cfg.eval.draws, cfg.eval.seed + 1)
+    return float(results["alignment"].mean())
+
+
+def baselines(prep: Prepared, cfg: ExperimentConfig) -> dict:
+    methods = {}
+    for name in cfg.eval.baselines:
+        if name == "ridge":  # the one baseline with a knob: tuned on validation groups
+            alpha = max(RIDGE_ALPHAS, key=lambda a: validation_score(prep, cfg, baseline_method("ridge", alpha=a)))
+            log.info("ridge: alpha %.3g chosen on validation groups", alpha)
+            methods[name] = baseline_method("ridge", alpha=alpha)
+        else:
+            methods[name] = baseline_method(name)
+    return methods
+
+
+def run_training(prep: Prepared, cfg: ExperimentConfig) -> Path:
+    """Meta-train (resuming if a checkpoint exists) and return the best checkpoint's path."""
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    (run_dir / "split.json").write_text(json.dumps(prep.split.as_dict(), indent=1))
+    model = GPO(cfg.model, prep.points.x.shape[1]).to(prep.points.device)
+    log.info("GPO: %d parameters", model.n_params())
+    state = train(model, prep.points, prep.basis, prep.index(prep.split.train),
+                  lambda m: validation_score(prep, cfg, gpo_method(m)), cfg.train, run_dir, to_dict(cfg))
+    pd.DataFrame(state.history).to_parquet(run_dir / "train_history.parquet")
+    log.info("best validation alignment %.4f at step %d", state.best_score, state.best_step)
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoint: Path | None) -> pd.DataFrame:
+    """GPO (from `checkpoint`) and the baselines on the test groups at every k of eval.ks."""
+    methods = {}
+    if checkpoint is not None:
+        model, _ = load_model(checkpoint, prep.points.device)
+        methods["gpo"] = gpo_method(model)
+    methods.update(baselines(prep, cfg))
+    results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
+                       cfg.eval.ks, cfg.eval.draws, cfg.eval.seed)
+    return results.assign(
+        run=cfg.name, dataset=prep.data.dataset, embed_model=cfg.embed.model, embed_layers=cfg.embed.layers,
+        train_fraction=cfg.data.train_fraction, split_seed=cfg.data.split_seed, seed=cfg.train.seed, role="test",
+    )
+
+
+def write_results(results: pd.DataFrame, run_dir: Path) -> str:
+    """Save results.parquet and results.md; return the printed table."""
+    tmp = run_dir / "results.parquet.tmp"
+    results.to_parquet(tmp)
+    tmp.replace(run_dir / "results.parquet")
+    table = format_table(summarise(results))
+    (run_dir / "results.md").write_text(table + "\n")
+    return table
+
+
+def format_table(summary: pd.DataFrame) -> str:
+    """Methods x k, each cell 'mean (worst group)'."""
+    cell = summary.assign(cell=summary["mean"].map("{:.4f}".format) + " (" + summary["worst"].map("{:.4f}".format) + ")")
+    wide = cell.pivot(index="method", columns="k", values="cell")
+    wide.columns = [f"k={k}" for k in wide.columns]
+    order = summary.groupby("method")["mean"].last().sort_values(ascending=False).index
+    return "alignment on held-out groups: mean (worst group)\n" + wide.loc[order].to_string()
+
+
+def run(cfg: ExperimentConfig) -> pd.DataFrame:
+    prep = prepare(cfg)
+    checkpoint = run_training(prep, cfg)
+    results = run_evaluation(prep, cfg, checkpoint)
+    print(write_results(results, cfg.run_dir))
+    return results

@@ -1,0 +1,145 @@
+"""Meta-training over training groups, with model selection on validation groups only.
+
+Each step draws `batch_groups` training groups (with replacement), one context size and
+one target size for the batch, and a random question order per group. Every `eval_every`
+steps the model is scored few-shot on the validation groups (fixed episodes) and a
+checkpoint is written; the best validation score is kept as best.pt. Checkpoints hold
+the model, optimizer, step, RNG states and history, so a resumed run continues exactly as
+an uninterrupted one would (tests check this bit for bit).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from gpo.baselines import BASELINES, Basis
+from gpo.losses import LOSSES
+from gpo.model import GPO
+from gpo.tasks import Batch, Points, make_batch, sample_questions
+
+log = logging.getLogger(__name__)
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Multiplier of the base learning rate: linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def with_prior(model: GPO, points: Points, basis: Basis, batch: Batch) -> Batch:
+    """Attach the prior baseline's probability of every token, for the residual variants."""
+    if model.cfg.prior != "none":
+        full = BASELINES[model.cfg.prior](points, basis, batch)  # (B, P)
+        batch.prior = full.gather(1, batch.points.clamp_min(0))
+    return batch
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    best_score: float = -math.inf
+    best_step: int = -1
+    running_loss: float = math.nan  # moving average of the training loss
+    history: list = field(default_factory=list)  # one dict per validation
+
+
+def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, config: dict) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "state": vars(state), "config": config, "d_x": model.d_x,
+    }, tmp)
+    os.replace(tmp, path)
+
+
+def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], validate, cfg, run_dir: Path,
+          config: dict) -> TrainState:
+    """Meta-train `model` in place, resuming from run_dir/checkpoints/last.pt if present.
+
+    validate(model) -> float scores the validation groups (higher is better).
+    """
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    device = points.device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    state = TrainState()
+    last = ckpt_dir / "last.pt"
+    if last.is_file():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        generator.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        state = TrainState(**ckpt["state"])
+        log.info("resuming %s at step %d of %d", run_dir, state.step, cfg.steps)
+    if state.step >= cfg.steps:
+        return state
+
+    groups = torch.as_tensor(train_groups, device=device)
+    available = points.available[groups]
+    loss_fn = LOSSES[cfg.loss]
+
+    def checkpoint(loss_value: float) -> None:
+        model.eval()
+        score = validate(model)
+        model.train()
+        state.history.append({"step": state.step, "loss": loss_value, "val_alignment": score,
+                              "wall_s": time.perf_counter() - start})
+        if score > state.best_score:
+            state.best_score, state.best_step = score, state.step
+            save_checkpoint(ckpt_dir / "best.pt", model, optimizer, generator, state, config)
+        save_checkpoint(last, model, optimizer, generator, state, config)
+        bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{score:.4f}", best=f"{state.best_score:.4f}@{state.best_step}")
+
+    start = time.perf_counter() - (state.history[-1]["wall_s"] if state.history else 0.0)
+    model.train()
+    with tqdm(total=cfg.steps, initial=state.step, desc="meta-train", unit="step") as bar:
+        if not state.history:
+            checkpoint(math.nan)  # step 0: the untrained model (for prior variants, the baseline)
+        while state.step < cfg.steps:
+            for g in optimizer.param_groups:
+                g["lr"] = cfg.lr * cosine_lr(state.step, cfg.steps, cfg.warmup)
+            rows = torch.randint(len(train_groups), (cfg.batch_groups,), generator=generator, device=device)
+            n_ctx = int(torch.randint(cfg.ctx_min, cfg.ctx_max + 1, (1,), generator=generator, device=device))
+            n_tar = int(torch.randint(cfg.tar_min, cfg.tar_max + 1, (1,), generator=generator, device=device))
+            questions = sample_questions(available[rows], n_ctx, n_tar, generator)
+            batch = with_prior(model, points, basis, make_batch(points, groups[rows], questions))
+            mean, log_std = model(batch.x, batch.y, batch.valid, batch.n_ctx, batch.prior)
+            loss = loss_fn(mean, log_std, batch.y_tar, batch.segment)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            state.step += 1
+            bar.update(1)
+            r = state.running_loss
+            state.running_loss = loss.item() if math.isnan(r) else 0.95 * r + 0.05 * loss.item()
+            if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+                checkpoint(state.running_loss)
+    return state
+
+
+def load_model(path: Path, device="cpu") -> tuple[GPO, dict]:
+    """A trained GPO from a checkpoint, with the resolved experiment config it was trained under."""
+    from gpo.config import from_dict
+    from gpo.model import ModelConfig
+
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    model = GPO(from_dict(ModelConfig, ckpt["config"]["model"]), ckpt["d_x"]).to(device)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt

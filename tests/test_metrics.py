@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import wasserstein_distance
+
+from gpo.metrics import alignment, js_alignment, ordinal_alignment
+
+
+def padded(rows, width):
+    p = torch.zeros(len(rows), width, dtype=torch.float64)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        p[i, : len(r)] = torch.tensor(r, dtype=torch.float64)
+        mask[i, : len(r)] = True
+    return p, mask
+
+
+def test_ordinal_alignment_by_hand():
+    # all mass on the first vs the last of 1..4: W1 = 3, span 3 -> alignment 0
+    p, mask = padded([[1, 0, 0, 0], [0.5, 0.5, 0, 0]], 4)
+    q, _ = padded([[0, 0, 0, 1], [0, 0.5, 0.5, 0]], 4)
+    ordinal = torch.tensor([[1.0, 2, 3, 4]] * 2, dtype=torch.float64)
+    # second row: shift of half the mass by one step each -> W1 = 1, span 3
+    assert ordinal_alignment(p, q, ordinal, mask).tolist() == pytest.approx([0.0, 1 - 1 / 3])
+
+
+def test_js_alignment_by_hand():
+    p, mask = padded([[1, 0], [0.5, 0.5]], 2)
+    q, _ = padded([[0, 1], [0.5, 0.5]], 2)
+    # disjoint supports: JS divergence = ln 2, distance sqrt(ln 2)
+    assert js_alignment(p, q, mask).tolist() == pytest.approx([1 - np.sqrt(np.log(2)), 1.0])
+
+
+distributions = st.integers(2, 7).flatmap(
+    lambda n: st.tuples(*[st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n).filter(lambda v: sum(v) > 0.01)] * 2,
+                        st.lists(st.floats(-5, 5), min_size=n, max_size=n, unique=True))
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(distributions, min_size=1, max_size=5))
+def test_metrics_match_scipy_with_padding_and_unsorted_ordinals(cases):
+    width = 9  # wider than any row: padding must not change the scores
+    ps = [np.array(a) / sum(a) for a, _, _ in cases]
+    qs = [np.array(b) / sum(b) for _, b, _ in cases]
+    ords = [np.array(o) for _, _, o in cases]
+    p, mask = padded(ps, width)
+    q, _ = padded(qs, width)
+    ordinal = torch.full((len(cases), width), torch.nan, dtype=torch.float64)
+    for i, o in enumerate(ords):
+        ordinal[i, : len(o)] = torch.tensor(o)
+    expect_w = [1 - wasserstein_distance(o, o, a, b) / (o.max() - o.min()) for a, b, o in zip(ps, qs, ords)]
+    expect_js = [1 - jensenshannon(a, b) for a, b in zip(ps, qs)]
+    assert ordinal_alignment(p, q, ordinal, mask).tolist() == pytest.approx(expect_w, abs=1e-9)
+    assert js_alignment(p, q, mask).tolist() == pytest.approx(expect_js, abs=1e-7)
+    is_ord = torch.tensor([i % 2 == 0 for i in range(len(cases))])
+    mixed = alignment(p, q, ordinal, mask, is_ord).tolist()
+    assert mixed == pytest.approx([w if i % 2 == 0 else j for i, (w, j) in enumerate(zip(expect_w, expect_js))], abs=1e-7)
+
+
+def test_identical_distributions_score_one():
+    p, mask = padded([[0.2, 0.3, 0.5]], 3)
+    ordinal = torch.tensor([[1.0, 2.0, 1.5]], dtype=torch.float64)
+    assert ordinal_alignment(p, p, ordinal, mask).item() == pytest.approx(1.0)
+    assert js_alignment(p, p, mask).item() == pytest.approx(1.0)

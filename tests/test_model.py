@@ -1,0 +1,114 @@
+import pytest
+import torch
+from torch import nn
+
+from gpo.model import GPO, ModelConfig
+
+
+def reference_mask(n_ctx: int, n_tar: int) -> torch.Tensor:
+    """GPO's attention pattern, True = may attend: every row sees the context columns only."""
+    allowed = torch.zeros(n_ctx + n_tar, n_ctx + n_tar, dtype=torch.bool)
+    allowed[:, :n_ctx] = True
+    return allowed
+
+
+def inputs(B=3, n_ctx=7, n_tar=5, d_x=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, n_ctx + n_tar, d_x, generator=g)
+    y = torch.rand(B, n_ctx + n_tar, generator=g)
+    valid = torch.ones(B, n_ctx + n_tar, dtype=torch.bool)
+    valid[0, n_ctx - 2 : n_ctx] = False  # padded context in row 0
+    valid[1, -1] = False  # padded target in row 1
+    return x, y, valid
+
+
+def small_model(**kw):
+    torch.manual_seed(0)
+    return GPO(ModelConfig(d_model=32, n_layers=3, n_heads=4, d_ff=48, embed_depth=3, **kw), d_x=16).eval()
+
+
+def test_matches_torch_transformer_encoder_under_the_explicit_mask():
+    model = small_model()
+    x, y, valid = inputs()
+    n_ctx = 7
+    layers = []
+    for block in model.blocks:
+        ref = nn.TransformerEncoderLayer(32, 4, 48, dropout=0.0, batch_first=True, norm_first=False)
+        ref.self_attn.in_proj_weight.data = block.attn.qkv.weight.data
+        ref.self_attn.in_proj_bias.data = block.attn.qkv.bias.data
+        ref.self_attn.out_proj.weight.data = block.attn.out.weight.data
+        ref.self_attn.out_proj.bias.data = block.attn.out.bias.data
+        ref.linear1.load_state_dict(block.ff[0].state_dict())
+        ref.linear2.load_state_dict(block.ff[3].state_dict())
+        ref.norm1.load_state_dict(block.norm1.state_dict())
+        ref.norm2.load_state_dict(block.norm2.state_dict())
+        layers.append(ref.eval())
+    y_in = torch.where(torch.arange(12) < n_ctx, y, 0.0)
+    h = model.embed(torch.cat([x, y_in[..., None]], -1))
+    blocked = ~reference_mask(n_ctx, 5)  # PyTorch: True = may not attend
+    for ref in layers:
+        h = ref(h, src_mask=blocked, src_key_padding_mask=~valid)
+    want_mean, want_log_std = model.head(h[:, n_ctx:]).unbind(-1)
+    mean, log_std = model(x, y, valid, n_ctx)
+    ok = valid[:, n_ctx:]
+    assert torch.allclose(mean[ok], want_mean[ok], atol=1e-5)
+    assert torch.allclose(log_std[ok], want_log_std[ok], atol=1e-5)
+
+
+def test_context_permutation_does_not_change_predictions():
+    model = small_model()
+    x, y, valid = inputs()
+    valid[:] = True
+    perm = torch.cat([torch.randperm(7, generator=torch.Generator().manual_seed(3)), torch.arange(7, 12)])
+    a, _ = model(x, y, valid, 7)
+    b, _ = model(x[:, perm], y[:, perm], valid[:, perm], 7)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_targets_do_not_see_each_other_or_their_labels():
+    model = small_model()
+    x, y, valid = inputs()
+    a, _ = model(x, y, valid, 7)
+    x2, y2 = x.clone(), y.clone()
+    x2[:, 8:] = torch.randn_like(x2[:, 8:])  # change every target but the first
+    y2[:, 7:] = 123.0  # target labels must never be read
+    b, _ = model(x2, y2, valid, 7)
+    assert torch.allclose(a[:, 0], b[:, 0], atol=1e-6)
+
+
+def test_context_labels_change_predictions():
+    model = small_model()
+    x, y, valid = inputs()
+    a, _ = model(x, y, valid, 7)
+    y2 = y.clone()
+    y2[:, :7] = 1 - y2[:, :7]
+    b, _ = model(x, y2, valid, 7)
+    assert not torch.allclose(a, b)
+
+
+def test_no_context_gives_finite_predictions():
+    model = small_model()
+    x, y, valid = inputs(n_ctx=0)
+    mean, log_std = model(x, y, valid, 0)
+    assert torch.isfinite(mean).all() and torch.isfinite(log_std).all()
+
+
+def test_prior_variant_starts_at_the_prior():
+    model = small_model(prior="mixture")
+    x, y, valid = inputs()
+    prior = torch.rand(3, 12) + 0.05
+    mean, _ = model(x, y, valid, 7, prior)
+    assert torch.allclose(mean, prior[:, 7:].log(), atol=1e-6)
+
+
+def test_model_runs_on_the_device_of_its_inputs():
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = small_model().to(device)
+    x, y, valid = (t.to(device) for t in inputs())
+    mean, _ = model(x, y, valid, 7)
+    assert mean.device.type == device
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ValueError, match="divisible"):
+        GPO(ModelConfig(d_model=30, n_heads=4), d_x=8)
