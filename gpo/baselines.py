@@ -5,8 +5,12 @@
 - mixture: the group as a non-negative mixture of the training groups, fitted by NNLS on
   its context points (weights renormalised to sum to one), predicting every question with
   that mixture of the training groups' distributions.
+- logit: a log-linear pool of the training groups, log p = sum_j w_j log y_j + c per
+  question, with w fitted by ridge regression (toward equal weights) on the context
+  points' centred log-shares. Unlike the mixture, w may be negative, so a group outside
+  the training groups' convex hull can still be fitted.
 - ridge: the mean prior plus a kernel ridge regression of the context residuals y - mean
-  on the (unit-normalised) embeddings; clipped and renormalised within each question.
+  on the embeddings (centred, unit-normalised); clipped and renormalised within each question.
 
 The training groups form the *basis*. A group inside the basis (a training task) never
 sees its own column: its mean and mixture leave it out, so training matches test.
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gpo.ops import nnls
+from gpo.ops import nnls, segment_softmax
 from gpo.tasks import Batch, Points
 
 
@@ -80,9 +84,38 @@ def mixture(points: Points, basis: Basis, batch: Batch) -> torch.Tensor:
     return (w / w.sum(1, keepdim=True)) @ basis.y
 
 
+def centred_log(y: torch.Tensor, point_question: torch.Tensor, eps: float) -> torch.Tensor:
+    """log(y + eps) minus its mean over each question's options: (..., P) -> (..., P)."""
+    logs = (y + eps).log()
+    n_q = int(point_question.max()) + 1
+    flat = logs.reshape(-1, logs.shape[-1])
+    totals = torch.zeros(flat.shape[0], n_q, dtype=logs.dtype, device=logs.device).index_add(1, point_question, flat)
+    counts = torch.bincount(point_question, minlength=n_q).to(logs.dtype)
+    return (flat - (totals / counts)[:, point_question]).reshape(logs.shape)
+
+
+def logit(points: Points, basis: Basis, batch: Batch, alpha: float = 0.1, eps: float = 0.003) -> torch.Tensor:
+    pq = points.point_question
+    L = centred_log(basis.y, pq, eps)  # (J, P)
+    ctx = batch.points[:, : batch.n_ctx]
+    ok = ctx >= 0
+    own = basis.own(batch.groups)
+    A = L[:, ctx.clamp_min(0)].permute(1, 2, 0) * (ok[..., None] & ~own[:, None, :])  # (B, M, J)
+    # the context's own centred log-shares: centre within each context question
+    ctx_y = torch.zeros(batch.x.shape[0], points.x.shape[0], device=L.device)
+    ctx_y = ctx_y.scatter(1, ctx.clamp_min(0), torch.where(ok, batch.y[:, : batch.n_ctx], 0.0))
+    b = centred_log(ctx_y, pq, eps).gather(1, ctx.clamp_min(0)) * ok
+    w0 = (~own).float() / (~own).sum(1, keepdim=True)
+    eye = torch.eye(L.shape[0], device=L.device)
+    lhs = A.transpose(1, 2) @ A + alpha * eye
+    rhs = (A.transpose(1, 2) @ b[..., None]).squeeze(-1) + alpha * w0
+    w = torch.linalg.solve(lhs.double(), rhs.double()).float() * (~own)
+    return segment_softmax(w @ L, pq.expand(w.shape[0], -1))
+
+
 def ridge(points: Points, basis: Basis, batch: Batch, alpha: float = 1.0) -> torch.Tensor:
     prior = mean(points, basis, batch)  # (B, P)
-    z = F.normalize(points.x, dim=-1)  # (P, d)
+    z = F.normalize(points.x - points.x.mean(0), dim=-1)  # (P, d): centred, or the shared template dominates
     ctx = batch.points[:, : batch.n_ctx]
     ok = (ctx >= 0).float()
     zc = z[ctx.clamp_min(0)] * ok[..., None]  # (B, M, d)
@@ -94,4 +127,6 @@ def ridge(points: Points, basis: Basis, batch: Batch, alpha: float = 1.0) -> tor
     return per_question_normalise(p, points.point_question)
 
 
-BASELINES = {"uniform": uniform, "mean": mean, "mixture": mixture, "ridge": ridge}
+BASELINES = {"uniform": uniform, "mean": mean, "mixture": mixture, "logit": logit, "ridge": ridge}
+# Hyperparameter grids, searched on validation groups (never test groups).
+GRIDS = {"ridge": {"alpha": [0.1, 1.0, 10.0, 100.0]}, "logit": {"alpha": [0.03, 0.1, 0.3, 1.0, 3.0]}}

@@ -80,7 +80,7 @@ class EvalConfig:
     ks: list = field(default_factory=lambda: [0, 5, 10, 20])  # context sizes
     draws: int = 5  # random context sets per group and k, shared by all methods
     seed: int = 1234
-    baselines: list = field(default_factory=lambda: ["uniform", "mean", "ridge", "mixture"])
+    baselines: list = field(default_factory=lambda: ["uniform", "mean", "ridge", "mixture", "logit"])
 
 
 @dataclass
@@ -103,7 +103,7 @@ def _coerce(value, hint, key: str):
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return from_dict(hint, value, key)
+        return from_dict(hint, value, key + ".")
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):
             try:

@@ -23,10 +23,10 @@ from gpo.train import with_prior
 Method = Callable[[Points, Basis, Batch], torch.Tensor]  # -> (B, P) probabilities
 
 
-def gpo_method(model: GPO) -> Method:
+def gpo_method(model: GPO, prior: Method | None = None) -> Method:
     @torch.no_grad()
     def predict(points: Points, basis: Basis, batch: Batch) -> torch.Tensor:
-        batch = with_prior(model, points, basis, batch)
+        batch = with_prior(prior, points, basis, batch)
         mean, _ = model(batch.x, batch.y, batch.valid, batch.n_ctx, batch.prior)
         p_tar = segment_softmax(mean, batch.segment)
         out = torch.zeros(batch.x.shape[0], points.x.shape[0] + 1, device=points.device)

@@ -30,7 +30,7 @@ class ModelConfig:
     d_ff: int = 128
     embed_depth: int = 4  # layers of the input MLP on [x; y]
     dropout: float = 0.0
-    prior: str = "none"  # "none" (the paper), or a baseline to correct: "mean" or "mixture"
+    prior: str = "none"  # "none" (the paper), or a baseline to correct: "mean", "mixture", "logit"
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, depth: int) -> nn.Sequential:

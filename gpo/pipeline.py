@@ -8,6 +8,7 @@ config, the split, checkpoints, the training history and the results.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gpo.baselines import Basis
+from gpo.baselines import GRIDS, Basis
 from gpo.config import ExperimentConfig, save_config, to_dict
 from gpo.data import load_table
 from gpo.data.splits import GroupSplit, split_groups
@@ -29,8 +30,6 @@ from gpo.tasks import Points
 from gpo.train import load_model, train
 
 log = logging.getLogger(__name__)
-
-RIDGE_ALPHAS = [0.1, 1.0, 10.0, 100.0]  # chosen on validation groups, like every other choice
 
 
 @dataclass
@@ -87,16 +86,19 @@ def validation_score(prep: Prepared, cfg: ExperimentConfig, method) -> float:
     return float(results["alignment"].mean())
 
 
+def tune(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict:
+    """A baseline's hyperparameters, chosen from its grid on the validation groups."""
+    grid = GRIDS.get(name, {})
+    candidates = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else {}
+    best = max(candidates, key=lambda p: validation_score(prep, cfg, baseline_method(name, **p)))
+    log.info("%s: %s chosen on validation groups", name, best)
+    return best
+
+
 def baselines(prep: Prepared, cfg: ExperimentConfig) -> dict:
-    methods = {}
-    for name in cfg.eval.baselines:
-        if name == "ridge":  # the one baseline with a knob: tuned on validation groups
-            alpha = max(RIDGE_ALPHAS, key=lambda a: validation_score(prep, cfg, baseline_method("ridge", alpha=a)))
-            log.info("ridge: alpha %.3g chosen on validation groups", alpha)
-            methods[name] = baseline_method("ridge", alpha=alpha)
-        else:
-            methods[name] = baseline_method(name)
-    return methods
+    return {name: baseline_method(name, **tune(prep, cfg, name)) for name in cfg.eval.baselines}
 
 
 def run_training(prep: Prepared, cfg: ExperimentConfig) -> Path:
@@ -107,8 +109,13 @@ def run_training(prep: Prepared, cfg: ExperimentConfig) -> Path:
     (run_dir / "split.json").write_text(json.dumps(prep.split.as_dict(), indent=1))
     model = GPO(cfg.model, prep.points.x.shape[1]).to(prep.points.device)
     log.info("GPO: %d parameters", model.n_params())
+    prior, params = None, {}
+    if cfg.model.prior != "none":
+        params = tune(prep, cfg, cfg.model.prior)
+        prior = baseline_method(cfg.model.prior, **params)
     state = train(model, prep.points, prep.basis, prep.index(prep.split.train),
-                  lambda m: validation_score(prep, cfg, gpo_method(m)), cfg.train, run_dir, to_dict(cfg))
+                  lambda m: validation_score(prep, cfg, gpo_method(m, prior)), cfg.train, run_dir, to_dict(cfg),
+                  prior, params)
     pd.DataFrame(state.history).to_parquet(run_dir / "train_history.parquet")
     log.info("best validation alignment %.4f at step %d", state.best_score, state.best_step)
     return run_dir / "checkpoints" / "best.pt"
@@ -118,8 +125,9 @@ def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoint: Path | Non
     """GPO (from `checkpoint`) and the baselines on the test groups at every k of eval.ks."""
     methods = {}
     if checkpoint is not None:
-        model, _ = load_model(checkpoint, prep.points.device)
-        methods["gpo"] = gpo_method(model)
+        model, ckpt = load_model(checkpoint, prep.points.device)
+        prior = baseline_method(model.cfg.prior, **ckpt["prior_params"]) if model.cfg.prior != "none" else None
+        methods["gpo"] = gpo_method(model, prior)
     methods.update(baselines(prep, cfg))
     results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
                        cfg.eval.ks, cfg.eval.draws, cfg.eval.seed)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from gpo.baselines import BASELINES, Basis
+from gpo.baselines import Basis
 from gpo.losses import LOSSES
 from gpo.model import GPO
 from gpo.tasks import Batch, Points, make_batch, sample_questions
@@ -35,11 +35,10 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-def with_prior(model: GPO, points: Points, basis: Basis, batch: Batch) -> Batch:
-    """Attach the prior baseline's probability of every token, for the residual variants."""
-    if model.cfg.prior != "none":
-        full = BASELINES[model.cfg.prior](points, basis, batch)  # (B, P)
-        batch.prior = full.gather(1, batch.points.clamp_min(0))
+def with_prior(prior, points: Points, basis: Basis, batch: Batch) -> Batch:
+    """Attach a baseline's probability of every token (residual variants); prior may be None."""
+    if prior is not None:
+        batch.prior = prior(points, basis, batch).gather(1, batch.points.clamp_min(0))
     return batch
 
 
@@ -52,22 +51,24 @@ class TrainState:
     history: list = field(default_factory=list)  # one dict per validation
 
 
-def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, config: dict) -> None:
+def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, config: dict, prior_params: dict) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "state": vars(state), "config": config, "d_x": model.d_x,
+        "state": vars(state), "config": config, "d_x": model.d_x, "prior_params": prior_params,
     }, tmp)
     os.replace(tmp, path)
 
 
 def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], validate, cfg, run_dir: Path,
-          config: dict) -> TrainState:
+          config: dict, prior=None, prior_params: dict | None = None) -> TrainState:
     """Meta-train `model` in place, resuming from run_dir/checkpoints/last.pt if present.
 
-    validate(model) -> float scores the validation groups (higher is better).
+    validate(model) -> float scores the validation groups (higher is better). prior: the
+    baseline (points, basis, batch) -> (B, P) that residual variants correct, with the
+    hyperparameters `prior_params` it was built with (kept in checkpoints).
     """
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -101,8 +102,8 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
                               "wall_s": time.perf_counter() - start})
         if score > state.best_score:
             state.best_score, state.best_step = score, state.step
-            save_checkpoint(ckpt_dir / "best.pt", model, optimizer, generator, state, config)
-        save_checkpoint(last, model, optimizer, generator, state, config)
+            save_checkpoint(ckpt_dir / "best.pt", model, optimizer, generator, state, config, prior_params or {})
+        save_checkpoint(last, model, optimizer, generator, state, config, prior_params or {})
         bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{score:.4f}", best=f"{state.best_score:.4f}@{state.best_step}")
 
     start = time.perf_counter() - (state.history[-1]["wall_s"] if state.history else 0.0)
@@ -117,7 +118,7 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
             n_ctx = int(torch.randint(cfg.ctx_min, cfg.ctx_max + 1, (1,), generator=generator, device=device))
             n_tar = int(torch.randint(cfg.tar_min, cfg.tar_max + 1, (1,), generator=generator, device=device))
             questions = sample_questions(available[rows], n_ctx, n_tar, generator)
-            batch = with_prior(model, points, basis, make_batch(points, groups[rows], questions))
+            batch = with_prior(prior, points, basis, make_batch(points, groups[rows], questions))
             mean, log_std = model(batch.x, batch.y, batch.valid, batch.n_ctx, batch.prior)
             loss = loss_fn(mean, log_std, batch.y_tar, batch.segment)
             optimizer.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ def load_table(path: str | Path, on_bad_rows: str = "skip") -> pd.DataFrame:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: not found (set data.path, or GPO_DATA_DIR for the shared data folder)")
+        raise DataError(f"{path}: not found (set data.source, or GPO_DATA_DIR for the shared data folder)")
     if path.is_dir():
         return load_opinionqa_release(path, on_bad_rows)
     name = path.name.lower()

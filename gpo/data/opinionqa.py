@@ -44,7 +44,8 @@ def survey_dirs(root: Path) -> list[Path]:
 def _read_csv(path: Path, columns) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    frame = pd.read_csv(path)
+    # Only empty cells are missing: "None" and "NA" are real answer texts in Pew surveys.
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}")
@@ -130,7 +131,7 @@ def _survey_rows(survey: Path, bad: BadRows) -> list[tuple[dict, int]]:
 
 def _answer_texts(column: pd.Series, option_mapping) -> pd.Series:
     """Answers as option texts; numeric codes are mapped through info.csv's option_mapping."""
-    if option_mapping is None or not isinstance(option_mapping, str) or pd.api.types.is_object_dtype(column):
+    if not pd.api.types.is_numeric_dtype(column) or not isinstance(option_mapping, str) or not option_mapping:
         return column.astype("object").where(column.notna())
     mapping = {float(k): v for k, v in ast.literal_eval(option_mapping).items()}
     return pd.to_numeric(column, errors="coerce").map(mapping)

@@ -1,7 +1,7 @@
 """Embeddings of GPO prompts: the mean of the last hidden layer over non-padding tokens.
 
 Prompts are tokenised as prefix + suffix (prompts.py); a prompt longer than `max_tokens`
-loses the end of its prefix's question text, never its option. Batches are length-bucketed
+loses the end of its prefix, never its option. Batches are length-bucketed
 (sorted by length, padded only to the batch's longest) and sized by a token budget.
 """
 
@@ -21,20 +21,28 @@ class Encoded:
     n_prefix: list[int]  # tokens of the shared prefix in each
 
 
+def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text ([CLS] .. [SEP], <s> ..)."""
+    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for i in range(len(full) - len(inner) + 1):
+        if full[i : i + len(inner)] == inner:
+            return full[:i], full[i + len(inner):]
+    return [], []
+
+
 def encode(tokenizer, questions: list[tuple[str, list[str]]], template: str, max_tokens: int) -> Encoded:
     prompt = TEMPLATES[template]
     chat = bool(getattr(tokenizer, "chat_template", None))
+    head, tail = ([], []) if chat else special_tokens(tokenizer)  # a chat template writes its own
     ids, n_prefix = [], []
-    n_special = 0 if chat else len(tokenizer.build_inputs_with_special_tokens([]))
     for question, options in questions:
         prefix, suffixes = prompt(question, options, tokenizer)
-        p = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        p = head + tokenizer(prefix, add_special_tokens=False)["input_ids"]
         for suffix in suffixes:
-            s = tokenizer(suffix, add_special_tokens=False)["input_ids"]
-            keep = max(0, max_tokens - n_special - len(s))
-            body = p[:keep] + s
-            full = body if chat else tokenizer.build_inputs_with_special_tokens(body)
-            ids.append(full[:max_tokens])
+            s = tokenizer(suffix, add_special_tokens=False)["input_ids"] + tail
+            keep = max(len(head), max_tokens - len(s))
+            ids.append((p[:keep] + s)[:max_tokens])
             n_prefix.append(min(len(p), keep))
     return Encoded(ids, n_prefix)
 

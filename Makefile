@@ -1,0 +1,18 @@
+# Two entry points for a fresh machine (README): `make demo` and `make test`.
+# Each creates .venv if needed and installs the project into it first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/gpo: pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+.PHONY: demo test
+demo: $(BIN)/gpo
+	$(BIN)/gpo run configs/demo.yaml
+
+test: $(BIN)/gpo
+	$(BIN)/pytest -q

@@ -1,0 +1,47 @@
+import pytest
+
+from gpo.config import ExperimentConfig, load_config, save_config
+from gpo.errors import ConfigError
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntrain:\n  steps: 10\n  lr: 1\nmodel:\n  d_model: 64\n")
+    cfg = load_config(path, ["train.steps=20", "data.groups=[A, B]", "eval.ks=[5]"])
+    assert cfg.name == "x" and cfg.train.steps == 20 and cfg.model.d_model == 64
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert cfg.data.groups == ["A", "B"] and cfg.eval.ks == [5]
+    assert cfg.model.n_layers == ExperimentConfig().model.n_layers  # untouched default
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["train.steps=7", "data.synthetic.n_groups=9"])
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.stepz=5", r"unknown key\(s\) \['train.stepz'\]"),
+    ("train.steps=many", r"train.steps: expected int, got 'many'"),
+    ("model.dropout=[1]", r"model.dropout: expected float"),
+    ("steps", r"expected key=value"),
+])
+def test_bad_keys_and_types_are_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        load_config(path)
