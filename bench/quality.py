@@ -1,0 +1,113 @@
+"""Alignment quality on real data: GPO variants vs every baseline, over group splits and seeds.
+
+For each dataset config, group split and seed, one `gpo run` (resumable: a finished run's
+results are reused), then one table: per dataset, split, k and method the mean over seeds
+of the mean-over-groups alignment (with its spread over seeds) and of the worst group; and
+a paired comparison of each GPO variant against the best baseline (per seed x group
+differences, bootstrap 95% interval). Test groups are only scored, never used to choose.
+
+    python bench/quality.py                       # the full grid (about an hour on 2 cores)
+    python bench/quality.py --splits 0.4 --seeds 0 --variants paper --steps 100   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gpo.config import load_config
+from gpo.pipeline import run
+
+DATASETS = {
+    "opinionqa": ("configs/demo.yaml", []),
+    # the same 17 evaluation groups; the data's 19 other groups join training (and the basis)
+    "opinionqa+19": ("configs/demo.yaml", ["data.extra_train_groups=rest"]),
+    "globalopinionqa": ("configs/globalopinionqa.yaml", []),
+}
+VARIANTS = {
+    # the paper's GPO: no prior, Gaussian likelihood
+    "paper": ["model.prior=none", "train.loss=gaussian"],
+    # a residual over the log-linear pool of the training groups, cross-entropy
+    "residual-logit": ["model.prior=logit", "train.loss=ce"],
+}
+COMMON = ["train.batch_groups=8", "train.ctx_min=5", "train.ctx_max=50", "train.tar_min=10", "train.tar_max=50",
+          "train.eval_every=100", "eval.ks=[5,10,20]", "eval.draws=5"]
+
+
+def paired(results: pd.DataFrame, a: str, b: str, rng) -> tuple[float, float, float]:
+    """Mean per-(seed, group) difference a - b and a bootstrap 95% interval."""
+    key = ["seed", "group"]
+    wide = results[results.method.isin([a, b])].pivot_table(index=key, columns="method", values="alignment")
+    diff = (wide[a] - wide[b]).to_numpy()
+    boot = rng.choice(diff, size=(2000, len(diff))).mean(1)
+    return float(diff.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+
+
+def report(results: pd.DataFrame) -> str:
+    rng = np.random.default_rng(0)
+    lines = []
+    per_seed = results.groupby(["dataset", "train_fraction", "k", "method", "seed"])["alignment"].agg(["mean", "min"])
+    table = per_seed.groupby(["dataset", "train_fraction", "k", "method"]).agg(
+        mean=("mean", "mean"), sd_seeds=("mean", "std"), worst=("min", "mean"))
+    lines.append(table.round(4).to_string())
+    lines.append("\npaired: variant - best baseline (by mean), per seed x group, bootstrap 95% interval")
+    for (dataset, split, k), part in results.groupby(["dataset", "train_fraction", "k"]):
+        means = part.groupby("method")["alignment"].mean()
+        baselines = means[~means.index.str.startswith("gpo")]
+        best = baselines.idxmax()
+        for variant in sorted(m for m in means.index if m.startswith("gpo")):
+            d, lo, hi = paired(part, variant, best, rng)
+            lines.append(f"{dataset} split {split} k={k}: {variant} - {best}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
+    parser.add_argument("--splits", nargs="*", type=float, default=[0.4, 0.6, 0.8])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--out", default="runs/bench-quality")
+    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    frames, walls = [], []
+    for dataset in args.datasets:
+        for split in args.splits:
+            for seed in args.seeds:
+                for variant in args.variants:
+                    name = f"{dataset}-split{split}-seed{seed}-{variant}"
+                    overrides = [f"out_dir={args.out}", f"name={name}", f"data.train_fraction={split}",
+                                 f"data.split_seed={seed}", f"train.seed={seed}", f"train.steps={args.steps}",
+                                 *COMMON, *VARIANTS[variant], *args.set]
+                    config, extra = DATASETS[dataset]
+                    cfg = load_config(config, overrides + extra)
+                    done = cfg.run_dir / "results.parquet"
+                    start = time.perf_counter()
+                    results = pd.read_parquet(done) if done.is_file() else run(cfg)
+                    history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
+                    walls.append({"run": name, "wall_s": time.perf_counter() - start,
+                                  "train_s": history["wall_s"].iloc[-1], "best_step": int(history.loc[history.val_alignment.idxmax(), "step"])})
+                    frames.append(results.assign(dataset=dataset,
+                                                 method=results.method.where(results.method != "gpo", f"gpo-{variant}")))
+    results = pd.concat(frames)
+    # baselines do not depend on the variant: keep one copy per (run setting)
+    results = results.drop_duplicates(["dataset", "train_fraction", "seed", "k", "method", "group"])
+    text = report(results)
+    budget = pd.DataFrame(walls)
+    text += f"\n\ntraining: {args.steps} steps per run; per run median train time {budget.train_s.median():.0f}s, " \
+            f"best validation step median {budget.best_step.median():.0f}; total wall {budget.wall_s.sum():.0f}s"
+    print(text)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    results.to_parquet(Path(args.out) / "all_results.parquet")
+    (Path(args.out) / "report.txt").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
