@@ -49,10 +49,18 @@ class EmbedConfig:
     model: str = "minilm"  # "minilm", "synthetic" (the synthetic world's features), a hub id or a local path
     layers: int = 0  # keep only the first N transformer blocks (0 = all): the size ladder
     template: str = "gpo"  # prompt template (gpo/embed/prompts.py)
-    max_tokens: int = 512  # longer prompts lose the middle of the question, never the option
+    max_tokens: int = 512  # longer prompts lose the end of their prefix, never the option
     batch_tokens: int = 16384  # token budget per forward pass (length-bucketed batches)
-    dtype: str = "float32"
-    device: str = "auto"
+    dtype: str = "float32"  # float32, bfloat16, float16
+    device: str = "auto"  # in-process extraction (workers: 0); Ray actors take a GPU when the cluster has one
+    backend: str = "auto"  # "hf", "deepspeed", or "auto" (DeepSpeed on a GPU when installed)
+    tp: int = 1  # GPUs per replica (DeepSpeed tensor parallelism)
+    kernel_inject: bool = False  # DeepSpeed kernel injection (wrong for padded Llama inputs: keep off)
+    prefix_sharing: str = "auto"  # "auto" (on for causal LMs), "on", "off"
+    workers: int = 1  # Ray actors (model replicas); 0 = in this process, no Ray
+    threads: int = 0  # CPU threads per actor (0 = the node's CPUs / workers)
+    ray_address: str = ""  # "" starts a local Ray; "auto" joins the running cluster
+    shard_size: int = 64  # questions per cache shard (the unit of work)
     cache_dir: str = ".cache/embeddings"
 
 

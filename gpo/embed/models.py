@@ -1,12 +1,25 @@
-"""Base models by name, hub id or local path, and a digest of the weights for cache keys."""
+"""Base models by name, hub id or local path; inference backends; a digest of the weights.
+
+Backends: "hf" (plain transformers) and "deepspeed" (`deepspeed.init_inference`, with tensor
+parallelism over `tp` GPUs). "auto" takes DeepSpeed on a GPU when it is installed, plain
+transformers otherwise. Kernel injection stays off unless asked for: DeepSpeed's injected
+kernels give wrong outputs for Llama with padded inputs (deepspeedai/DeepSpeed#3960), and
+extraction always pads.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
+import numpy as np
+
+from gpo.embed.extract import Stats, embed_full, embed_shared_prefix, tokenize
 from gpo.errors import GPOError
+
+log = logging.getLogger(__name__)
 
 
 def _minilm_path() -> str:
@@ -27,26 +40,16 @@ def resolve(model: str) -> str:
     return ALIASES[model]() if model in ALIASES else model
 
 
-def load(model: str, device: str = "cpu", dtype: str = "float32", layers: int = 0):
-    """(tokenizer, model) in eval mode. `layers` > 0 keeps only the first `layers` blocks,
-    a real sub-model of the same weights (the size ladder of scaling studies)."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+def is_causal(config) -> bool:
+    """Decoder-only LMs (GPT-2, Llama, Qwen, ...): their states never look ahead."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    path = resolve(model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        net = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype))
-    except OSError as e:
-        raise GPOError(f"cannot load model {model!r} from {path}: {str(e).splitlines()[0]}") from None
-    if layers:
-        truncate(net, layers)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer, net.to(device).eval()
+    kind = config.model_type
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def truncate(net, layers: int) -> None:
+    """Keep the first `layers` blocks: a real sub-model of the same weights (the size ladder)."""
     for owner in (getattr(net, "encoder", None), getattr(net, "model", None), net):
         for attr in ("layer", "layers", "h"):
             blocks = getattr(owner, attr, None) if owner is not None else None
@@ -59,9 +62,56 @@ def truncate(net, layers: int) -> None:
     raise GPOError(f"cannot truncate {type(net).__name__}: no list of layers found")
 
 
+def pick_backend(backend: str, device: str) -> str:
+    if backend != "auto":
+        return backend
+    if not device.startswith("cuda"):
+        return "hf"
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        return "hf"
+    return "deepspeed"
+
+
+class Embedder:
+    """One model replica: tokenises questions and returns their points' embeddings."""
+
+    def __init__(self, cfg, device: str = "cpu", tokenizer=None, net=None):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.cfg, self.device = cfg, device
+        path = resolve(cfg.model)
+        try:
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            net = net or AutoModel.from_pretrained(path, dtype=getattr(torch, cfg.dtype))
+        except OSError as e:
+            raise GPOError(f"cannot load model {cfg.model!r} from {path}: {str(e).splitlines()[0]}") from None
+        if cfg.layers:
+            truncate(net, cfg.layers)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.causal = is_causal(net.config) if cfg.prefix_sharing == "auto" else cfg.prefix_sharing == "on"
+        self.backend = pick_backend(cfg.backend, device)
+        net = net.to(device).eval()
+        if self.backend == "deepspeed":
+            import deepspeed
+
+            engine = deepspeed.init_inference(net, dtype=getattr(torch, cfg.dtype), replace_with_kernel_inject=cfg.kernel_inject,
+                                              tensor_parallel={"tp_size": cfg.tp})
+            net = engine.module
+        self.net = net
+
+    def embed(self, questions: list[tuple[str, list[str]]], progress=None) -> tuple[np.ndarray, Stats]:
+        tokens = tokenize(self.tokenizer, questions, self.cfg.template, self.cfg.max_tokens)
+        run = embed_shared_prefix if self.causal else embed_full
+        return run(self.net, tokens, self.tokenizer.pad_token_id, self.cfg.batch_tokens, self.device, progress)
+
+
 def digest(model: str, layers: int = 0) -> str:
-    """Identity of the weights: a local folder's config, tokenizer and weight files (names,
-    sizes and their first MiB), or a hub id with its resolved revision where cached."""
+    """Identity of the weights: a local folder's files (names, sizes and their first MiB),
+    or, for a hub id, the id itself (pin a revision by naming a local snapshot folder)."""
     path = Path(resolve(model))
     h = hashlib.sha1(json.dumps([model, layers]).encode())
     if path.is_dir():

@@ -1,4 +1,8 @@
-"""Embed every point of a survey through the cache: only missing shards touch the model."""
+"""Embed every point of a survey through the cache: only missing shards touch a model.
+
+`embed.workers` > 0 shards the work over Ray actors (distributed.py); 0 runs one replica
+in this process. Both write the same cache, so either can resume the other's run.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,13 @@ import logging
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from gpo.data.survey import SurveyData
 from gpo.embed import models
 from gpo.embed.cache import EmbeddingCache
-from gpo.embed.extract import embed_encoded, encode
+from gpo.embed.extract import Stats
 from gpo.embed.prompts import template_digest
+from gpo.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +40,34 @@ def open_cache(data: SurveyData, cfg) -> EmbeddingCache:
         "dtype": cfg.dtype,
         "data_digest": data.digest(),
     }
-    return EmbeddingCache.open(cfg.cache_dir, identity, data.qids, data.n_options.tolist())
+    return EmbeddingCache.open(cfg.cache_dir, identity, data.qids, data.n_options.tolist(), cfg.shard_size)
 
 
-def embed_survey(data: SurveyData, cfg) -> np.ndarray:
+def embed_survey(data: SurveyData, cfg, on_shard_done=None) -> np.ndarray:
     """(P, d) embeddings of every (question, option) of `data` under embed config `cfg`."""
     cache = open_cache(data, cfg)
     todo = cache.missing()
     if todo:
-        device = pick_device(cfg.device)
-        tokenizer, net = models.load(cfg.model, device, cfg.dtype, cfg.layers)
-        n_points = sum(len(s.points) for s in todo)
-        log.info("embedding %d points of %d questions with %s on %s (%d of %d shards cached)",
-                 n_points, sum(len(s.questions) for s in todo), cfg.model, device,
+        questions = list(zip(data.questions, data.options))
+        log.info("embedding %d points of %d questions with %s (%d of %d shards cached)",
+                 sum(len(s.points) for s in todo), sum(len(s.questions) for s in todo), cfg.model,
                  len(cache.shards) - len(todo), len(cache.shards))
-        start = time.perf_counter()
-        with tqdm(total=n_points, desc=f"embed {cfg.model}", unit="pt") as bar:
-            for shard in todo:
-                questions = [(data.questions[q], data.options[q]) for q in shard.questions]
-                encoded = encode(tokenizer, questions, cfg.template, cfg.max_tokens)
-                cache.write(shard, embed_encoded(net, tokenizer, encoded, cfg.batch_tokens, device, bar))
-        log.info("embedded %d points in %.1fs", n_points, time.perf_counter() - start)
+        if cfg.workers > 0:
+            from gpo.embed.distributed import extract
+
+            extract(cache, todo, questions, cfg, on_shard_done)
+        else:
+            embed_here(cache, todo, questions, cfg)
     return cache.load()
+
+
+def embed_here(cache: EmbeddingCache, shards, questions, cfg) -> Stats:
+    embedder = models.Embedder(cfg, pick_device(cfg.device))
+    total, start = Stats(), time.perf_counter()
+    with progress(total=sum(len(s.points) for s in shards), desc=f"embed {cfg.model}", unit="pt") as bar:
+        for shard in shards:
+            vectors, stats = embedder.embed([questions[q] for q in shard.questions], bar)
+            cache.write(shard, vectors)
+            total += stats
+    log.info("extraction: %s", total.summary(time.perf_counter() - start))
+    return total
