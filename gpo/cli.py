@@ -46,10 +46,21 @@ def cmd_data(args) -> None:
         print(f"wrote {out} ({len(table)} rows)")
 
 
+DATASETS = {"opinionqa": "configs/demo.yaml", "globalopinionqa": "configs/globalopinionqa.yaml",
+            "synthetic": "configs/synthetic.yaml"}
+
+
 def cmd_embed(args) -> None:
     from gpo.embed.survey import embed_survey
     from gpo.pipeline import load_survey
 
+    if args.dataset in DATASETS:
+        args.config = DATASETS[args.dataset]
+    args.set = list(args.set or [])
+    if args.dataset and args.dataset not in DATASETS:
+        args.set.append(f"data.source={args.dataset}")
+    args.set += [f"embed.{key}={value}" for key, value in (("model", args.model), ("workers", args.workers))
+                 if value is not None]
     cfg = _config(args)
     data, _, _ = load_survey(cfg)
     x = embed_survey(data, cfg.embed)
@@ -92,7 +103,10 @@ def main(argv=None) -> int:
     add("run", cmd_run, "the whole job: data, embeddings, meta-training, evaluation (resumable)")
     p = add("data", cmd_data, "load and validate survey data; print a summary")
     p.add_argument("--out", help="also write the canonical table as parquet (+ .bad_rows.csv)")
-    add("embed", cmd_embed, "compute (or reuse) the cached embeddings")
+    p = add("embed", cmd_embed, "compute (or reuse) the cached embeddings, sharded over Ray actors")
+    p.add_argument("--model", help="base model: 'minilm', a hub id or a local folder (embed.model)")
+    p.add_argument("--dataset", help=f"one of {sorted(DATASETS)} (its shipped config) or a data file (data.source)")
+    p.add_argument("--workers", type=int, help="Ray actors, one model replica each; 0 = in this process (embed.workers)")
     add("train", cmd_train, "meta-train GPO, resuming from the run's last checkpoint")
     p = add("eval", cmd_eval, "evaluate a trained run on its test groups with every baseline", config=False)
     p.add_argument("run_dir", help="run folder (holds config.yaml and checkpoints/)")

@@ -50,7 +50,7 @@ class EmbedConfig:
     layers: int = 0  # keep only the first N transformer blocks (0 = all): the size ladder
     template: str = "gpo"  # prompt template (gpo/embed/prompts.py)
     max_tokens: int = 512  # longer prompts lose the end of their prefix, never the option
-    batch_tokens: int = 16384  # token budget per forward pass (length-bucketed batches)
+    batch_tokens: int = 0  # token budget per forward pass (length-bucketed); 0 = 4096 on CPU, 65536 on GPU
     dtype: str = "float32"  # float32, bfloat16, float16
     device: str = "auto"  # in-process extraction (workers: 0); Ray actors take a GPU when the cluster has one
     backend: str = "auto"  # "hf", "deepspeed", or "auto" (DeepSpeed on a GPU when installed)

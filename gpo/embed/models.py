@@ -106,7 +106,9 @@ class Embedder:
     def embed(self, questions: list[tuple[str, list[str]]], progress=None) -> tuple[np.ndarray, Stats]:
         tokens = tokenize(self.tokenizer, questions, self.cfg.template, self.cfg.max_tokens)
         run = embed_shared_prefix if self.causal else embed_full
-        return run(self.net, tokens, self.tokenizer.pad_token_id, self.cfg.batch_tokens, self.device, progress)
+        # small batches stay in a CPU's caches; a GPU wants many tokens in flight
+        budget = self.cfg.batch_tokens or (65536 if str(self.device).startswith("cuda") else 4096)
+        return run(self.net, tokens, self.tokenizer.pad_token_id, budget, self.device, progress)
 
 
 def digest(model: str, layers: int = 0) -> str:
