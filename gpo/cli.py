@@ -89,6 +89,11 @@ def cmd_eval(args) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:  # its own argument parser: tune/sweep.py (also run by `ray submit`)
+        from tune.sweep import main as sweep
+
+        return sweep(argv[1:])
     parser = argparse.ArgumentParser(prog="gpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -111,6 +116,8 @@ def main(argv=None) -> int:
     p = add("eval", cmd_eval, "evaluate a trained run on its test groups with every baseline", config=False)
     p.add_argument("run_dir", help="run folder (holds config.yaml and checkpoints/)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    sub.add_parser("sweep", help="Ray Tune + Optuna sweep of a study YAML (gpo sweep STUDY [--resume] [--smoke-test])",
+                   add_help=False)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

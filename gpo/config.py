@@ -150,7 +150,8 @@ def _set(tree: dict, dotted: str, value) -> None:
     tree[leaf] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] = (), values: dict | None = None) -> ExperimentConfig:
+    """Defaults <- YAML file <- `key=value` overrides <- `values` (dotted key -> Python value)."""
     tree: dict = {}
     if path is not None:
         path = Path(path)
@@ -167,6 +168,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=500")
         key, raw = item.split("=", 1)
         _set(tree, key.strip(), yaml.safe_load(raw))
+    for key, value in (values or {}).items():
+        _set(tree, key, value)
     defaults = to_dict(ExperimentConfig())
     try:
         return from_dict(ExperimentConfig, _merge(defaults, tree))

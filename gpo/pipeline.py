@@ -60,22 +60,29 @@ def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None):
     return data, resolve_groups(table, d.groups), features
 
 
-def prepare(cfg: ExperimentConfig) -> Prepared:
+def load_inputs(cfg: ExperimentConfig) -> tuple[SurveyData, GroupSplit, np.ndarray]:
+    """The survey, its group split and the (cached) embeddings: what every run of a study shares."""
     data, eval_groups, features = load_survey(cfg)
     extra = [g for g in data.groups if g not in eval_groups]
     split = split_groups(eval_groups, cfg.data.train_fraction, cfg.data.val_fraction, cfg.data.split_seed, extra)
     if cfg.embed.model == "synthetic":
         if features is None:
             raise ConfigError("embed.model 'synthetic' needs data.source 'synthetic'")
-        x = features
-    else:
-        x = embed_survey(data, cfg.embed)
-    points = Points.build(data, x, pick_device(cfg.train.device))
+        return data, split, features
+    return data, split, embed_survey(data, cfg.embed)
+
+
+def assemble(data: SurveyData, split: GroupSplit, x: np.ndarray, device: str) -> Prepared:
+    points = Points.build(data, x, device)
     basis = Basis.build(points, [data.groups.index(g) for g in split.train])
     log.info("%s: %d questions, %d points, %d groups (train %d, val %d, test %d), x dim %d",
              data.dataset, len(data.qids), data.n_points, len(data.groups), len(split.train),
              len(split.val), len(split.test), x.shape[1])
     return Prepared(data, split, points, basis)
+
+
+def prepare(cfg: ExperimentConfig) -> Prepared:
+    return assemble(*load_inputs(cfg), pick_device(cfg.train.device))
 
 
 def validation_score(prep: Prepared, cfg: ExperimentConfig, method) -> float:
@@ -101,7 +108,7 @@ def baselines(prep: Prepared, cfg: ExperimentConfig) -> dict:
     return {name: baseline_method(name, **tune(prep, cfg, name)) for name in cfg.eval.baselines}
 
 
-def run_training(prep: Prepared, cfg: ExperimentConfig) -> Path:
+def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> Path:
     """Meta-train (resuming if a checkpoint exists) and return the best checkpoint's path."""
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +122,7 @@ def run_training(prep: Prepared, cfg: ExperimentConfig) -> Path:
         prior = baseline_method(cfg.model.prior, **params)
     state = train(model, prep.points, prep.basis, prep.index(prep.split.train),
                   lambda m: validation_score(prep, cfg, gpo_method(m, prior)), cfg.train, run_dir, to_dict(cfg),
-                  prior, params)
+                  prior, params, on_validate)
     pd.DataFrame(state.history).to_parquet(run_dir / "train_history.parquet")
     log.info("best validation alignment %.4f at step %d", state.best_score, state.best_step)
     return run_dir / "checkpoints" / "best.pt"

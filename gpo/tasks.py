@@ -35,7 +35,7 @@ class Points:
             if values is not None:
                 ordinal[q, : len(values)] = torch.tensor(values, dtype=torch.float64)
         return cls(
-            x=torch.as_tensor(x, dtype=torch.float32).to(device),
+            x=torch.tensor(x, dtype=torch.float32, device=device),  # a copy: x may be a read-only shared view
             y=torch.as_tensor(data.y).to(device),
             question_points=qp.to(device),
             point_question=torch.as_tensor(data.point_question).to(device),

@@ -63,12 +63,14 @@ def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, 
 
 
 def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], validate, cfg, run_dir: Path,
-          config: dict, prior=None, prior_params: dict | None = None) -> TrainState:
+          config: dict, prior=None, prior_params: dict | None = None, on_validate=None) -> TrainState:
     """Meta-train `model` in place, resuming from run_dir/checkpoints/last.pt if present.
 
     validate(model) -> float scores the validation groups (higher is better). prior: the
     baseline (points, basis, batch) -> (B, P) that residual variants correct, with the
     hyperparameters `prior_params` it was built with (kept in checkpoints).
+    on_validate(state, checkpoint_dir) runs after each validation's checkpoint is written
+    (sweeps report to Ray Tune there).
     """
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +106,8 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
             state.best_score, state.best_step = score, state.step
             save_checkpoint(ckpt_dir / "best.pt", model, optimizer, generator, state, config, prior_params or {})
         save_checkpoint(last, model, optimizer, generator, state, config, prior_params or {})
+        if on_validate is not None:
+            on_validate(state, ckpt_dir)
         bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{score:.4f}", best=f"{state.best_score:.4f}@{state.best_step}")
 
     start = time.perf_counter() - (state.history[-1]["wall_s"] if state.history else 0.0)

@@ -111,6 +111,21 @@ class Embedder:
         return run(self.net, tokens, self.tokenizer.pad_token_id, budget, self.device, progress)
 
 
+def count_parameters(model: str, layers: int = 0) -> int:
+    """Parameters of a base model (truncated to `layers`), counted without loading its weights."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    if model == "synthetic":
+        return 0
+    config = AutoConfig.from_pretrained(resolve(model))
+    with torch.device("meta"):
+        net = AutoModel.from_config(config)
+    if layers:
+        truncate(net, layers)
+    return sum(p.numel() for p in net.parameters())
+
+
 def digest(model: str, layers: int = 0) -> str:
     """Identity of the weights: a local folder's files (names, sizes and their first MiB),
     or, for a hub id, the id itself (pin a revision by naming a local snapshot folder)."""
