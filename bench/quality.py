@@ -94,8 +94,8 @@ def main() -> None:
                     history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
                     walls.append({"run": name, "wall_s": time.perf_counter() - start,
                                   "train_s": history["wall_s"].iloc[-1], "best_step": int(history.loc[history.val_alignment.idxmax(), "step"])})
-                    frames.append(results.assign(dataset=dataset,
-                                                 method=results.method.where(results.method != "gpo", f"gpo-{variant}")))
+                    frames.append(results.assign(dataset=dataset, method=results.method.where(
+                        ~results.method.str.startswith("gpo"), f"gpo-{variant}")))
     results = pd.concat(frames)
     # baselines do not depend on the variant: keep one copy per (run setting)
     results = results.drop_duplicates(["dataset", "train_fraction", "seed", "k", "method", "group"])

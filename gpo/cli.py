@@ -88,6 +88,12 @@ def cmd_eval(args) -> None:
     print(write_results(run_evaluation(prepare(cfg), cfg, checkpoint), run_dir))
 
 
+def cmd_analyze(args) -> None:
+    from analysis.report import analyze
+
+    print(analyze(args.results, args.out))
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["sweep"]:  # its own argument parser: tune/sweep.py (also run by `ray submit`)
@@ -116,6 +122,10 @@ def main(argv=None) -> int:
     p = add("eval", cmd_eval, "evaluate a trained run on its test groups with every baseline", config=False)
     p.add_argument("run_dir", help="run folder (holds config.yaml and checkpoints/)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p = sub.add_parser("analyze", help="tables, scaling fits and figures from study/run results -> report.md/.html")
+    p.add_argument("results", nargs="+", help="study or run folders, or result parquet files")
+    p.add_argument("--out", required=True, help="report folder")
+    p.set_defaults(fn=cmd_analyze)
     sub.add_parser("sweep", help="Ray Tune + Optuna sweep of a study YAML (gpo sweep STUDY [--resume] [--smoke-test])",
                    add_help=False)
 

@@ -128,16 +128,27 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> Pat
     return run_dir / "checkpoints" / "best.pt"
 
 
+def gpo_name(model_cfg) -> str:
+    """'gpo' for the paper's architecture, 'gpo[logit]' for a residual over the logit pool, ..."""
+    return "gpo" if model_cfg.prior == "none" else f"gpo[{model_cfg.prior}]"
+
+
 def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoint: Path | None) -> pd.DataFrame:
     """GPO (from `checkpoint`) and the baselines on the test groups at every k of eval.ks."""
-    methods = {}
+    methods, training = {}, {}
     if checkpoint is not None:
         model, ckpt = load_model(checkpoint, prep.points.device)
         prior = baseline_method(model.cfg.prior, **ckpt["prior_params"]) if model.cfg.prior != "none" else None
-        methods["gpo"] = gpo_method(model, prior)
+        methods[gpo_name(model.cfg)] = gpo_method(model, prior)
+        tokens = ckpt["state"].get("tokens", 0)
+        # dense training FLOPs ~ 6 x parameters x tokens (attention's share is left out)
+        training = {"gpo_params": model.n_params(), "train_steps": ckpt["state"]["step"], "train_tokens": tokens,
+                    "train_flops": 6.0 * model.n_params() * tokens}
     methods.update(baselines(prep, cfg))
     results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
                        cfg.eval.ks, cfg.eval.draws, cfg.eval.seed)
+    for column, value in training.items():  # GPO's rows only: baselines train nothing
+        results[column] = results["method"].str.startswith("gpo").map({True: value, False: None})
     return results.assign(
         run=cfg.name, dataset=prep.data.dataset, embed_model=cfg.embed.model, embed_layers=cfg.embed.layers,
         train_fraction=cfg.data.train_fraction, split_seed=cfg.data.split_seed, seed=cfg.train.seed, role="test",

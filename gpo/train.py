@@ -48,6 +48,7 @@ class TrainState:
     best_score: float = -math.inf
     best_step: int = -1
     running_loss: float = math.nan  # moving average of the training loss
+    tokens: int = 0  # points (context + target) processed, for compute estimates
     history: list = field(default_factory=list)  # one dict per validation
 
 
@@ -131,6 +132,7 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             state.step += 1
+            state.tokens += int(batch.valid.sum())
             bar.update(1)
             r = state.running_loss
             state.running_loss = loss.item() if math.isnan(r) else 0.95 * r + 0.05 * loss.item()

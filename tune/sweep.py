@@ -60,7 +60,8 @@ def trial(params: dict, study: StudyConfig, base_model: BaseModel, k: int, input
     run_training(prep, cfg, on_validate=report)
 
 
-def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bool):
+def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bool, stop=None):
+    """One Optuna (or random) search with ASHA; `stop` is an optional Tune stopper (budgets)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -94,7 +95,7 @@ def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bo
         trainable, param_space=search_space(study),
         tune_config=tune.TuneConfig(metric=study.metric, mode="max", search_alg=searcher, scheduler=scheduler,
                                     num_samples=b.num_samples),
-        run_config=tune.RunConfig(name=name, storage_path=str(study.root / "search"), verbose=1,
+        run_config=tune.RunConfig(name=name, storage_path=str(study.root / "search"), verbose=1, stop=stop,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     return tuner.fit()
@@ -161,7 +162,7 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
                 frames.append(results.assign(kind="test", study=study.name, base_model=base_model.model,
                                              base_layers=base_model.layers, base_params=base_params,
                                              config=json.dumps(params)))
-            gpo = pd.concat(tests).query("method == 'gpo'").groupby("seed")["alignment"].mean()
+            gpo = pd.concat(tests).query("method.str.startswith('gpo')").groupby("seed")["alignment"].mean()
             summaries.append(
                 f"{base_model.tag} k={k}: best {params} val {best.metrics[study.metric]:.4f}; "
                 f"trials {int((trials.status == 'completed').sum())} completed, {int((trials.status == 'stopped early').sum())} "

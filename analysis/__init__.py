@@ -1,0 +1,1 @@
+"""Analysis: aggregate study results across base models, fit scaling laws, plot, report."""
