@@ -56,6 +56,13 @@ class Basis:
         column[groups] = torch.arange(len(groups), device=points.device)
         return cls(torch.where(answered, y, mean), column)
 
+    def features(self, batch: Batch) -> torch.Tensor:
+        """(B, N, J) basis shares of every token; a row's own column is the mean of the others."""
+        feats = self.y[:, batch.points.clamp_min(0)].permute(1, 2, 0)
+        own = self.own(batch.groups)[:, None, :]
+        others = (feats.sum(-1, keepdim=True) - (feats * own).sum(-1, keepdim=True)) / max(self.y.shape[0] - 1, 1)
+        return torch.where(own, others, feats)
+
     def own(self, groups: torch.Tensor) -> torch.Tensor:
         """(B, J) True at each row's own column (training tasks leave it out)."""
         cols = self.column[groups]

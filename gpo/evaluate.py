@@ -18,7 +18,7 @@ from gpo.metrics import alignment
 from gpo.model import GPO
 from gpo.ops import segment_softmax
 from gpo.tasks import Batch, Points, Questions, make_batch, sample_questions
-from gpo.train import with_prior
+from gpo.train import model_inputs
 
 Method = Callable[[Points, Basis, Batch], torch.Tensor]  # -> (B, P) probabilities
 
@@ -26,8 +26,8 @@ Method = Callable[[Points, Basis, Batch], torch.Tensor]  # -> (B, P) probabiliti
 def gpo_method(model: GPO, prior: Method | None = None) -> Method:
     @torch.no_grad()
     def predict(points: Points, basis: Basis, batch: Batch) -> torch.Tensor:
-        batch = with_prior(prior, points, basis, batch)
-        mean, _ = model(batch.x, batch.y, batch.valid, batch.n_ctx, batch.prior)
+        batch = model_inputs(model, prior, points, basis, batch)
+        mean, _ = model(batch.x, batch.y, batch.valid, batch.n_ctx, batch.prior, batch.basis)
         p_tar = segment_softmax(mean, batch.segment)
         out = torch.zeros(batch.x.shape[0], points.x.shape[0] + 1, device=points.device)
         tar_points = torch.where(batch.segment >= 0, batch.points[:, batch.n_ctx:], points.x.shape[0])

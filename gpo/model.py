@@ -8,9 +8,13 @@ the work of a full (N_ctx + N_tar)^2 mask, with identical outputs (tests compare
 `nn.TransformerEncoder` under the explicit mask). The head gives a mean and a log-std per
 target; means are softmaxed within each question (ops.segment_softmax).
 
-Variant (issue 7): with `prior` set, every point also carries a baseline's probability p0
-(and the context its residual y - p0), and the mean is log p0 plus a learned correction
-whose last layer starts at zero, so training starts from the baseline's predictions.
+Variants (issue 7), each a config switch:
+- `prior`: every point also carries a baseline's probability p0 (and the context its
+  residual y - p0), and the mean is log p0 plus a learned correction whose last layer starts
+  at zero, so training starts from the baseline's predictions;
+- `basis`: every point also carries the training groups' shares of that option (the group
+  basis; a training group's own column is replaced by the mean of the others), so the model
+  can learn which training groups the context resembles.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class ModelConfig:
     embed_depth: int = 4  # layers of the input MLP on [x; y]
     dropout: float = 0.0
     prior: str = "none"  # "none" (the paper), or a baseline to correct: "mean", "mixture", "logit"
+    basis: bool = False  # also read the training groups' shares of every point
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, depth: int) -> nn.Sequential:
@@ -79,12 +84,12 @@ class Block(nn.Module):
 
 
 class GPO(nn.Module):
-    def __init__(self, cfg: ModelConfig, d_x: int):
+    def __init__(self, cfg: ModelConfig, d_x: int, n_basis: int = 0):
         super().__init__()
         if cfg.d_model % cfg.n_heads:
             raise ValueError(f"model.d_model ({cfg.d_model}) must be divisible by model.n_heads ({cfg.n_heads})")
-        self.cfg, self.d_x = cfg, d_x
-        d_in = d_x + (3 if cfg.prior != "none" else 1)
+        self.cfg, self.d_x, self.n_basis = cfg, d_x, n_basis if cfg.basis else 0
+        d_in = d_x + (3 if cfg.prior != "none" else 1) + self.n_basis
         self.embed = mlp(d_in, cfg.d_model, cfg.d_model, cfg.embed_depth)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(), nn.Linear(cfg.d_ff, 2))
@@ -92,8 +97,9 @@ class GPO(nn.Module):
             nn.init.zeros_(self.head[-1].weight)  # start exactly at the prior
             nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, x, y, valid, n_ctx: int, prior=None):
-        """x (B, N, d_x), y (B, N), valid (B, N): the first n_ctx tokens are context.
+    def forward(self, x, y, valid, n_ctx: int, prior=None, basis=None):
+        """x (B, N, d_x), y (B, N), valid (B, N): the first n_ctx tokens are context;
+        prior (B, N) and basis (B, N, n_basis) for the variants that read them.
 
         Returns the mean logits and log-stds (B, N - n_ctx) of the targets. The targets' y
         is never read, so labels can travel in the same tensor.
@@ -104,6 +110,8 @@ class GPO(nn.Module):
         features = [x, y_in[..., None]]
         if self.cfg.prior != "none":
             features += [prior[..., None], torch.where(is_ctx, y - prior, 0.0)[..., None]]
+        if self.n_basis:
+            features.append(basis)
         h = self.embed(torch.cat(features, -1))  # (B, N, D)
         ctx_valid = valid[:, :n_ctx]
         for block in self.blocks:

@@ -114,7 +114,7 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     (run_dir / "split.json").write_text(json.dumps(prep.split.as_dict(), indent=1))
-    model = GPO(cfg.model, prep.points.x.shape[1]).to(prep.points.device)
+    model = GPO(cfg.model, prep.points.x.shape[1], prep.basis.y.shape[0]).to(prep.points.device)
     log.info("GPO: %d parameters", model.n_params())
     prior, params = None, {}
     if cfg.model.prior != "none":
@@ -129,8 +129,9 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> Pat
 
 
 def gpo_name(model_cfg) -> str:
-    """'gpo' for the paper's architecture, 'gpo[logit]' for a residual over the logit pool, ..."""
-    return "gpo" if model_cfg.prior == "none" else f"gpo[{model_cfg.prior}]"
+    """'gpo' for the paper's architecture; 'gpo[logit]', 'gpo[basis]', 'gpo[logit+basis]' for variants."""
+    parts = ([model_cfg.prior] if model_cfg.prior != "none" else []) + (["basis"] if model_cfg.basis else [])
+    return f"gpo[{'+'.join(parts)}]" if parts else "gpo"
 
 
 def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoint: Path | None) -> pd.DataFrame:

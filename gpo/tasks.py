@@ -36,7 +36,7 @@ class Points:
                 ordinal[q, : len(values)] = torch.tensor(values, dtype=torch.float64)
         return cls(
             x=torch.tensor(x, dtype=torch.float32, device=device),  # a copy: x may be a read-only shared view
-            y=torch.as_tensor(data.y).to(device),
+            y=torch.tensor(data.y, device=device),
             question_points=qp.to(device),
             point_question=torch.as_tensor(data.point_question).to(device),
             available=torch.as_tensor(data.available).to(device),
@@ -80,6 +80,7 @@ class Batch:
     n_ctx: int
     groups: torch.Tensor  # (B,) group index per row
     prior: torch.Tensor | None = None  # (B, N) a baseline's probability per token
+    basis: torch.Tensor | None = None  # (B, N, J) the training groups' shares per token
 
     @property
     def y_tar(self):

@@ -35,10 +35,13 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-def with_prior(prior, points: Points, basis: Basis, batch: Batch) -> Batch:
-    """Attach a baseline's probability of every token (residual variants); prior may be None."""
+def model_inputs(model: GPO, prior, points: Points, basis: Basis, batch: Batch) -> Batch:
+    """Attach what a variant reads besides (x, y): the prior's probability of every token
+    (prior may be None) and the group-basis features."""
     if prior is not None:
         batch.prior = prior(points, basis, batch).gather(1, batch.points.clamp_min(0))
+    if model.n_basis:
+        batch.basis = basis.features(batch)
     return batch
 
 
@@ -58,7 +61,7 @@ def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, 
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "state": vars(state), "config": config, "d_x": model.d_x, "prior_params": prior_params,
+        "state": vars(state), "config": config, "d_x": model.d_x, "n_basis": model.n_basis, "prior_params": prior_params,
     }, tmp)
     os.replace(tmp, path)
 
@@ -123,8 +126,8 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
             n_ctx = int(torch.randint(cfg.ctx_min, cfg.ctx_max + 1, (1,), generator=generator, device=device))
             n_tar = int(torch.randint(cfg.tar_min, cfg.tar_max + 1, (1,), generator=generator, device=device))
             questions = sample_questions(available[rows], n_ctx, n_tar, generator)
-            batch = with_prior(prior, points, basis, make_batch(points, groups[rows], questions))
-            mean, log_std = model(batch.x, batch.y, batch.valid, batch.n_ctx, batch.prior)
+            batch = model_inputs(model, prior, points, basis, make_batch(points, groups[rows], questions))
+            mean, log_std = model(batch.x, batch.y, batch.valid, batch.n_ctx, batch.prior, batch.basis)
             loss = loss_fn(mean, log_std, batch.y_tar, batch.segment)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -147,6 +150,6 @@ def load_model(path: Path, device="cpu") -> tuple[GPO, dict]:
     from gpo.model import ModelConfig
 
     ckpt = torch.load(path, map_location=device, weights_only=False)
-    model = GPO(from_dict(ModelConfig, ckpt["config"]["model"]), ckpt["d_x"]).to(device)
+    model = GPO(from_dict(ModelConfig, ckpt["config"]["model"]), ckpt["d_x"], ckpt.get("n_basis", 0)).to(device)
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

@@ -1,0 +1,73 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gpo.baselines import Basis, logit, mean, mixture, uniform
+from gpo.data.schema import make_row
+from gpo.data.survey import select
+from gpo.tasks import Points, make_batch, sample_questions
+
+
+def world(targets: dict, n_questions=30, seed=0):
+    """Three basis groups with random distributions, plus target groups built from them."""
+    rng = np.random.default_rng(seed)
+    rows, shares = [], {}
+    for q in range(n_questions):
+        n = int(rng.integers(2, 5))
+        base = {g: rng.dirichlet(np.ones(n)) for g in ("a", "b", "c")}
+        for g, fn in targets.items():
+            base[g] = fn(base)
+        for g, dist in base.items():
+            rows.append(make_row("t", f"Q{q:03d}", f"q{q}?", [f"o{i}" for i in range(n)], list(range(n)), "X", g, dist, 100))
+    data = select(pd.DataFrame(rows), ["a", "b", "c", *targets])
+    return data, Points.build(data, np.zeros((data.n_points, 4), np.float32))
+
+
+def episode(points, group, k, seed=0):
+    rows = torch.tensor([group])
+    q = sample_questions(points.available[rows], k, None, torch.Generator().manual_seed(seed))
+    return make_batch(points, rows, q)
+
+
+def test_mixture_recovers_an_exact_mixture_and_predicts_unseen_questions():
+    data, points = world({"t": lambda b: 0.3 * b["a"] + 0.7 * b["c"]})
+    basis = Basis.build(points, [0, 1, 2])
+    p = mixture(points, basis, episode(points, 3, k=10))
+    assert torch.allclose(p[0], points.y[3], atol=1e-4)  # every question, context or not
+
+
+def test_logit_pool_recovers_an_exact_log_linear_pool():
+    def pool(b):
+        logp = 1.5 * np.log(b["a"]) - 0.5 * np.log(b["b"])  # outside the mixtures' convex hull
+        return np.exp(logp) / np.exp(logp).sum()
+
+    data, points = world({"t": pool})
+    basis = Basis.build(points, [0, 1, 2])
+    p = logit(points, basis, episode(points, 3, k=12), alpha=1e-6, eps=0.0)
+    assert torch.allclose(p[0], points.y[3], atol=1e-3)
+    assert not torch.allclose(mixture(points, basis, episode(points, 3, k=12))[0], points.y[3], atol=1e-2)
+
+
+def test_training_groups_never_see_their_own_column():
+    data, points = world({})
+    basis = Basis.build(points, [0, 1, 2])
+    batch = episode(points, 1, k=10)  # group "b" is in the basis
+    assert torch.allclose(mean(points, basis, batch)[0], (points.y[0] + points.y[2]) / 2)
+    p = mixture(points, basis, batch)
+    assert not torch.allclose(p[0], points.y[1], atol=1e-3)  # it cannot just copy itself
+    feats = basis.features(batch)[0]  # (N, J): own column = mean of the others
+    tokens = batch.points[0]
+    assert torch.allclose(feats[:, 1], (points.y[0, tokens] + points.y[2, tokens]) / 2)
+    assert torch.allclose(feats[:, 0], points.y[0, tokens])
+
+
+def test_predictions_are_distributions_per_question():
+    data, points = world({"t": lambda b: 0.5 * b["a"] + 0.5 * b["b"]})
+    basis = Basis.build(points, [0, 1, 2])
+    batch = episode(points, 3, k=5)
+    for fn in (uniform, mean, mixture, logit):
+        p = fn(points, basis, batch)[0]
+        sums = torch.zeros(len(data.qids)).index_add(0, points.point_question, p)
+        assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5), fn.__name__
+        assert (p >= 0).all()
