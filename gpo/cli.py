@@ -88,6 +88,28 @@ def cmd_eval(args) -> None:
     print(write_results(run_evaluation(prepare(cfg), cfg, checkpoint), run_dir))
 
 
+def cmd_baseline(args) -> None:
+    import pandas as pd
+
+    from gpo.pipeline import format_table, llm_baselines, prepare, write_results
+    from gpo.evaluate import evaluate
+
+    cfg = _config(args)
+    prep = prepare(cfg)
+    methods = llm_baselines(prep, cfg, [args.name])
+    results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
+                       cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, max_targets=cfg.eval.max_targets)
+    results = results.assign(run=cfg.name, dataset=prep.data.dataset, embed_model=cfg.llm.model, embed_layers=0,
+                             train_fraction=cfg.data.train_fraction, split_seed=cfg.data.split_seed,
+                             seed=cfg.train.seed, role="test")
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    existing = cfg.run_dir / "results.parquet"
+    if existing.is_file():  # next to GPO's results, replacing an earlier run of this baseline
+        old = pd.read_parquet(existing)
+        results = pd.concat([old[~old.method.isin(results.method.unique())], results], ignore_index=True)
+    print(write_results(results, cfg.run_dir))
+
+
 def cmd_analyze(args) -> None:
     from analysis.report import analyze
 
@@ -103,8 +125,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name, fn, help, config=True):
+    def add(name, fn, help, config=True, leading=None):
         p = sub.add_parser(name, help=help, description=help)
+        if leading:
+            p.add_argument(leading[0], **leading[1])
         if config:
             p.add_argument("config", nargs="?", default="configs/demo.yaml", help="experiment YAML (default: %(default)s)")
         p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config values")
@@ -122,6 +146,8 @@ def main(argv=None) -> int:
     p = add("eval", cmd_eval, "evaluate a trained run on its test groups with every baseline", config=False)
     p.add_argument("run_dir", help="run folder (holds config.yaml and checkpoints/)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    add("baseline", cmd_baseline, "evaluate one of the paper's LLM baselines (llm.model) next to the run's results",
+        leading=("name", {"choices": ["zero_shot", "steered", "few_shot", "sft", "reward", "icft"]}))
     p = sub.add_parser("analyze", help="tables, scaling fits and figures from study/run results -> report.md/.html")
     p.add_argument("results", nargs="+", help="study or run folders, or result parquet files")
     p.add_argument("--out", required=True, help="report folder")

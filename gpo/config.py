@@ -88,7 +88,25 @@ class EvalConfig:
     ks: list = field(default_factory=lambda: [0, 5, 10, 20])  # context sizes
     draws: int = 5  # random context sets per group and k, shared by all methods
     seed: int = 1234
+    max_targets: int = 0  # target questions per episode (0 = all the rest); LLM baselines need a cap
     baselines: list = field(default_factory=lambda: ["uniform", "mean", "ridge", "mixture", "logit"])
+    llm_baselines: list = field(default_factory=list)  # zero_shot, steered, few_shot, sft, reward, icft (needs llm.model)
+
+
+@dataclass
+class LLMConfig:
+    model: str = ""  # causal LM for the LLM baselines: a hub id or a local folder
+    dtype: str = "float32"
+    device: str = "auto"
+    batch_size: int = 8
+    max_tokens: int = 2048  # longer prompts keep their end (the question being asked)
+    steer: str = "portray"  # steering style: bio, qa or portray
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_lr: float = 1e-3
+    lora_steps: int = 20  # per-episode steps of the per-group SFT and reward model
+    samples_per_question: int = 20  # answers sampled from a group's distribution for SFT
+    icft_steps: int = 200  # meta-training steps of in-context fine-tuning
 
 
 @dataclass
@@ -100,6 +118,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
 
     @property
     def run_dir(self) -> Path:

@@ -40,11 +40,12 @@ def baseline_method(name: str, **params) -> Method:
     return lambda points, basis, batch: fn(points, basis, batch, **params)
 
 
-def episodes(points: Points, groups: list[int], k: int, draws: int, seed: int) -> tuple[torch.Tensor, Questions]:
-    """Rows = groups x draws; each row's context is k random questions, its targets the rest."""
+def episodes(points: Points, groups: list[int], k: int, draws: int, seed: int, max_targets: int = 0) -> tuple[torch.Tensor, Questions]:
+    """Rows = groups x draws; each row's context is k random questions, its targets the rest
+    (or the next `max_targets` of them)."""
     generator = torch.Generator(device=points.device).manual_seed(seed * 1_000_003 + k)
     rows = torch.as_tensor(groups, device=points.device).repeat_interleave(draws)
-    return rows, sample_questions(points.available[rows], k, None, generator)
+    return rows, sample_questions(points.available[rows], k, max_targets or None, generator)
 
 
 def score(points: Points, p: torch.Tensor, rows: torch.Tensor, q: Questions) -> torch.Tensor:
@@ -64,11 +65,11 @@ def score(points: Points, p: torch.Tensor, rows: torch.Tensor, q: Questions) -> 
 
 
 def evaluate(methods: dict[str, Method], points: Points, basis: Basis, groups: list[int], group_names: list[str],
-             ks: list[int], draws: int, seed: int, chunk: int = 32) -> pd.DataFrame:
+             ks: list[int], draws: int, seed: int, chunk: int = 32, max_targets: int = 0) -> pd.DataFrame:
     """One row per (method, k, group): alignment averaged over the draws."""
     records = []
     for k in ks:
-        rows, q = episodes(points, groups, k, draws, seed)
+        rows, q = episodes(points, groups, k, draws, seed, max_targets)
         for name, method in methods.items():
             scores = []
             for s in range(0, rows.shape[0], chunk):
@@ -80,7 +81,8 @@ def evaluate(methods: dict[str, Method], points: Points, basis: Basis, groups: l
             spread = per_group.std(1) if draws > 1 else torch.zeros(len(groups))
             for g, value, sd, n in zip(groups, per_group.mean(1).tolist(), spread.tolist(), n_targets.tolist()):
                 records.append({"method": name, "k": k, "group": group_names[g], "alignment": value,
-                                "alignment_sd_draws": sd, "n_targets": n, "draws": draws})
+                                "alignment_sd_draws": sd, "n_targets": n, "draws": draws,
+                                "train_s": getattr(method, "train_seconds", None)})
     return pd.DataFrame.from_records(records)
 
 

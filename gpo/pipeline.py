@@ -128,6 +128,19 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> Pat
     return run_dir / "checkpoints" / "best.pt"
 
 
+def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> dict:
+    """The paper's LLM baselines on `llm.model` (they share one loaded model)."""
+    if not names:
+        return {}
+    if not cfg.llm.model:
+        raise ConfigError("eval.llm_baselines needs llm.model (a causal LM hub id or local folder)")
+    from gpo.llm.methods import LLM, make
+
+    llm = LLM(cfg.llm, pick_device(cfg.llm.device))
+    k = max(cfg.eval.ks)
+    return {f"llm-{name}": make(name, llm, prep.data, prep.points, prep.index(prep.split.train), k) for name in names}
+
+
 def gpo_name(model_cfg) -> str:
     """'gpo' for the paper's architecture; 'gpo[logit]', 'gpo[basis]', 'gpo[logit+basis]' for variants."""
     parts = ([model_cfg.prior] if model_cfg.prior != "none" else []) + (["basis"] if model_cfg.basis else [])
@@ -143,11 +156,13 @@ def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoint: Path | Non
         methods[gpo_name(model.cfg)] = gpo_method(model, prior)
         tokens = ckpt["state"].get("tokens", 0)
         # dense training FLOPs ~ 6 x parameters x tokens (attention's share is left out)
+        history = ckpt["state"]["history"]
         training = {"gpo_params": model.n_params(), "train_steps": ckpt["state"]["step"], "train_tokens": tokens,
-                    "train_flops": 6.0 * model.n_params() * tokens}
+                    "train_flops": 6.0 * model.n_params() * tokens, "train_s": history[-1]["wall_s"] if history else 0.0}
     methods.update(baselines(prep, cfg))
+    methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines))
     results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
-                       cfg.eval.ks, cfg.eval.draws, cfg.eval.seed)
+                       cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, max_targets=cfg.eval.max_targets)
     for column, value in training.items():  # GPO's rows only: baselines train nothing
         results[column] = results["method"].str.startswith("gpo").map({True: value, False: None})
     return results.assign(

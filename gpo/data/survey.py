@@ -42,6 +42,7 @@ class SurveyData:
     options: list[list[str]]
     ordinal: list[list[float] | None]
     groups: list[str]
+    attributes: list[str]  # each group's attribute ("POLPARTY", "COUNTRY", ...)
     y: np.ndarray  # (G, P) float32 shares, NaN where the group lacks the question
     n: np.ndarray  # (G, Q) respondent counts, NaN when unknown
 
@@ -72,10 +73,6 @@ class SurveyData:
         payload = json.dumps([self.dataset, self.qids, self.questions, self.options])
         return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
-    def subset_groups(self, names: list[str]) -> "SurveyData":
-        index = [self.groups.index(n) for n in names]
-        return SurveyData(self.dataset, self.qids, self.questions, self.options, self.ordinal,
-                          list(names), self.y[index], self.n[index])
 
 
 def group_labels(table: pd.DataFrame) -> pd.Series:
@@ -131,6 +128,7 @@ def select(
     questions = table.drop_duplicates("qid").sort_values("qid", kind="stable")
     qindex = {q: i for i, q in enumerate(questions["qid"])}
     gindex = {g: i for i, g in enumerate(wanted)}
+    attribute_of = dict(zip(table["label"], table["attribute"]))
     n_options = questions["options"].map(len).to_numpy()
     starts = np.concatenate([[0], np.cumsum(n_options)[:-1]])
     y = np.full((len(wanted), int(n_options.sum())), np.nan, dtype=np.float32)
@@ -146,6 +144,7 @@ def select(
         options=[list(o) for o in questions["options"]],
         ordinal=[None if o is None else list(o) for o in questions["ordinal"]],
         groups=list(wanted),
+        attributes=[attribute_of[g] for g in wanted],
         y=y,
         n=n,
     )

@@ -1,0 +1,127 @@
+"""The LLM baselines on a random-init GPT-2-style model with a small byte-level BPE tokenizer:
+correctness only (no quality claims can be made with random weights)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("peft")
+
+from gpo.config import LLMConfig, load_config  # noqa: E402
+from gpo.evaluate import evaluate  # noqa: E402
+from gpo.llm.methods import LLM, make  # noqa: E402
+from gpo.llm.scoring import FLOOR, letter_token_ids, option_probs  # noqa: E402
+from gpo.pipeline import prepare  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llm_dir(tmp_path_factory):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from gpo.data.synthetic import SyntheticWorld
+
+    table, _ = SyntheticWorld(n_questions=40, n_groups=2).build()
+    corpus = list(table["question"].unique()) + ["Answer: A B C D E. A. B. C. D. E. 25% 75%"] * 20
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=4096))
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    tok.save_pretrained(path)
+    model.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def prep(tmp_path_factory):
+    cfg = load_config("configs/synthetic.yaml", [f"out_dir={tmp_path_factory.mktemp('runs')}"])
+    return prepare(cfg)
+
+
+def small(llm_dir, **kw):
+    return LLM(LLMConfig(model=llm_dir, lora_steps=3, icft_steps=3, samples_per_question=10, **kw), "cpu")
+
+
+def test_letters_count_with_and_without_a_leading_space(llm_dir):
+    llm = small(llm_dir)
+    ids = letter_token_ids(llm.tokenizer, 3)
+    spellings = [{llm.tokenizer.decode([i]) for i in row} for row in ids]
+    assert spellings[0] == {"A", " A"} and spellings[1] == {"B", " B"}
+
+
+def test_option_probs_renormalise_over_options_and_floor_missing_letters():
+    logits = torch.log(torch.tensor([[0.5, 0.2, 0.1, 0.2], [0.25, 0.25, 0.25, 0.25]]))
+    letter_ids = [[0, 3], [1], []]  # "A" has two spellings; "C" has none
+    p = option_probs(logits, letter_ids, torch.tensor([3, 2]))
+    assert torch.allclose(p.sum(1), torch.ones(2))
+    assert p[0, 0] / p[0, 1] == pytest.approx(0.7 / 0.2)
+    assert p[0, 2] == pytest.approx(FLOOR / (0.9 + FLOOR))  # a floor, not a raw logit
+    assert p[1, 2] == 0 and p[1, 0] == pytest.approx(2 / 3)
+
+
+def run(methods, prep, k=2, draws=1):
+    test = prep.index(prep.split.test)[:3]
+    return evaluate(methods, prep.points, prep.basis, test, prep.data.groups, [k], draws, 0, max_targets=3)
+
+
+@pytest.mark.parametrize("name", ["zero_shot", "steered", "few_shot"])
+def test_prompting_baselines_give_distributions(llm_dir, prep, name):
+    llm = small(llm_dir)
+    method = make(name, llm, prep.data, prep.points, prep.index(prep.split.train), 2)
+    results = run({name: method}, prep)
+    assert results["alignment"].between(0, 1).all() and (results["n_targets"] == 3).all()
+
+
+def predictions(method, prep, group):
+    from gpo.tasks import make_batch, sample_questions
+
+    rows = torch.tensor([group])
+    q = sample_questions(prep.points.available[rows], 2, 3, torch.Generator().manual_seed(1))
+    return method(prep.points, prep.basis, make_batch(prep.points, rows, q))
+
+
+def test_lora_baselines_train_change_outputs_and_do_not_leak_across_groups(llm_dir, prep):
+    llm = small(llm_dir, lora_lr=0.05)
+    zero = make("zero_shot", llm, prep.data, prep.points, [], 2)
+    sft = make("sft", llm, prep.data, prep.points, [], 2)
+    test = prep.index(prep.split.test)
+    a = predictions(sft, prep, test[0])
+    assert sft.train_seconds > 0
+    assert not torch.allclose(a, predictions(zero, prep, test[0]), atol=1e-4)  # the adapter trained
+    predictions(sft, prep, test[1])  # another group in between
+    assert torch.allclose(a, predictions(sft, prep, test[0]), atol=1e-5)  # ... leaves no trace
+    reward = make("reward", llm, prep.data, prep.points, [], 2)
+    r = predictions(reward, prep, test[0])
+    sums = torch.zeros(1, len(prep.data.qids)).index_add(1, prep.points.point_question, r)
+    assert set(np.round(sums[sums > 0].numpy(), 5)) == {1.0}
+    assert torch.allclose(a, predictions(sft, prep, test[0]), atol=1e-5)  # adapters are separate
+
+
+def test_in_context_fine_tuning_meta_trains_on_training_groups(llm_dir, prep):
+    llm = small(llm_dir, lora_lr=0.05)
+    few = make("few_shot", llm, prep.data, prep.points, [], 2)
+    before = predictions(few, prep, prep.index(prep.split.test)[0])
+    icft = make("icft", llm, prep.data, prep.points, prep.index(prep.split.train), 2)
+    assert icft.train_seconds > 0
+    assert not torch.allclose(before, predictions(icft, prep, prep.index(prep.split.test)[0]), atol=1e-4)
+    assert torch.allclose(before, predictions(few, prep, prep.index(prep.split.test)[0]), atol=1e-6)
+
+
+def test_cli_baseline_lands_next_to_gpo_results(llm_dir, tmp_path):
+    args = ["configs/synthetic.yaml", "--set", f"out_dir={tmp_path}", "name=r", "train.steps=2", "train.eval_every=2",
+            "eval.ks=[2]", "eval.draws=1", "eval.max_targets=2", f"llm.model={llm_dir}"]
+    assert subprocess.run([sys.executable, "-m", "gpo.cli", "run", *args], capture_output=True).returncode == 0
+    out = subprocess.run([sys.executable, "-m", "gpo.cli", "baseline", "zero_shot", *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = pd.read_parquet(tmp_path / "r" / "results.parquet")
+    assert {"gpo", "mean", "llm-zero_shot"} <= set(results.method)
+    assert "llm-zero_shot" in out.stdout
