@@ -20,25 +20,11 @@ from gpo.pipeline import prepare  # noqa: E402
 
 @pytest.fixture(scope="module")
 def llm_dir(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
     from gpo.data.synthetic import SyntheticWorld
+    from gpo.llm.random_model import build
 
     table, _ = SyntheticWorld(n_questions=40, n_groups=2).build()
-    corpus = list(table["question"].unique()) + ["Answer: A B C D E. A. B. C. D. E. 25% 75%"] * 20
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=4096))
-    path = tmp_path_factory.mktemp("tiny-gpt2")
-    tok.save_pretrained(path)
-    model.save_pretrained(path)
-    return str(path)
+    return build(tmp_path_factory.mktemp("tiny-gpt2"), table["question"].unique())
 
 
 @pytest.fixture(scope="module")
