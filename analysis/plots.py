@@ -21,6 +21,15 @@ def save(fig, out: Path, name: str) -> str:
     return f"{name}.png"
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str, log_x: bool = True) -> None:
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
 def _errorbars(ax, x, part, label):
     ax.errorbar(x, part["mean"], yerr=[part["mean"] - part["lo"], part["hi"] - part["mean"]],
                 marker="o", capsize=3, label=label)
@@ -36,11 +45,8 @@ def scaling(summary: pd.DataFrame, fits: dict, dataset: str, k: int, out: Path) 
         if f is not None:
             grid = np.geomspace(*f.size_range, 50)
             ax.plot(grid, f.predict(grid), ls="--", lw=1, color=ax.lines[-1].get_color())
-    ax.set_xscale("log")
-    ax.set_xlabel("base model parameters")
-    ax.set_ylabel("alignment on test groups (mean, 95% CI)")
-    ax.set_title(f"{dataset}, k = {k}: alignment vs base-model size (dashed: log-linear fits)")
-    ax.legend(fontsize=8)
+    _finish(ax, "base model parameters", "alignment on test groups (mean, 95% CI)",
+            f"{dataset}, k = {k}: alignment vs base-model size (dashed: log-linear fits)")
     return save(fig, out, f"scaling-{dataset}-k{k}")
 
 
@@ -82,11 +88,8 @@ def pareto(runs: pd.DataFrame, dataset: str, k: int, out: Path) -> str:
     ax.scatter(part["train_flops"], part["alignment"], s=18, alpha=0.7, label="runs")
     front = part[part["alignment"] >= part["alignment"].cummax()]
     ax.step(front["train_flops"], front["alignment"], where="post", color="C3", label="Pareto front")
-    ax.set_xscale("log")
-    ax.set_xlabel("GPO training compute (FLOPs, 6 x params x points)")
-    ax.set_ylabel("alignment on test groups (mean over groups)")
-    ax.set_title(f"{dataset}, k = {k}: alignment vs training compute")
-    ax.legend(fontsize=8)
+    _finish(ax, "GPO training compute (FLOPs, 6 x params x points)", "alignment on test groups (mean over groups)",
+            f"{dataset}, k = {k}: alignment vs training compute")
     return save(fig, out, f"pareto-{dataset}-k{k}")
 
 
