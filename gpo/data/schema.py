@@ -59,7 +59,7 @@ class BadRows:
             raise DataError(str(problem))
         self.problems.append(problem)
 
-    def report(self, show: int = 5) -> None:
+    def report(self, show: int = 3) -> None:
         if not self.problems:
             return
         files = sorted({p.file for p in self.problems})
