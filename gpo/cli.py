@@ -91,7 +91,7 @@ def cmd_eval(args) -> None:
 def cmd_baseline(args) -> None:
     import pandas as pd
 
-    from gpo.pipeline import format_table, llm_baselines, prepare, write_results
+    from gpo.pipeline import llm_baselines, prepare, write_results
     from gpo.evaluate import evaluate
 
     cfg = _config(args)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.aggregate import bootstrap, summarise
+from analysis.aggregate import bootstrap
 from analysis.fits import fit
 from analysis.report import analyze
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from gpo.baselines import Basis, logit, mean, mixture, uniform
@@ -12,7 +11,7 @@ from gpo.tasks import Points, make_batch, sample_questions
 def world(targets: dict, n_questions=30, seed=0):
     """Three basis groups with random distributions, plus target groups built from them."""
     rng = np.random.default_rng(seed)
-    rows, shares = [], {}
+    rows = []
     for q in range(n_questions):
         n = int(rng.integers(2, 5))
         base = {g: rng.dirichlet(np.ones(n)) for g in ("a", "b", "c")}
