@@ -141,9 +141,10 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Path:
             label = f"{name}-{Path(str(base)).name}-k{k}"
             imp = sweep_importances(part)
             best = part.loc[part["val_alignment"].idxmax()]
+            chosen = {c.removeprefix("param/"): best[c] for c in part.columns if c.startswith("param/")}
             text = (f"{len(part)} trials ({int((part.status == 'completed').sum())} completed, "
                     f"{int((part.status == 'stopped early').sum())} stopped early); best validation "
-                    f"{best['val_alignment']:.4f} with {best['config']}")
+                    f"{best['val_alignment']:.4f} with {chosen}")
             sections.append(Section(f"Sweep {label}", text, None, [plots.sweep_diagnostics(part, imp, label, figures)]))
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
     provenance = [f"- command: `{command}`", *(f"- read: `{f}`" for f in files)]

@@ -27,6 +27,7 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script (`ray submit` copies just this file)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpo.config import to_dict  # noqa: E402
 from gpo.errors import GPOError  # noqa: E402
 from gpo.pipeline import assemble, load_inputs, run_evaluation, run_training, write_results  # noqa: E402
 from tune.study import BaseModel, StudyConfig, load_study, search_space  # noqa: E402
@@ -112,7 +113,7 @@ def trial_rows(grid, study: StudyConfig, base_model: BaseModel, base_params: int
             "status": "error" if r.error else ("stopped early" if metrics.get("training_iteration", 0) < max_t else "completed"),
             "val_alignment": metrics.get(study.metric), "steps": metrics.get("step"), "wall_s": metrics.get("time_total_s"),
             "history": json.dumps(history[["step", "val_alignment"]].to_dict("list")) if history is not None and "step" in history else "{}",
-            "config": json.dumps({key: r.config.get(key) for key in study.space}),
+            "config": json.dumps(to_dict(study.experiment(base_model, k, {key: r.config.get(key) for key in study.space}))),
             **{f"param/{key}": r.config.get(key) for key in study.space},
         })
     return pd.DataFrame(rows)
