@@ -73,7 +73,8 @@ def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_pat
         assert time.time() < deadline, "the sweep did not start its second trial"
         time.sleep(0.5)
     first.send_signal(signal.SIGINT)  # Ctrl-C
-    first.wait(timeout=120)
+    assert first.wait(timeout=120) == 130, first.stderr.read()[-3000:]
+    assert not (tmp_path / "sweeps" / "resume" / "study.parquet").exists()  # nothing ran on a partial search
     finished = [d for d in search.glob("trial_*")
                 if (d / "result.json").is_file() and '"done": true' in (d / "result.json").read_text()]
     assert finished, "no trial had finished before the interruption"

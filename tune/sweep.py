@@ -35,6 +35,10 @@ from tune.study import BaseModel, StudyConfig, load_study, search_space  # noqa:
 log = logging.getLogger("gpo.sweep")
 
 
+class Interrupted(GPOError):
+    """Ctrl-C reached Tune: it saved the search; nothing after it may run on a partial search."""
+
+
 def trial(params: dict, study: StudyConfig, base_model: BaseModel, k: int, inputs) -> None:
     """One Tune trial: train with the sampled params, report every validation with a checkpoint."""
     import torch
@@ -76,7 +80,7 @@ def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bo
         if not resume:
             raise GPOError(f"{path}: this search has run before; continue it with --resume, or rename the study")
         log.info("resuming search %s", path)
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+        return finished(tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True).fit(), path)
     b = study.budget
     cfg = study.experiment(base_model, k)
     if b.searcher == "optuna":
@@ -99,7 +103,14 @@ def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bo
         run_config=tune.RunConfig(name=name, storage_path=str(study.root / "search"), verbose=1, stop=stop,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
-    return tuner.fit()
+    return finished(tuner.fit(), path)
+
+
+def finished(grid, path: Path):
+    """The search's results; Tune returns normally when interrupted, so check every trial ended."""
+    if grid.num_terminated + grid.num_errors < len(grid):
+        raise Interrupted(f"interrupted; the search is saved in {path}: continue with --resume")
+    return grid
 
 
 def trial_rows(grid, study: StudyConfig, base_model: BaseModel, base_params: int, k: int) -> pd.DataFrame:
@@ -199,6 +210,9 @@ def main(argv=None) -> int:
     try:
         study = load_study(args.study, args.set)
         run_study(smoke(study) if args.smoke_test else study, resume=args.resume)
+    except Interrupted as e:
+        print(f"gpo sweep: {e}", file=sys.stderr)
+        return 130
     except GPOError as e:
         print(f"gpo sweep: error: {e}", file=sys.stderr)
         return 2
