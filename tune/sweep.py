@@ -80,7 +80,8 @@ def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bo
         if not resume:
             raise GPOError(f"{path}: this search has run before; continue it with --resume, or rename the study")
         log.info("resuming search %s", path)
-        return finished(tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True).fit(), path)
+        grid = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+        return finished(grid, path, None if stop else study.budget.num_samples)
     b = study.budget
     cfg = study.experiment(base_model, k)
     if b.searcher == "optuna":
@@ -103,12 +104,15 @@ def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bo
         run_config=tune.RunConfig(name=name, storage_path=str(study.root / "search"), verbose=1, stop=stop,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
-    return finished(tuner.fit(), path)
+    return finished(tuner.fit(), path, None if stop else b.num_samples)
 
 
-def finished(grid, path: Path):
-    """The search's results; Tune returns normally when interrupted, so check every trial ended."""
-    if grid.num_terminated + grid.num_errors < len(grid):
+def finished(grid, path: Path, expected: int | None):
+    """The search's results. Tune returns normally when interrupted, so check that every
+    trial was started (`expected`, unless a stopper ends the search), ended and reported."""
+    ended = grid.num_terminated + grid.num_errors == len(grid)
+    reported = all(r.metrics or r.error for r in grid)
+    if not (ended and reported) or (expected is not None and len(grid) < expected):
         raise Interrupted(f"interrupted; the search is saved in {path}: continue with --resume")
     return grid
 
