@@ -29,6 +29,12 @@ class Section:
     figures: list = field(default_factory=list)
 
 
+def plain(value):
+    """A parquet cell as a readable Python value (64.0 -> 64, numpy scalars -> Python)."""
+    value = value.item() if hasattr(value, "item") else value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     cells = df.astype(str).to_numpy().tolist()
     head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
@@ -141,7 +147,7 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Path:
             label = f"{name}-{Path(str(base)).name}-k{k}"
             imp = sweep_importances(part)
             best = part.loc[part["val_alignment"].idxmax()]
-            chosen = {c.removeprefix("param/"): best[c] for c in part.columns if c.startswith("param/")}
+            chosen = {c.removeprefix("param/"): plain(best[c]) for c in part.columns if c.startswith("param/")}
             text = (f"{len(part)} trials ({int((part.status == 'completed').sum())} completed, "
                     f"{int((part.status == 'stopped early').sum())} stopped early); best validation "
                     f"{best['val_alignment']:.4f} with {chosen}")
