@@ -99,12 +99,15 @@ def sweep_diagnostics(trials: pd.DataFrame, importances: dict, name: str, out: P
     scores = trials["val_alignment"].to_numpy()
     colors = ["C0" if s == "completed" else "C7" for s in trials["status"]]
     a.scatter(range(len(scores)), scores, c=colors, s=20)
-    a.plot(range(len(scores)), np.fmax.accumulate(np.nan_to_num(scores, nan=-np.inf)), color="C3", label="best so far")
+    a.step(range(len(scores)), np.fmax.accumulate(np.nan_to_num(scores, nan=-np.inf)), where="post", color="C3", label="best so far")
     a.set_xlabel("trial (launch order; grey = stopped early by ASHA)")
     a.set_ylabel("validation alignment")
     a.legend(fontsize=8)
     keys = sorted(importances, key=importances.get)
     b.barh(keys, [importances[k] for k in keys])
     b.set_xlabel("importance (Optuna fANOVA)")
+    if not importances:
+        b.text(0.5, 0.5, "too few finished trials\nfor importances", ha="center", va="center", transform=b.transAxes)
+        b.set_xticks([]), b.set_yticks([])
     fig.suptitle(f"sweep {name}")
     return save(fig, out, f"sweep-{name}")
