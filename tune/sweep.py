@@ -108,11 +108,14 @@ def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bo
 
 
 def finished(grid, path: Path, expected: int | None):
-    """The search's results. Tune returns normally when interrupted, so check that every
-    trial was started (`expected`, unless a stopper ends the search), ended and reported."""
-    ended = grid.num_terminated + grid.num_errors == len(grid)
-    reported = all(r.metrics or r.error for r in grid)
-    if not (ended and reported) or (expected is not None and len(grid) < expected):
+    """The search's results. Tune returns normally when interrupted (and its cleanup marks
+    stopped trials terminated in memory), so check the state it saved: every trial started
+    (`expected`, unless a stopper ends the search) and ended."""
+    from ray.tune import ExperimentAnalysis
+
+    saved = ExperimentAnalysis(str(path.resolve())).trials
+    ended = all(t.status in ("TERMINATED", "ERROR") for t in saved)
+    if not ended or (expected is not None and len(saved) < expected):
         raise Interrupted(f"interrupted; the search is saved in {path}: continue with --resume")
     return grid
 
