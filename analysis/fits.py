@@ -44,11 +44,21 @@ class Fit:
             return loglinear(size, self.coef["a"], self.coef["b"])
         return 1 - power_law_error(size, self.coef["c"], self.coef["A"], self.coef["alpha"])
 
+    @property
+    def formula(self) -> str:
+        return "alignment = a + b log10(N)" if self.kind == "loglinear" else "1 - alignment = c + A N^-alpha"
+
+    def terms(self) -> str:
+        return ", ".join(f"{k} = {v:.4g} [{self.interval[k][0]:.4g}, {self.interval[k][1]:.4g}]" for k, v in self.coef.items())
+
     def describe(self) -> str:
-        terms = ", ".join(f"{k} = {v:.4g} [{self.interval[k][0]:.4g}, {self.interval[k][1]:.4g}]" for k, v in self.coef.items())
-        formula = "alignment = a + b log10(N)" if self.kind == "loglinear" else "1 - alignment = c + A N^-alpha"
-        return (f"{formula}: {terms} (95% bootstrap, {self.n} observations, fitted on N = "
-                f"{self.size_range[0]:.3g} to {self.size_range[1]:.3g}; not valid outside that range)")
+        notes = "".join(f"; {n}" for n in self.notes)
+        return (f"{self.formula}: {self.terms()} (95% bootstrap, {self.n} observations, fitted on N = "
+                f"{self.size_range[0]:.3g} to {self.size_range[1]:.3g}; not valid outside that range{notes})")
+
+
+ALPHA_BOUNDS = (1e-3, 5.0)
+MIN_SIZES = {"loglinear": 3, "power_law": 3}  # with two sizes every bootstrap interval is degenerate
 
 
 def _fit_once(kind: str, size: np.ndarray, score: np.ndarray) -> dict:
@@ -62,23 +72,23 @@ def _fit_once(kind: str, size: np.ndarray, score: np.ndarray) -> dict:
     def basis(alpha):
         return np.stack([np.ones_like(size), (size / scale) ** -alpha], 1)
 
-    alpha = minimize_scalar(lambda a: nnls(basis(a), error)[1], bounds=(1e-3, 5.0), method="bounded").x
+    alpha = minimize_scalar(lambda a: nnls(basis(a), error)[1], bounds=ALPHA_BOUNDS, method="bounded").x
     (c, A), _ = nnls(basis(alpha), error)
     return {"c": c, "A": A * scale**alpha, "alpha": alpha}
 
 
 def fit(kind: str, size, score, boots: int = 500, seed: int = 0) -> Fit:
-    """Fit `kind` to (size, score) observations; needs at least 2 (log-linear) or 3 distinct sizes."""
+    """Fit `kind` to (size, score) observations; needs at least 3 distinct sizes."""
     size, score = np.asarray(size, dtype=float), np.asarray(score, dtype=float)
     distinct = len(np.unique(size))
-    if distinct < (2 if kind == "loglinear" else 3):
+    if distinct < MIN_SIZES[kind]:
         raise ValueError(f"a {kind} fit needs more distinct sizes than {distinct}")
     coef = _fit_once(kind, size, score)
     rng = np.random.default_rng(seed)
     samples, failed = [], 0
     for _ in range(boots):
         idx = rng.integers(0, len(size), len(size))
-        if len(np.unique(size[idx])) < (2 if kind == "loglinear" else 3):
+        if len(np.unique(size[idx])) < MIN_SIZES[kind]:
             failed += 1
             continue
         try:
@@ -86,4 +96,7 @@ def fit(kind: str, size, score, boots: int = 500, seed: int = 0) -> Fit:
         except (RuntimeError, ValueError):  # a degenerate resample
             failed += 1
     interval = {k: tuple(np.quantile([s[k] for s in samples], [0.025, 0.975])) if samples else (np.nan, np.nan) for k in coef}
-    return Fit(kind, coef, interval, (float(size.min()), float(size.max())), len(size), failed)
+    notes = []
+    if kind == "power_law" and (coef["A"] <= 0 or not ALPHA_BOUNDS[0] * 1.01 < coef["alpha"] < ALPHA_BOUNDS[1] * 0.99):
+        notes.append("degenerate: the error does not fall as a power of N over this range (A = 0 or alpha at a search bound)")
+    return Fit(kind, coef, interval, (float(size.min()), float(size.max())), len(size), failed, notes)

@@ -27,7 +27,7 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, log_x: bool = True) -> Non
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
 def _errorbars(ax, x, part, label):
@@ -47,6 +47,10 @@ def scaling(summary: pd.DataFrame, fits: dict, dataset: str, k: int, out: Path) 
             ax.plot(grid, f.predict(grid), ls="--", lw=1, color=ax.lines[-1].get_color())
     _finish(ax, "base model parameters", "alignment on test groups (mean, 95% CI)",
             f"{dataset}, k = {k}: alignment vs base-model size (dashed: log-linear fits)")
+    sizes = part.drop_duplicates("base_params")
+    ax.set_xticks(sizes["base_params"], [f"{b}\n{n / 1e6:.0f}M" for b, n in zip(sizes["base"], sizes["base_params"])],
+                  fontsize=7, rotation=30, ha="right")
+    ax.minorticks_off()
     return save(fig, out, f"scaling-{dataset}-k{k}")
 
 

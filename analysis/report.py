@@ -13,11 +13,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis import plots
 from analysis.aggregate import per_group, summarise
-from analysis.fits import fit
+from analysis.fits import MIN_SIZES, fit
 from analysis.load import load
 
 
@@ -50,10 +51,14 @@ def fmt_summary(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def scaling_fits(tests: pd.DataFrame, summary: pd.DataFrame) -> tuple[dict, list[str]]:
+AXES = {"base_params": "base-model parameters", "gpo_params": "GPO parameters", "train_flops": "training FLOPs"}
+
+
+def scaling_fits(tests: pd.DataFrame) -> tuple[dict, pd.DataFrame, list[str]]:
     """Fits per (dataset, method, k) against base parameters, and for GPO against its own size
-    and training compute, wherever there are enough distinct sizes."""
-    fits, lines = {}, []
+    and training compute, wherever there are enough distinct sizes. Methods that score the
+    same at every size (they do not read the embeddings) are listed, not fitted."""
+    fits, rows, constant = {}, [], set()
     unit_means = tests.groupby(["dataset", "method", "k", "base_params", "seed", "split_seed", "train_fraction"],
                                dropna=False)["alignment"].mean().reset_index()
     for axis, frame in (("base_params", unit_means), *(
@@ -62,17 +67,23 @@ def scaling_fits(tests: pd.DataFrame, summary: pd.DataFrame) -> tuple[dict, list
             for col in ("gpo_params", "train_flops") if col in tests and tests[col].notna().any())):
         for (dataset, method, k), cell in frame.dropna(subset=[axis]).groupby(["dataset", "method", "k"]):
             cell = cell[cell[axis] > 0]
-            for kind, need in (("loglinear", 2), ("power_law", 3)):
-                if cell[axis].nunique() < need:
-                    continue
+            if cell[axis].nunique() < min(MIN_SIZES.values()):
+                continue
+            if np.ptp(cell.groupby(axis)["alignment"].mean()) < 1e-9:
+                constant.add(method)
+                continue
+            for kind in MIN_SIZES:
+                row = {"dataset": dataset, "method": method, "k": k, "against": AXES[axis]}
                 try:
                     f = fit(kind, cell[axis], cell["alignment"])
                 except (RuntimeError, ValueError) as e:
-                    lines.append(f"- {dataset}, {method}, k={k}, vs {axis}, {kind}: no fit ({e})")
+                    rows.append({**row, "fit": kind, "coefficients [95% CI]": f"no fit ({e})"})
                     continue
                 fits[(dataset, method, k, axis, kind)] = f
-                lines.append(f"- {dataset}, {method}, k={k}, vs {axis}: {f.describe()}")
-    return fits, lines
+                rows.append({**row, "fit": f.formula, "coefficients [95% CI]": f.terms(),
+                             "fitted range of N": f"{f.size_range[0]:.3g} to {f.size_range[1]:.3g}",
+                             "observations": f.n, "note": "; ".join(f.notes)})
+    return fits, pd.DataFrame(rows).fillna(""), sorted(constant)
 
 
 def sweep_importances(trials: pd.DataFrame) -> dict:
@@ -119,16 +130,21 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Path:
     tests, trials, files = load(paths)
     summary = summarise(tests)
     groups = per_group(tests)
-    fits, fit_lines = scaling_fits(tests, summary)
+    fits, fit_table, constant = scaling_fits(tests)
     sections = [Section("Results", "Alignment on the test groups: the mean over groups and the worst group, each "
                         "averaged over units (seed x group split) with a 95% two-level bootstrap interval "
-                        "(units, then groups).", fmt_summary(summary))]
+                        "(units, then groups). A resampled worst group is never below the sample's, so the worst group's "
+                        "interval is one-sided: read its upper end as the spread.", fmt_summary(summary))]
     scaling_figs = []
     for (dataset, k), part in summary.groupby(["dataset", "k"]):
         if part["base_params"].nunique() >= 2:
             scaling_figs.append(plots.scaling(summary, fits, dataset, k, figures))
-    sections.append(Section("Scaling fits", "\n".join(fit_lines) if fit_lines else
-                            "Fewer than two base-model sizes (or GPO sizes / compute budgets): nothing to fit.", None, scaling_figs))
+    fit_text = ("95% bootstrap intervals over the observations (units x sizes); a fit says nothing outside "
+                "the range of N it was fitted on." if len(fit_table) else
+                "Fewer than three base-model sizes (or GPO sizes / compute budgets): nothing to fit.")
+    if constant:
+        fit_text += f" Not fitted, identical at every size (they do not read the embeddings): {', '.join(constant)}."
+    sections.append(Section("Scaling fits", fit_text, fit_table if len(fit_table) else None, scaling_figs))
     few = [plots.fewshot(summary, d, figures) for d, part in summary.groupby("dataset") if part["k"].nunique() >= 2]
     if few:
         sections.append(Section("Few-shot curves", "Alignment against the number of context questions k.", None, few))

@@ -33,8 +33,17 @@ def test_loglinear_exact_and_refuses_to_extrapolate():
 
 
 def test_fit_needs_enough_sizes():
-    with pytest.raises(ValueError):
-        fit("power_law", [1e6, 1e6, 1e7], [0.9, 0.91, 0.92])
+    for kind in ("power_law", "loglinear"):
+        with pytest.raises(ValueError):
+            fit(kind, [1e6, 1e6, 1e7], [0.9, 0.91, 0.92])
+
+
+def test_a_power_law_that_does_not_fit_says_so():
+    size = np.geomspace(1e7, 1e8, 4)
+    rising_error = fit("power_law", size, [0.95, 0.94, 0.93, 0.92])
+    assert rising_error.notes and "degenerate" in rising_error.describe()
+    falling_error = fit("power_law", size, 1 - (0.02 + 30.0 * size ** -0.3))
+    assert not falling_error.notes
 
 
 def units_frame(means, n_groups=10, seed=0):
@@ -67,11 +76,10 @@ def test_report_recovers_a_known_scaling_law(tmp_path):
         params = model_metadata("minilm", layers)["base_params"]
         for seed in range(3):
             for g in range(5):
-                for method, offset in (("gpo", 0.0), ("mean", -0.02)):
+                for method, alignment in (("gpo", 0.4 + 0.03 * np.log10(params)), ("uniform", 0.8)):
                     rows.append({"method": method, "k": 20, "group": f"g{g}", "seed": seed, "split_seed": seed,
                                  "train_fraction": 0.4, "dataset": "opinionqa", "embed_model": "minilm",
-                                 "embed_layers": layers, "run": f"r{layers}-{seed}",
-                                 "alignment": 0.4 + 0.03 * np.log10(params) + offset})
+                                 "embed_layers": layers, "run": f"r{layers}-{seed}", "alignment": alignment})
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
     pd.DataFrame(rows).to_parquet(run / "results.parquet")
@@ -80,6 +88,8 @@ def test_report_recovers_a_known_scaling_law(tmp_path):
     b = fits["opinionqa | gpo | 20 | base_params | loglinear"]["coef"]["b"]
     assert b == pytest.approx(0.03, abs=1e-9)
     text = report.read_text()
-    assert "fitted on N =" in text and "gpo analyze runs --out report" in text
+    assert "fitted range of N" in text and "gpo analyze runs --out report" in text
+    assert "identical at every size (they do not read the embeddings): uniform." in text
+    assert not any(key.startswith("opinionqa | uniform") for key in fits)
     assert (tmp_path / "report" / "figures" / "scaling-opinionqa-k20.png").is_file()
     assert (tmp_path / "report" / "report.html").read_text().startswith("<!doctype html>")
