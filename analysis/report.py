@@ -119,7 +119,9 @@ def sweep_importances(trials: pd.DataFrame) -> dict:
 def configs_beside(files: list[Path]) -> list[tuple[str, str]]:
     out = []
     for f in files:
-        for config in sorted(f.parent.glob("config.yaml")) + sorted(f.parent.glob("final/*/config.yaml"))[:1]:
+        # a run's own config; for a study or benchmark table, its first run's (they differ only as listed)
+        for config in sorted(f.parent.glob("config.yaml")) + sorted(f.parent.glob("*/config.yaml"))[:1] + \
+                sorted(f.parent.glob("final/*/config.yaml"))[:1]:
             out.append((str(config), config.read_text()))
     return out
 
