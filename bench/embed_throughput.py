@@ -98,6 +98,7 @@ def main() -> None:
     shards_of = lambda root: EmbeddingCache.open(root, {"bench": time.time()}, data.qids[: len(questions)],  # noqa: E731
                                                  data.n_options[: len(questions)].tolist(), cfg.shard_size)
     base_s, _ = timed(lambda: minilm.embed(questions), args.repeats)
+    plain_s, _ = timed(lambda: plain_loop(minilm.tokenizer, minilm.net, questions, args.batch_size, 512), args.repeats)
     print(f"Ray section: {len(questions)} questions, {n_points} points, MiniLM")
 
     def ray_run(workers: int, threads: int) -> float:
@@ -111,6 +112,8 @@ def main() -> None:
     one = ray_run(1, args.threads)
     print(f"Ray, 1 actor x {args.threads} threads: {n_points / one:.1f} pts/s vs in-process {n_points / base_s:.1f} pts/s "
           f"-> Ray is {one / base_s - 1:+.1%} slower")
+    print(f"Ray, 1 actor x {args.threads} threads vs the plain loop ({n_points / plain_s:.1f} pts/s): "
+          f"{one / plain_s - 1:+.1%} wall time")
     if args.threads >= 2:
         two = ray_run(2, args.threads // 2)
         print(f"Ray, 2 actors x {args.threads // 2} thread(s): {n_points / two:.1f} pts/s vs 1 actor x {args.threads}: "
