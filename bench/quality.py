@@ -34,6 +34,10 @@ VARIANTS = {
     "paper": ["model.prior=none", "train.loss=gaussian"],
     # a residual over the log-linear pool of the training groups, cross-entropy
     "residual-logit": ["model.prior=logit", "train.loss=ce"],
+    # the paper's GPO that also reads the training groups' shares of every point
+    "basis": ["model.prior=none", "model.basis=true", "train.loss=gaussian"],
+    # a residual over the group-mixture fit
+    "residual-mixture": ["model.prior=mixture", "train.loss=ce"],
 }
 COMMON = ["train.batch_groups=8", "train.ctx_min=5", "train.ctx_max=50", "train.tar_min=10", "train.tar_max=50",
           "train.eval_every=100", "eval.ks=[5,10,20]", "eval.draws=5"]
@@ -72,7 +76,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
     parser.add_argument("--splits", nargs="*", type=float, default=[0.4, 0.6, 0.8])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=["paper", "residual-logit"], choices=list(VARIANTS))
     parser.add_argument("--models", nargs="*", default=["minilm"],
                         help="base models, MODEL or MODEL@LAYERS for its first LAYERS blocks (the size ladder)")
     parser.add_argument("--steps", type=int, default=1000)
