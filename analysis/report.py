@@ -122,7 +122,9 @@ def configs_beside(files: list[Path]) -> list[tuple[str, str]]:
         # a run's own config; for a study or benchmark table, its first run's (they differ only as listed)
         for config in sorted(f.parent.glob("config.yaml")) + sorted(f.parent.glob("*/config.yaml"))[:1] + \
                 sorted(f.parent.glob("final/*/config.yaml"))[:1]:
-            out.append((str(config), config.read_text()))
+            # sweeps resolve their storage to an absolute path (trials run elsewhere); a report
+            # is read on other machines, so show paths relative to where it was made
+            out.append((str(config), config.read_text().replace(f"{Path.cwd()}/", "")))
     return out
 
 
