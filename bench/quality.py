@@ -101,8 +101,9 @@ def main() -> None:
         start = time.perf_counter()
         results = pd.read_parquet(done) if done.is_file() else run(cfg)
         history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
-        walls.append({"run": name, "wall_s": time.perf_counter() - start,
-                      "train_s": history["wall_s"].iloc[-1], "best_step": int(history.loc[history.val_alignment.idxmax(), "step"])})
+        members = history.assign(seed=history.get("seed", 0)).groupby("seed")  # one model, or an ensemble's members
+        walls.append({"run": name, "wall_s": time.perf_counter() - start, "train_s": members["wall_s"].max().sum(),
+                      "best_step": members.apply(lambda h: h.loc[h.val_alignment.idxmax(), "step"]).median()})
         frames.append(results.assign(dataset=dataset, method=results.method.where(
             ~results.method.str.startswith("gpo"), f"gpo-{variant}")))
     results = pd.concat(frames)

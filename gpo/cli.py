@@ -76,16 +76,17 @@ def cmd_train(args) -> None:
 
 def cmd_eval(args) -> None:
     from gpo.config import load_config
-    from gpo.pipeline import prepare, run_evaluation, write_results
+    from gpo.pipeline import member_dirs, prepare, run_evaluation, write_results
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise GPOError(f"{run_dir}: no config.yaml (not a run folder made by `gpo run` or `gpo train`)")
     cfg = load_config(run_dir / "config.yaml", args.set or [])
-    checkpoint = run_dir / "checkpoints" / f"{args.checkpoint}.pt"
-    if not checkpoint.is_file():
-        raise GPOError(f"{checkpoint}: not found; train first (`gpo train {run_dir / 'config.yaml'}`)")
-    print(write_results(run_evaluation(prepare(cfg), cfg, checkpoint), run_dir))
+    checkpoints = [d / f"{args.checkpoint}.pt" for d in member_dirs(cfg)]
+    for checkpoint in checkpoints:
+        if not checkpoint.is_file():
+            raise GPOError(f"{checkpoint}: not found; train first (`gpo train {run_dir / 'config.yaml'}`)")
+    print(write_results(run_evaluation(prepare(cfg), cfg, checkpoints), run_dir))
 
 
 def cmd_baseline(args) -> None:

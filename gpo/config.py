@@ -78,6 +78,7 @@ class TrainConfig:
     tar_max: int = 100
     loss: str = "gaussian"  # "gaussian" (the paper) or "ce"
     seed: int = 0
+    ensemble: int = 1  # models trained from seeds seed, seed + 1, ...; GPO predicts their average
     eval_every: int = 100  # validation (and checkpoint) interval in steps
     val_k: int = 20  # context questions when scoring validation groups
     device: str = "auto"

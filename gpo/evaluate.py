@@ -35,6 +35,11 @@ def gpo_method(model: GPO, prior: Method | None = None) -> Method:
     return predict
 
 
+def ensemble_method(members: list[Method]) -> Method:
+    """The average of the members' predicted distributions (a mixture of their predictions)."""
+    return lambda points, basis, batch: torch.stack([m(points, basis, batch) for m in members]).mean(0)
+
+
 def baseline_method(name: str, **params) -> Method:
     fn = BASELINES[name]
     return lambda points, basis, batch: fn(points, basis, batch, **params)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from gpo.baselines import GRIDS, Basis
 from gpo.config import ExperimentConfig, save_config, to_dict
@@ -24,7 +25,7 @@ from gpo.data.splits import GroupSplit, split_groups
 from gpo.data.survey import SurveyData, resolve_groups, select
 from gpo.embed.survey import embed_survey, pick_device
 from gpo.errors import ConfigError
-from gpo.evaluate import baseline_method, evaluate, gpo_method, summarise
+from gpo.evaluate import baseline_method, ensemble_method, evaluate, gpo_method, summarise
 from gpo.model import GPO
 from gpo.tasks import Points
 from gpo.train import load_model, train
@@ -108,24 +109,39 @@ def baselines(prep: Prepared, cfg: ExperimentConfig) -> dict:
     return {name: baseline_method(name, **tune(prep, cfg, name)) for name in cfg.eval.baselines}
 
 
-def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> Path:
-    """Meta-train (resuming if a checkpoint exists) and return the best checkpoint's path."""
+def member_dirs(cfg: ExperimentConfig) -> list[Path]:
+    """Checkpoint folders of the train.ensemble models (seeds train.seed, train.seed + 1, ...).
+    The first is a single model's own folder, so raising train.ensemble on a finished run
+    trains only the new members."""
+    root = cfg.run_dir / "checkpoints"
+    return [root] + [root / f"member{i}" for i in range(1, cfg.train.ensemble)]
+
+
+def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> list[Path]:
+    """Meta-train every member of the ensemble (resuming each from its last checkpoint) and
+    return their best checkpoints' paths."""
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     (run_dir / "split.json").write_text(json.dumps(prep.split.as_dict(), indent=1))
-    model = GPO(cfg.model, prep.points.x.shape[1], prep.basis.y.shape[0]).to(prep.points.device)
-    log.info("GPO: %d parameters", model.n_params())
     prior, params = None, {}
     if cfg.model.prior != "none":
         params = tune(prep, cfg, cfg.model.prior)
         prior = baseline_method(cfg.model.prior, **params)
-    state = train(model, prep.points, prep.basis, prep.index(prep.split.train),
-                  lambda m: validation_score(prep, cfg, gpo_method(m, prior)), cfg.train, run_dir, to_dict(cfg),
-                  prior, params, on_validate)
-    pd.DataFrame(state.history).to_parquet(run_dir / "train_history.parquet")
-    log.info("best validation alignment %.4f at step %d", state.best_score, state.best_step)
-    return run_dir / "checkpoints" / "best.pt"
+    histories = []
+    for member, ckpt_dir in enumerate(member_dirs(cfg)):
+        seed = cfg.train.seed + member
+        torch.manual_seed(seed)  # the model's initialisation
+        model = GPO(cfg.model, prep.points.x.shape[1], prep.basis.y.shape[0]).to(prep.points.device)
+        log.info("GPO: %d parameters", model.n_params())
+        desc = f"meta-train {member + 1}/{cfg.train.ensemble}" if cfg.train.ensemble > 1 else "meta-train"
+        state = train(model, prep.points, prep.basis, prep.index(prep.split.train),
+                      lambda m: validation_score(prep, cfg, gpo_method(m, prior)), replace(cfg.train, seed=seed),
+                      ckpt_dir, to_dict(cfg), prior, params, on_validate, desc)
+        log.info("best validation alignment %.4f at step %d", state.best_score, state.best_step)
+        histories.append(pd.DataFrame(state.history).assign(seed=seed))
+    pd.concat(histories).to_parquet(run_dir / "train_history.parquet")
+    return [d / "best.pt" for d in member_dirs(cfg)]
 
 
 def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> dict:
@@ -147,18 +163,25 @@ def gpo_name(model_cfg) -> str:
     return f"gpo[{'+'.join(parts)}]" if parts else "gpo"
 
 
-def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoint: Path | None) -> pd.DataFrame:
-    """GPO (from `checkpoint`) and the baselines on the test groups at every k of eval.ks."""
+def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path]) -> pd.DataFrame:
+    """GPO (averaging the members' predictions, when `checkpoints` holds several) and the
+    baselines on the test groups at every k of eval.ks."""
     methods, training = {}, {}
-    if checkpoint is not None:
-        model, ckpt = load_model(checkpoint, prep.points.device)
-        prior = baseline_method(model.cfg.prior, **ckpt["prior_params"]) if model.cfg.prior != "none" else None
-        methods[gpo_name(model.cfg)] = gpo_method(model, prior)
-        tokens = ckpt["state"].get("tokens", 0)
-        # dense training FLOPs ~ 6 x parameters x tokens (attention's share is left out)
-        history = ckpt["state"]["history"]
-        training = {"gpo_params": model.n_params(), "train_steps": ckpt["state"]["step"], "train_tokens": tokens,
-                    "train_flops": 6.0 * model.n_params() * tokens, "train_s": history[-1]["wall_s"] if history else 0.0}
+    if checkpoints:
+        members, totals = [], dict.fromkeys(["gpo_params", "train_tokens", "train_flops", "train_s"], 0.0)
+        for path in checkpoints:
+            model, ckpt = load_model(path, prep.points.device)
+            prior = baseline_method(model.cfg.prior, **ckpt["prior_params"]) if model.cfg.prior != "none" else None
+            members.append(gpo_method(model, prior))
+            tokens, history = ckpt["state"].get("tokens", 0), ckpt["state"]["history"]
+            # dense training FLOPs ~ 6 x parameters x tokens (attention's share is left out)
+            for key, value in (("gpo_params", model.n_params()), ("train_tokens", tokens),
+                               ("train_flops", 6.0 * model.n_params() * tokens),
+                               ("train_s", history[-1]["wall_s"] if history else 0.0)):
+                totals[key] += value
+        name = gpo_name(model.cfg) + (f"-ens{len(members)}" if len(members) > 1 else "")
+        methods[name] = members[0] if len(members) == 1 else ensemble_method(members)
+        training = {**totals, "train_steps": ckpt["state"]["step"]}  # steps per member; the rest summed over members
     methods.update(baselines(prep, cfg))
     methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines))
     results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
@@ -192,7 +215,6 @@ def format_table(summary: pd.DataFrame) -> str:
 
 def run(cfg: ExperimentConfig) -> pd.DataFrame:
     prep = prepare(cfg)
-    checkpoint = run_training(prep, cfg)
-    results = run_evaluation(prep, cfg, checkpoint)
+    results = run_evaluation(prep, cfg, run_training(prep, cfg))
     print(write_results(results, cfg.run_dir))
     return results

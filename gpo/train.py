@@ -66,9 +66,9 @@ def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, 
     os.replace(tmp, path)
 
 
-def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], validate, cfg, run_dir: Path,
-          config: dict, prior=None, prior_params: dict | None = None, on_validate=None) -> TrainState:
-    """Meta-train `model` in place, resuming from run_dir/checkpoints/last.pt if present.
+def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], validate, cfg, ckpt_dir: Path,
+          config: dict, prior=None, prior_params: dict | None = None, on_validate=None, desc: str = "meta-train") -> TrainState:
+    """Meta-train `model` in place, resuming from ckpt_dir/last.pt if present.
 
     validate(model) -> float scores the validation groups (higher is better). prior: the
     baseline (points, basis, batch) -> (B, P) that residual variants correct, with the
@@ -76,7 +76,6 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
     on_validate(state, checkpoint_dir) runs after each validation's checkpoint is written
     (sweeps report to Ray Tune there).
     """
-    ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     device = points.device
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -92,7 +91,7 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
         if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         state = TrainState(**ckpt["state"])
-        log.info("resuming %s at step %d of %d", run_dir, state.step, cfg.steps)
+        log.info("resuming %s at step %d of %d", ckpt_dir, state.step, cfg.steps)
     if state.step >= cfg.steps:
         return state
 
@@ -116,7 +115,7 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
 
     start = time.perf_counter() - (state.history[-1]["wall_s"] if state.history else 0.0)
     model.train()
-    with progress(total=cfg.steps, initial=state.step, desc="meta-train", unit="step") as bar:
+    with progress(total=cfg.steps, initial=state.step, desc=desc, unit="step") as bar:
         if not state.history:
             checkpoint(math.nan)  # step 0: the untrained model (for prior variants, the baseline)
         while state.step < cfg.steps:

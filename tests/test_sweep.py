@@ -38,6 +38,7 @@ def test_shipped_study_loads():
     ("space: {model.d_model: {between: [1, 2]}}", "expected one of"),
     ("space: {model.widht: {choice: [1, 2]}}", "not an experiment config key"),
     ("budgett: {}", "unknown key"),
+    ("overrides: [train.ensemble=3]", "one model per trial"),
 ])
 def test_bad_studies_are_errors(tmp_path, text, message):
     path = tmp_path / "s.yaml"

@@ -1,10 +1,11 @@
+import pandas as pd
 import pytest
 import torch
 
 from gpo.config import load_config, to_dict
 from gpo.evaluate import baseline_method, evaluate, gpo_method, summarise
 from gpo.model import GPO
-from gpo.pipeline import prepare, validation_score
+from gpo.pipeline import prepare, run_evaluation, run_training, validation_score
 from gpo.train import load_model, train
 
 
@@ -17,7 +18,7 @@ def fit(cfg, prep, validate=None):
     torch.manual_seed(cfg.train.seed)
     model = GPO(cfg.model, prep.points.x.shape[1])
     validate = validate or (lambda m: validation_score(prep, cfg, gpo_method(m)))
-    state = train(model, prep.points, prep.basis, prep.index(prep.split.train), validate, cfg.train, cfg.run_dir, to_dict(cfg))
+    state = train(model, prep.points, prep.basis, prep.index(prep.split.train), validate, cfg.train, cfg.run_dir / "checkpoints", to_dict(cfg))
     return model, state
 
 
@@ -57,3 +58,25 @@ def test_gpo_learns_in_context_on_the_synthetic_world(tmp_path):
     # the mean prior cannot use the context; a GPO that reads it must beat it clearly
     assert summary["gpo"] > summary["mean"] + 0.05, summary
     assert state.best_step > 0
+
+
+def test_an_ensemble_grows_from_a_finished_run_and_beats_its_average_member(tmp_path):
+    common = ["name=ens", "train.steps=40", "train.eval_every=20", "eval.ks=[5]", "eval.baselines=[]"]
+    cfg, prep = synthetic(tmp_path, *common)
+    [single] = run_training(prep, cfg)
+    before = single.read_bytes()
+    cfg3, _ = synthetic(tmp_path, *common, "train.ensemble=3")
+    paths = run_training(prep, cfg3)
+    assert paths[0] == single and single.read_bytes() == before  # the finished member is not retrained
+    weights = [next(iter(load_model(p)[0].state_dict().values())) for p in paths]
+    assert not torch.equal(weights[1], weights[2])  # members start from different seeds
+    history = pd.read_parquet(cfg3.run_dir / "train_history.parquet")
+    assert sorted(history.seed.unique()) == [0, 1, 2]
+
+    ensemble = run_evaluation(prep, cfg3, paths).set_index("group")
+    assert set(ensemble.method) == {"gpo-ens3"}
+    members = pd.concat([run_evaluation(prep, cfg3, [p]) for p in paths]).groupby("group")["alignment"].mean()
+    # 1 - W1 is concave in the prediction, so averaging the members' distributions scores at
+    # least their average on every episode (Jensen); it would not hold for, e.g., averaged logits
+    assert (ensemble["alignment"] >= members.loc[ensemble.index] - 1e-6).all()
+    assert ensemble["gpo_params"].iloc[0] == 3 * load_model(paths[0])[0].n_params()

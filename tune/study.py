@@ -103,7 +103,9 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     for key, spec in study.space.items():
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
             raise ConfigError(f"{path}: space.{key}: expected one of {SAMPLERS} with its values, got {spec!r}")
-    study.experiment(study.base_models[0], study.val_ks[0])  # every key must exist in the experiment config
+    cfg = study.experiment(study.base_models[0], study.val_ks[0])  # every key must exist in the experiment config
+    if cfg.train.ensemble != 1 or "train.ensemble" in study.space:  # ASHA compares one model's curve per trial
+        raise ConfigError(f"{path}: train.ensemble: a search trains one model per trial; leave it at 1")
     for key in study.space:
         section, _, leaf = key.partition(".")
         if not hasattr(getattr(ExperimentConfig(), section, None), leaf):
