@@ -15,4 +15,5 @@ demo: $(BIN)/gpo
 	$(BIN)/gpo run configs/demo.yaml
 
 test: $(BIN)/gpo
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q

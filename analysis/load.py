@@ -67,8 +67,8 @@ def load(paths) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
     tests["base_layers"] = tests.get("base_layers", pd.Series(index=tests.index, dtype=float)).fillna(
         tests.get("embed_layers", 0)).fillna(0).astype(int)
     tests["study"] = tests.get("study", pd.Series(index=tests.index, dtype=object)).fillna(tests.get("run"))
-    meta = pd.DataFrame([{"base_model": m, "base_layers": l, **model_metadata(m, l)}
-                         for m, l in tests[["base_model", "base_layers"]].drop_duplicates().itertuples(index=False)])
+    meta = pd.DataFrame([{"base_model": m, "base_layers": n, **model_metadata(m, n)}
+                         for m, n in tests[["base_model", "base_layers"]].drop_duplicates().itertuples(index=False)])
     tests = tests.drop(columns=[c for c in meta.columns if c in tests and c not in ("base_model", "base_layers")])
     tests = tests.merge(meta, on=["base_model", "base_layers"], how="left")
     tests["base"] = tests["base_model"] + tests["base_layers"].map(lambda n: f" (first {n} layers)" if n else "")

@@ -158,8 +158,8 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Path:
         heat.append(plots.group_heatmap(groups, dataset, largest, k, figures))
     sections.append(Section("Per group", "Mean alignment of each test group (largest base model).", None, heat))
     if "train_flops" in tests and tests["train_flops"].notna().any():
-        runs = (tests[tests.method.str.startswith("gpo")].groupby(["dataset", "k", "source", "seed", "split_seed", "train_fraction", "train_flops"],
-                                                     dropna=False)["alignment"].mean().reset_index())
+        key = ["dataset", "k", "source", "seed", "split_seed", "train_fraction", "train_flops"]
+        runs = tests[tests.method.str.startswith("gpo")].groupby(key, dropna=False)["alignment"].mean().reset_index()
         sections.append(Section("Compute", "Each GPO run's alignment against its training compute.", None,
                                 [plots.pareto(runs, d, k, figures) for (d, k), _ in runs.groupby(["dataset", "k"])]))
     if not trials.empty:
@@ -209,5 +209,7 @@ def render_html(sections: list[Section]) -> str:
         if s.table is not None:
             body.append(s.table.to_html(index=False, border=0))
         body += [f"<p><img src='figures/{f}' style='max-width: 100%'></p>" for f in s.figures]
-    style = "body{font-family:sans-serif;max-width:1100px;margin:auto} table{border-collapse:collapse;font-size:13px} td,th{padding:3px 8px;border-bottom:1px solid #ddd}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>GPO study report</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto} table{border-collapse:collapse;font-size:13px} "
+             "td,th{padding:3px 8px;border-bottom:1px solid #ddd}")
+    head = f"<meta charset='utf-8'><title>GPO study report</title><style>{style}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>"

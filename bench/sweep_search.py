@@ -45,7 +45,8 @@ def progress_curve(grid) -> pd.DataFrame:
     for r in grid:
         h = r.metrics_dataframe
         if h is not None and "step" in h:
-            rows += [{"t": t, "steps": s, "score": v} for t, s, v in zip(h["timestamp"], h["step"].diff().fillna(h["step"]), h["best_val_alignment"])]
+            steps = h["step"].diff().fillna(h["step"])
+            rows += [{"t": t, "steps": s, "score": v} for t, s, v in zip(h["timestamp"], steps, h["best_val_alignment"])]
     curve = pd.DataFrame(rows).sort_values("t")
     curve["spent"] = curve["steps"].cumsum()
     curve["best"] = curve["score"].cummax()

@@ -92,8 +92,8 @@ def cmd_eval(args) -> None:
 def cmd_baseline(args) -> None:
     import pandas as pd
 
-    from gpo.pipeline import llm_baselines, prepare, write_results
     from gpo.evaluate import evaluate
+    from gpo.pipeline import llm_baselines, prepare, write_results
 
     cfg = _config(args)
     prep = prepare(cfg)

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from gpo.progress import progress
 
 from gpo.baselines import Basis
 from gpo.losses import LOSSES
 from gpo.model import GPO
+from gpo.progress import progress
 from gpo.tasks import Batch, Points, make_batch, sample_questions
 
 log = logging.getLogger(__name__)

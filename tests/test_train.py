@@ -18,7 +18,8 @@ def fit(cfg, prep, validate=None):
     torch.manual_seed(cfg.train.seed)
     model = GPO(cfg.model, prep.points.x.shape[1])
     validate = validate or (lambda m: validation_score(prep, cfg, gpo_method(m)))
-    state = train(model, prep.points, prep.basis, prep.index(prep.split.train), validate, cfg.train, cfg.run_dir / "checkpoints", to_dict(cfg))
+    state = train(model, prep.points, prep.basis, prep.index(prep.split.train), validate, cfg.train,
+                  cfg.run_dir / "checkpoints", to_dict(cfg))
     return model, state
 
 

@@ -130,7 +130,8 @@ def trial_rows(grid, study: StudyConfig, base_model: BaseModel, base_params: int
             "base_params": base_params, "k": k, "trial_id": metrics.get("trial_id"),
             "status": "error" if r.error else ("stopped early" if metrics.get("training_iteration", 0) < max_t else "completed"),
             "val_alignment": metrics.get(study.metric), "steps": metrics.get("step"), "wall_s": metrics.get("time_total_s"),
-            "history": json.dumps(history[["step", "val_alignment"]].to_dict("list")) if history is not None and "step" in history else "{}",
+            "history": (json.dumps(history[["step", "val_alignment"]].to_dict("list"))
+                        if history is not None and "step" in history else "{}"),
             "config": json.dumps(to_dict(study.experiment(base_model, k, {key: r.config.get(key) for key in study.space}))),
             **{f"param/{key}": r.config.get(key) for key in study.space},
         })

@@ -17,10 +17,10 @@ import os
 import time
 
 import numpy as np
-from gpo.progress import progress
 
 from gpo.embed.cache import EmbeddingCache, Shard
 from gpo.embed.extract import Stats
+from gpo.progress import progress
 
 log = logging.getLogger(__name__)
 

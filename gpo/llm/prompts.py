@@ -13,7 +13,8 @@ ATTRIBUTES = {
     "POLIDEOLOGY": ("In general, would you describe your political views as", "In general, I would describe my political views as {g}"),
     "SEX": ("What is your sex?", "I am {g}"),
     "RACE": ("What is your race or ethnicity?", "I am {g}"),
-    "EDUCATION": ("What is the highest level of schooling or degree that you have completed?", "The highest level of education I have completed is {g}"),
+    "EDUCATION": ("What is the highest level of schooling or degree that you have completed?",
+                  "The highest level of education I have completed is {g}"),
     "INCOME": ("Last year, what was your total family income from all sources, before taxes?", "Last year, my total family income was {g}"),
     "CREGION": ("Which part of the United States do you currently live in?", "I currently live in the {g}"),
     "AGE": ("How old are you?", "I am {g} years old"),
@@ -35,7 +36,8 @@ def describe(attribute: str, group: str) -> tuple[str, str]:
 def steered(style: str, attribute: str, group: str, text: str, options: list[str]) -> str:
     ask, tell = describe(attribute, group)
     if style == "bio":
-        head = f"Below you will be asked to provide a short description of yourself and then answer some questions.\nDescription: {tell}.\n\n"
+        head = ("Below you will be asked to provide a short description of yourself and then answer some questions.\n"
+                f"Description: {tell}.\n\n")
     elif style == "qa":
         head = f"Question: {ask}\nAnswer: {group}\n\n"
     elif style == "portray":
