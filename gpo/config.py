@@ -74,6 +74,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ctx_min: int = 10  # context questions per task ~ U{ctx_min..ctx_max}
     ctx_max: int = 100
+    ctx_curriculum: int = 0  # steps over which the largest context grows from ctx_min to ctx_max (0 = none)
     tar_min: int = 10  # target questions per task ~ U{tar_min..tar_max}
     tar_max: int = 100
     loss: str = "gaussian"  # "gaussian" (the paper) or "ce"

@@ -35,6 +35,16 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def context_range(step: int, cfg) -> tuple[int, int]:
+    """Smallest and largest context size at `step`: with a curriculum the largest grows
+    linearly from ctx_min to ctx_max over the first ctx_curriculum steps (short contexts
+    first, as in-context learners are often trained), then stays."""
+    if not cfg.ctx_curriculum:
+        return cfg.ctx_min, cfg.ctx_max
+    grown = min(1.0, step / cfg.ctx_curriculum)
+    return cfg.ctx_min, cfg.ctx_min + round(grown * (cfg.ctx_max - cfg.ctx_min))
+
+
 def model_inputs(model: GPO, prior, points: Points, basis: Basis, batch: Batch) -> Batch:
     """Attach what a variant reads besides (x, y): the prior's probability of every token
     (prior may be None) and the group-basis features."""
@@ -122,7 +132,8 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * cosine_lr(state.step, cfg.steps, cfg.warmup)
             rows = torch.randint(len(train_groups), (cfg.batch_groups,), generator=generator, device=device)
-            n_ctx = int(torch.randint(cfg.ctx_min, cfg.ctx_max + 1, (1,), generator=generator, device=device))
+            lo, hi = context_range(state.step, cfg)
+            n_ctx = int(torch.randint(lo, hi + 1, (1,), generator=generator, device=device))
             n_tar = int(torch.randint(cfg.tar_min, cfg.tar_max + 1, (1,), generator=generator, device=device))
             questions = sample_questions(available[rows], n_ctx, n_tar, generator)
             batch = model_inputs(model, prior, points, basis, make_batch(points, groups[rows], questions))

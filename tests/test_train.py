@@ -1,12 +1,16 @@
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gpo.config import load_config, to_dict
 from gpo.evaluate import baseline_method, evaluate, gpo_method, summarise
 from gpo.model import GPO
 from gpo.pipeline import prepare, run_evaluation, run_training, validation_score
-from gpo.train import load_model, train
+from gpo.train import context_range, load_model, train
 
 
 def synthetic(tmp_path, *overrides):
@@ -81,3 +85,14 @@ def test_an_ensemble_grows_from_a_finished_run_and_beats_its_average_member(tmp_
     # least their average on every episode (Jensen); it would not hold for, e.g., averaged logits
     assert (ensemble["alignment"] >= members.loc[ensemble.index] - 1e-6).all()
     assert ensemble["gpo_params"].iloc[0] == 3 * load_model(paths[0])[0].n_params()
+
+
+@given(st.integers(1, 50), st.integers(0, 100), st.integers(1, 1000), st.integers(0, 2000))
+def test_the_context_curriculum_grows_from_the_smallest_to_the_full_range(lo, extra, length, step):
+    cfg = SimpleNamespace(ctx_min=lo, ctx_max=lo + extra, ctx_curriculum=length)
+    low, high = context_range(step, cfg)
+    assert low == lo and lo <= high <= lo + extra
+    assert high <= context_range(step + 1, cfg)[1]  # never shrinks
+    assert context_range(0, cfg) == (lo, lo)
+    assert context_range(length + step, cfg) == (lo, lo + extra)
+    assert context_range(step, SimpleNamespace(ctx_min=lo, ctx_max=lo + extra, ctx_curriculum=0)) == (lo, lo + extra)
