@@ -41,6 +41,8 @@ VARIANTS = {
     "residual-mixture": ["model.prior=mixture", "train.loss=ce"],
     # three paper GPOs from consecutive seeds, their predictions averaged (the first is the "paper" run's model)
     "paper-ens3": ["model.prior=none", "train.loss=gaussian", "train.ensemble=3"],
+    # the paper's GPO with short training contexts first (over the first half of 1,000 steps)
+    "paper-curriculum": ["model.prior=none", "train.loss=gaussian", "train.ctx_curriculum=500"],
 }
 COMMON = ["train.batch_groups=8", "train.ctx_min=5", "train.ctx_max=50", "train.tar_min=10", "train.tar_max=50",
           "train.eval_every=100", "eval.ks=[5,10,20]", "eval.draws=5"]
