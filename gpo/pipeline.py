@@ -141,7 +141,13 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
         log.info("best validation alignment %.4f at step %d", state.best_score, state.best_step)
         histories.append(pd.DataFrame(state.history).assign(seed=seed))
     pd.concat(histories).to_parquet(run_dir / "train_history.parquet")
-    return [d / "best.pt" for d in member_dirs(cfg)]
+    checkpoints = [d / "best.pt" for d in member_dirs(cfg)]
+    # the score of what will be tested (for an ensemble, more than its best member's): what studies choose on
+    name, method, _ = load_gpo(checkpoints, prep.points.device)
+    score = validation_score(prep, cfg, method)
+    (run_dir / "validation.json").write_text(json.dumps({"method": name, "val_alignment": score}) + "\n")
+    log.info("%s: validation alignment %.4f", name, score)
+    return checkpoints
 
 
 def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> dict:
@@ -163,25 +169,31 @@ def gpo_name(model_cfg) -> str:
     return f"gpo[{'+'.join(parts)}]" if parts else "gpo"
 
 
+def load_gpo(checkpoints: list[Path], device) -> tuple[str, object, dict]:
+    """The GPO method of one checkpoint, or of several averaged (an ensemble): its name,
+    the method, and its training totals (steps per member; the rest summed over members)."""
+    members, totals = [], dict.fromkeys(["gpo_params", "train_tokens", "train_flops", "train_s"], 0.0)
+    for path in checkpoints:
+        model, ckpt = load_model(path, device)
+        prior = baseline_method(model.cfg.prior, **ckpt["prior_params"]) if model.cfg.prior != "none" else None
+        members.append(gpo_method(model, prior))
+        tokens, history = ckpt["state"].get("tokens", 0), ckpt["state"]["history"]
+        # dense training FLOPs ~ 6 x parameters x tokens (attention's share is left out)
+        for key, value in (("gpo_params", model.n_params()), ("train_tokens", tokens),
+                           ("train_flops", 6.0 * model.n_params() * tokens),
+                           ("train_s", history[-1]["wall_s"] if history else 0.0)):
+            totals[key] += value
+    name = gpo_name(model.cfg) + (f"-ens{len(members)}" if len(members) > 1 else "")
+    method = members[0] if len(members) == 1 else ensemble_method(members)
+    return name, method, {**totals, "train_steps": ckpt["state"]["step"]}
+
+
 def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path]) -> pd.DataFrame:
     """GPO (averaging the members' predictions, when `checkpoints` holds several) and the
     baselines on the test groups at every k of eval.ks."""
     methods, training = {}, {}
     if checkpoints:
-        members, totals = [], dict.fromkeys(["gpo_params", "train_tokens", "train_flops", "train_s"], 0.0)
-        for path in checkpoints:
-            model, ckpt = load_model(path, prep.points.device)
-            prior = baseline_method(model.cfg.prior, **ckpt["prior_params"]) if model.cfg.prior != "none" else None
-            members.append(gpo_method(model, prior))
-            tokens, history = ckpt["state"].get("tokens", 0), ckpt["state"]["history"]
-            # dense training FLOPs ~ 6 x parameters x tokens (attention's share is left out)
-            for key, value in (("gpo_params", model.n_params()), ("train_tokens", tokens),
-                               ("train_flops", 6.0 * model.n_params() * tokens),
-                               ("train_s", history[-1]["wall_s"] if history else 0.0)):
-                totals[key] += value
-        name = gpo_name(model.cfg) + (f"-ens{len(members)}" if len(members) > 1 else "")
-        methods[name] = members[0] if len(members) == 1 else ensemble_method(members)
-        training = {**totals, "train_steps": ckpt["state"]["step"]}  # steps per member; the rest summed over members
+        name, methods[name], training = load_gpo(checkpoints, prep.points.device)
     methods.update(baselines(prep, cfg))
     methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines))
     results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,

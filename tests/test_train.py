@@ -1,3 +1,4 @@
+import json
 from types import SimpleNamespace
 
 import pandas as pd
@@ -70,6 +71,9 @@ def test_an_ensemble_grows_from_a_finished_run_and_beats_its_average_member(tmp_
     cfg, prep = synthetic(tmp_path, *common)
     [single] = run_training(prep, cfg)
     before = single.read_bytes()
+    # the validation score of what is tested: for one model, its best checkpoint's
+    best = pd.read_parquet(cfg.run_dir / "train_history.parquet")["val_alignment"].max()
+    assert json.loads((cfg.run_dir / "validation.json").read_text()) == {"method": "gpo", "val_alignment": pytest.approx(best)}
     cfg3, _ = synthetic(tmp_path, *common, "train.ensemble=3")
     paths = run_training(prep, cfg3)
     assert paths[0] == single and single.read_bytes() == before  # the finished member is not retrained
@@ -77,6 +81,7 @@ def test_an_ensemble_grows_from_a_finished_run_and_beats_its_average_member(tmp_
     assert not torch.equal(weights[1], weights[2])  # members start from different seeds
     history = pd.read_parquet(cfg3.run_dir / "train_history.parquet")
     assert sorted(history.seed.unique()) == [0, 1, 2]
+    assert json.loads((cfg3.run_dir / "validation.json").read_text())["method"] == "gpo-ens3"
 
     ensemble = run_evaluation(prep, cfg3, paths).set_index("group")
     assert set(ensemble.method) == {"gpo-ens3"}
