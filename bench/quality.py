@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from gpo.config import load_config
-from gpo.pipeline import run
+from gpo.pipeline import prepare, run, run_training
 
 DATASETS = {
     "opinionqa": ("configs/demo.yaml", []),
@@ -107,10 +108,14 @@ def main() -> None:
         done = cfg.run_dir / "results.parquet"
         start = time.perf_counter()
         results = pd.read_parquet(done) if done.is_file() else run(cfg)
+        if not (cfg.run_dir / "validation.json").is_file():  # a run finished before validation.json was written
+            run_training(prepare(cfg), cfg)  # trains nothing: scores the finished model on the validation groups
         history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
         members = history.assign(seed=history.get("seed", 0)).groupby("seed")  # one model, or an ensemble's members
         walls.append({"run": name, "wall_s": time.perf_counter() - start, "train_s": members["wall_s"].max().sum(),
-                      "best_step": members.apply(lambda h: h.loc[h.val_alignment.idxmax(), "step"]).median()})
+                      "best_step": members.apply(lambda h: h.loc[h.val_alignment.idxmax(), "step"]).median(),
+                      "dataset": dataset, "split": split, "variant": variant,
+                      "val_alignment": json.loads((cfg.run_dir / "validation.json").read_text())["val_alignment"]})
         frames.append(results.assign(dataset=dataset, method=results.method.where(
             ~results.method.str.startswith("gpo"), f"gpo-{variant}")))
     results = pd.concat(frames)
@@ -118,6 +123,9 @@ def main() -> None:
     results = results.drop_duplicates(["dataset", "embed_model", "embed_layers", "train_fraction", "seed", "k", "method", "group"])
     text = report(results)
     budget = pd.DataFrame(walls)
+    validation = budget.pivot_table(index=["dataset", "variant"], columns="split", values="val_alignment")
+    text += "\n\nvalidation alignment of the tested model (k = train.val_k), mean over seeds: what defaults are chosen on\n"
+    text += validation.round(4).to_string()
     text += f"\n\ntraining: {args.steps} steps per run; per run median train time {budget.train_s.median():.0f}s, " \
             f"best validation step median {budget.best_step.median():.0f}; total wall {budget.wall_s.sum():.0f}s"
     print(text)
