@@ -44,6 +44,8 @@ VARIANTS = {
     "paper-ens3": ["model.prior=none", "train.loss=gaussian", "train.ensemble=3"],
     # the paper's GPO with short training contexts first (over the first half of 1,000 steps)
     "paper-curriculum": ["model.prior=none", "train.loss=gaussian", "train.ctx_curriculum=500"],
+    "paper-curriculum-ens3": ["model.prior=none", "train.loss=gaussian", "train.ctx_curriculum=500", "train.ensemble=3"],
+    "residual-logit-curriculum": ["model.prior=logit", "train.loss=ce", "train.ctx_curriculum=500"],
 }
 COMMON = ["train.batch_groups=8", "train.ctx_min=5", "train.ctx_max=50", "train.tar_min=10", "train.tar_max=50",
           "train.eval_every=100", "eval.ks=[5,10,20]", "eval.draws=5"]
