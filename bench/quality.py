@@ -52,12 +52,18 @@ COMMON = ["train.batch_groups=8", "train.ctx_min=5", "train.ctx_max=50", "train.
 
 
 def paired(results: pd.DataFrame, a: str, b: str, rng) -> tuple[float, float, float]:
-    """Mean per-(seed, group) difference a - b and a bootstrap 95% interval."""
-    key = ["seed", "group"]
-    wide = results[results.method.isin([a, b])].pivot_table(index=key, columns="method", values="alignment")
-    diff = (wide[a] - wide[b]).to_numpy()
-    boot = rng.choice(diff, size=(2000, len(diff))).mean(1)
-    return float(diff.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+    """Mean per-(seed, group) difference a - b and a two-level bootstrap 95% interval.
+
+    Seeds are resampled, then test groups within each seed: a trained model's luck is shared
+    by all groups of its seed, so resampling (seed, group) pairs alone would count one lucky
+    model as many independent wins."""
+    wide = results[results.method.isin([a, b])].pivot_table(index=["seed", "group"], columns="method", values="alignment")
+    diff = (wide[a] - wide[b]).groupby(level="seed").apply(lambda d: d.to_numpy())
+    D = np.stack(diff.to_list())  # (seeds, groups): every seed of a split tests the same number of groups
+    S, G = D.shape
+    seeds = rng.integers(S, size=(2000, S, 1))
+    boot = D[seeds, rng.integers(G, size=(2000, S, G))].mean((1, 2))
+    return float(D.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
 
 def report(results: pd.DataFrame) -> str:
@@ -67,7 +73,8 @@ def report(results: pd.DataFrame) -> str:
     table = per_seed.groupby(["dataset", "train_fraction", "k", "method"]).agg(
         mean=("mean", "mean"), sd_seeds=("mean", "std"), worst=("min", "mean"))
     lines.append(table.round(4).to_string())
-    lines.append("\npaired: variant - best baseline (by mean), - mixture, and variant - variant; per seed x group, bootstrap 95% interval")
+    lines.append("\npaired: variant - best baseline (by mean), - mixture, and variant - variant; mean over seeds x groups,\n"
+                 "95% interval of a bootstrap over seeds, then groups within them")
     for (dataset, split, k), part in results.groupby(["dataset", "train_fraction", "k"]):
         means = part.groupby("method")["alignment"].mean()
         baselines = means[~means.index.str.startswith("gpo")]
@@ -110,14 +117,17 @@ def main() -> None:
         done = cfg.run_dir / "results.parquet"
         start = time.perf_counter()
         results = pd.read_parquet(done) if done.is_file() else run(cfg)
-        if not (cfg.run_dir / "validation.json").is_file():  # a run finished before validation.json was written
-            run_training(prepare(cfg), cfg)  # trains nothing: scores the finished model on the validation groups
         history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
         members = history.assign(seed=history.get("seed", 0)).groupby("seed")  # one model, or an ensemble's members
+        validated = cfg.run_dir / "validation.json"  # runs finished before it was written lack it:
+        if not validated.is_file() and members.ngroups > 1:
+            run_training(prepare(cfg), cfg)  # trains nothing: scores the finished ensemble on the validation groups
+        # (for one model, the best score of its history is the tested checkpoint's)
+        val = json.loads(validated.read_text())["val_alignment"] if validated.is_file() else history.val_alignment.max()
         walls.append({"run": name, "wall_s": time.perf_counter() - start, "train_s": members["wall_s"].max().sum(),
                       "best_step": members.apply(lambda h: h.loc[h.val_alignment.idxmax(), "step"]).median(),
                       "dataset": dataset, "split": split, "variant": variant,
-                      "val_alignment": json.loads((cfg.run_dir / "validation.json").read_text())["val_alignment"]})
+                      "val_alignment": val})
         frames.append(results.assign(dataset=dataset, method=results.method.where(
             ~results.method.str.startswith("gpo"), f"gpo-{variant}")))
     results = pd.concat(frames)
