@@ -36,10 +36,11 @@ def test_run_then_eval_the_saved_checkpoint(tmp_path):
     run = tmp_path / "tiny"
     first = pd.read_parquet(run / "results.parquet")
     assert set(first.method) == {"gpo", "uniform", "mean", "ridge", "mixture", "logit"} and set(first.k) == {0, 5}
-    (run / "results.parquet").unlink()
-    out = gpo("eval", str(run))
+    moved = run.rename(tmp_path / "moved")  # a run folder stays usable wherever it is moved
+    (moved / "results.parquet").unlink()
+    out = gpo("eval", str(moved))
     assert out.returncode == 0, out.stderr
-    pd.testing.assert_frame_equal(pd.read_parquet(run / "results.parquet"), first)
+    pd.testing.assert_frame_equal(pd.read_parquet(moved / "results.parquet"), first)
 
 
 def test_data_writes_the_canonical_table(tmp_path):
