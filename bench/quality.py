@@ -47,7 +47,9 @@ VARIANTS = {
     "paper-curriculum-ens3": ["model.prior=none", "train.loss=gaussian", "train.ctx_curriculum=500", "train.ensemble=3"],
     "residual-logit-curriculum": ["model.prior=logit", "train.loss=ce", "train.ctx_curriculum=500"],
 }
-COMMON = ["train.batch_groups=8", "train.ctx_min=5", "train.ctx_max=50", "train.tar_min=10", "train.tar_max=50",
+# a variant is fully specified here, whatever the dataset config's own defaults (its ensemble, curriculum)
+COMMON = ["train.ensemble=1", "train.ctx_curriculum=0",
+          "train.batch_groups=8", "train.ctx_min=5", "train.ctx_max=50", "train.tar_min=10", "train.tar_max=50",
           "train.eval_every=100", "eval.ks=[5,10,20]", "eval.draws=5"]
 
 
