@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from gpo.config import load_config
-from gpo.pipeline import prepare, run, run_training
+from gpo.pipeline import run
 
 DATASETS = {
     "opinionqa": ("configs/demo.yaml", []),
@@ -121,10 +121,8 @@ def main() -> None:
         results = pd.read_parquet(done) if done.is_file() else run(cfg)
         history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
         members = history.assign(seed=history.get("seed", 0)).groupby("seed")  # one model, or an ensemble's members
-        validated = cfg.run_dir / "validation.json"  # runs finished before it was written lack it:
-        if not validated.is_file() and members.ngroups > 1:
-            run_training(prepare(cfg), cfg)  # trains nothing: scores the finished ensemble on the validation groups
-        # (for one model, the best score of its history is the tested checkpoint's)
+        validated = cfg.run_dir / "validation.json"
+        # single-model runs made before validation.json existed: their history's best is the tested checkpoint's score
         val = json.loads(validated.read_text())["val_alignment"] if validated.is_file() else history.val_alignment.max()
         walls.append({"run": name, "wall_s": time.perf_counter() - start, "train_s": members["wall_s"].max().sum(),
                       "best_step": members.apply(lambda h: h.loc[h.val_alignment.idxmax(), "step"]).median(),

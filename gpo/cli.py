@@ -82,8 +82,8 @@ def cmd_eval(args) -> None:
     if not (run_dir / "config.yaml").is_file():
         raise GPOError(f"{run_dir}: no config.yaml (not a run folder made by `gpo run` or `gpo train`)")
     cfg = load_config(run_dir / "config.yaml", args.set or [])
-    # checkpoints under the folder given, wherever the run was moved to
-    checkpoints = [run_dir / d.relative_to(cfg.run_dir) / f"{args.checkpoint}.pt" for d in member_dirs(cfg)]
+    # under the folder given, wherever the run was moved to
+    checkpoints = [d / f"{args.checkpoint}.pt" for d in member_dirs(run_dir, cfg.train.ensemble)]
     for checkpoint in checkpoints:
         if not checkpoint.is_file():
             raise GPOError(f"{checkpoint}: not found; train first (`gpo train {run_dir / 'config.yaml'}`)")

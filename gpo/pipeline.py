@@ -109,12 +109,12 @@ def baselines(prep: Prepared, cfg: ExperimentConfig) -> dict:
     return {name: baseline_method(name, **tune(prep, cfg, name)) for name in cfg.eval.baselines}
 
 
-def member_dirs(cfg: ExperimentConfig) -> list[Path]:
-    """Checkpoint folders of the train.ensemble models (seeds train.seed, train.seed + 1, ...).
+def member_dirs(run_dir: Path, ensemble: int) -> list[Path]:
+    """Checkpoint folders of a run's `ensemble` models (seeds train.seed, train.seed + 1, ...).
     The first is a single model's own folder, so raising train.ensemble on a finished run
     trains only the new members."""
-    root = cfg.run_dir / "checkpoints"
-    return [root] + [root / f"member{i}" for i in range(1, cfg.train.ensemble)]
+    root = run_dir / "checkpoints"
+    return [root] + [root / f"member{i}" for i in range(1, ensemble)]
 
 
 def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> list[Path]:
@@ -129,7 +129,7 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
         params = tune(prep, cfg, cfg.model.prior)
         prior = baseline_method(cfg.model.prior, **params)
     histories = []
-    for member, ckpt_dir in enumerate(member_dirs(cfg)):
+    for member, ckpt_dir in enumerate(member_dirs(run_dir, cfg.train.ensemble)):
         seed = cfg.train.seed + member
         torch.manual_seed(seed)  # the model's initialisation
         model = GPO(cfg.model, prep.points.x.shape[1], prep.basis.y.shape[0]).to(prep.points.device)
@@ -141,10 +141,14 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
         log.info("best validation alignment %.4f at step %d", state.best_score, state.best_step)
         histories.append(pd.DataFrame(state.history).assign(seed=seed))
     pd.concat(histories).to_parquet(run_dir / "train_history.parquet")
-    checkpoints = [d / "best.pt" for d in member_dirs(cfg)]
-    # the score of what will be tested (for an ensemble, more than its best member's): what studies choose on
-    name, method, _ = load_gpo(checkpoints, prep.points.device)
-    score = validation_score(prep, cfg, method)
+    checkpoints = [d / "best.pt" for d in member_dirs(run_dir, cfg.train.ensemble)]
+    # the score of what will be tested, what studies choose on: one model's best checkpoint
+    # was scored in training; an ensemble scores more than its best member, so it is scored here
+    if len(checkpoints) == 1:
+        name, score = gpo_name(cfg.model), state.best_score
+    else:
+        name, method, _ = load_gpo(checkpoints, prep.points.device)
+        score = validation_score(prep, cfg, method)
     (run_dir / "validation.json").write_text(json.dumps({"method": name, "val_alignment": score}) + "\n")
     log.info("%s: validation alignment %.4f", name, score)
     return checkpoints
