@@ -11,6 +11,9 @@
   the training groups' convex hull can still be fitted.
 - ridge: the mean prior plus a kernel ridge regression of the context residuals y - mean
   on the embeddings (centred, unit-normalised); clipped and renormalised within each question.
+- kernel: the log-linear pool plus a Gaussian-kernel ridge regression of its residuals (in
+  centred log-shares) on each point's embedding and basis log-shares: a nonlinear, local
+  correction, so a group's answers on similar context questions move its prediction.
 
 The training groups form the *basis*. A group inside the basis (a training task) never
 sees its own column: its mean and mixture leave it out, so training matches test.
@@ -101,23 +104,34 @@ def centred_log(y: torch.Tensor, point_question: torch.Tensor, eps: float) -> to
     return (flat - (totals / counts)[:, point_question]).reshape(logs.shape)
 
 
+def context_centred_log(points: Points, batch: Batch, eps: float) -> torch.Tensor:
+    """(B, M) centred log-shares of the context points, centred within each context question."""
+    ctx = batch.points[:, : batch.n_ctx]
+    ok = ctx >= 0
+    ctx_y = torch.zeros(batch.x.shape[0], points.x.shape[0], device=points.device)
+    ctx_y = ctx_y.scatter(1, ctx.clamp_min(0), torch.where(ok, batch.y[:, : batch.n_ctx], 0.0))
+    return centred_log(ctx_y, points.point_question, eps).gather(1, ctx.clamp_min(0)) * ok
+
+
 def logit(points: Points, basis: Basis, batch: Batch, alpha: float = 0.1, eps: float = 0.003) -> torch.Tensor:
+    return segment_softmax(pool_logits(points, basis, batch, alpha, eps), points.point_question.expand(batch.x.shape[0], -1))
+
+
+def pool_logits(points: Points, basis: Basis, batch: Batch, alpha: float, eps: float) -> torch.Tensor:
+    """(B, P) the log-linear pool's logits, centred within each question."""
     pq = points.point_question
     L = centred_log(basis.y, pq, eps)  # (J, P)
     ctx = batch.points[:, : batch.n_ctx]
     ok = ctx >= 0
     own = basis.own(batch.groups)
     A = L[:, ctx.clamp_min(0)].permute(1, 2, 0) * (ok[..., None] & ~own[:, None, :])  # (B, M, J)
-    # the context's own centred log-shares: centre within each context question
-    ctx_y = torch.zeros(batch.x.shape[0], points.x.shape[0], device=L.device)
-    ctx_y = ctx_y.scatter(1, ctx.clamp_min(0), torch.where(ok, batch.y[:, : batch.n_ctx], 0.0))
-    b = centred_log(ctx_y, pq, eps).gather(1, ctx.clamp_min(0)) * ok
+    b = context_centred_log(points, batch, eps)
     w0 = (~own).float() / (~own).sum(1, keepdim=True)
     eye = torch.eye(L.shape[0], device=L.device)
     lhs = A.transpose(1, 2) @ A + alpha * eye
     rhs = (A.transpose(1, 2) @ b[..., None]).squeeze(-1) + alpha * w0
     w = torch.linalg.solve(lhs.double(), rhs.double()).float() * (~own)
-    return segment_softmax(w @ L, pq.expand(w.shape[0], -1))
+    return w @ L
 
 
 def ridge(points: Points, basis: Basis, batch: Batch, alpha: float = 1.0) -> torch.Tensor:
@@ -134,6 +148,30 @@ def ridge(points: Points, basis: Basis, batch: Batch, alpha: float = 1.0) -> tor
     return per_question_normalise(p, points.point_question)
 
 
-BASELINES = {"uniform": uniform, "mean": mean, "mixture": mixture, "logit": logit, "ridge": ridge}
+def kernel(points: Points, basis: Basis, batch: Batch, bandwidth: float = 0.6, alpha: float = 1.0,
+           pool_alpha: float = 0.1, eps: float = 0.003) -> torch.Tensor:
+    pq = points.point_question
+    pool = pool_logits(points, basis, batch, pool_alpha, eps)  # (B, P)
+    ctx = batch.points[:, : batch.n_ctx].clamp_min(0)
+    ok = batch.points[:, : batch.n_ctx] >= 0
+    residual = (context_centred_log(points, batch, eps) - pool.gather(1, ctx)) * ok  # (B, M)
+    # squared distances: embeddings by cosine, basis log-shares standardised and averaged over
+    # groups; a row never reads its own basis column (training tasks), so features are per row
+    z = F.normalize(points.x - points.x.mean(0), dim=-1)  # (P, d)
+    others = ~basis.own(batch.groups)  # (B, J)
+    b = centred_log(basis.y, pq, eps).T[None] * others[:, None, :]  # (B, P, J)
+    b = b / (b.square().sum((1, 2), keepdim=True) / (b.shape[1] * others.sum(1)[:, None, None])).sqrt()  # unit RMS
+    bc = b.gather(1, ctx[..., None].expand(-1, -1, b.shape[2]))  # (B, M, J)
+    d_basis = (bc.square().sum(-1)[..., None] + b.square().sum(-1)[:, None] - 2 * bc @ b.transpose(1, 2)) / others.sum(1)[:, None, None]
+    d_embed = 2 - 2 * z[ctx] @ z.T  # (B, M, P)
+    K = torch.exp(-d_embed / (2 * bandwidth**2) - d_basis.clamp_min(0) / 2) * ok[..., None]
+    Kc = K.gather(2, ctx[:, None, :].expand(-1, ctx.shape[1], -1)) * ok[:, None, :]  # (B, M, M)
+    eye = torch.eye(ctx.shape[1], device=K.device)
+    coef = torch.linalg.solve(Kc.double() + alpha * eye, residual[..., None].double()).float()
+    return segment_softmax(pool + (K * coef).sum(1), pq.expand(pool.shape[0], -1))
+
+
+BASELINES = {"uniform": uniform, "mean": mean, "mixture": mixture, "logit": logit, "ridge": ridge, "kernel": kernel}
 # Hyperparameter grids, searched on validation groups (never test groups).
-GRIDS = {"ridge": {"alpha": [0.1, 1.0, 10.0, 100.0]}, "logit": {"alpha": [0.03, 0.1, 0.3, 1.0, 3.0]}}
+GRIDS = {"ridge": {"alpha": [0.1, 1.0, 10.0, 100.0]}, "logit": {"alpha": [0.03, 0.1, 0.3, 1.0, 3.0]},
+         "kernel": {"pool_alpha": [0.1, 1.0], "bandwidth": [0.3, 0.6], "alpha": [0.1, 1.0]}}

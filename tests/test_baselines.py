@@ -2,10 +2,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gpo.baselines import Basis, logit, mean, mixture, uniform
+from gpo.baselines import Basis, kernel, logit, mean, mixture, uniform
 from gpo.data.schema import make_row
 from gpo.data.survey import select
-from gpo.tasks import Points, make_batch, sample_questions
+from gpo.evaluate import score
+from gpo.tasks import Points, Questions, make_batch, sample_questions
 
 
 def world(targets: dict, n_questions=30, seed=0):
@@ -65,8 +66,57 @@ def test_predictions_are_distributions_per_question():
     data, points = world({"t": lambda b: 0.5 * b["a"] + 0.5 * b["b"]})
     basis = Basis.build(points, [0, 1, 2])
     batch = episode(points, 3, k=5)
-    for fn in (uniform, mean, mixture, logit):
+    for fn in (uniform, mean, mixture, logit, kernel):
         p = fn(points, basis, batch)[0]
         sums = torch.zeros(len(data.qids)).index_add(0, points.point_question, p)
         assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5), fn.__name__
         assert (p >= 0).all()
+
+
+def twins_world(seed=0):
+    """20 pairs of twin questions (same options, same embedding). Group "t" is a log-linear
+    pool of the basis plus a random shift shared by both twins: off the pools' span, but
+    visible to a kernel once one twin is in the context."""
+    rng = np.random.default_rng(seed)
+    rows, x = [], []
+    for pair in range(20):
+        n = int(rng.integers(3, 5))
+        base = {g: rng.dirichlet(np.ones(n)) for g in ("a", "b", "c")}
+        logp = 0.5 * np.log(base["a"]) + 0.5 * np.log(base["b"]) + rng.normal(0, 1.0, n)
+        base["t"] = np.exp(logp) / np.exp(logp).sum()
+        embedding = rng.normal(size=8)
+        for twin in range(2):
+            options = [f"o{i}" for i in range(n)]
+            for g, dist in base.items():
+                rows.append(make_row("t", f"Q{pair:02d}{twin}", f"q{pair}?", options, list(range(n)), "X", g, dist, 100))
+            x += [embedding] * n
+    data = select(pd.DataFrame(rows), ["a", "b", "c", "t"])
+    return Points.build(data, np.array(x, np.float32))
+
+
+def test_kernel_carries_a_context_twins_shift_to_its_twin():
+    points = twins_world()
+    basis = Basis.build(points, [0, 1, 2])
+    first, second = torch.arange(0, 40, 2)[None], torch.arange(1, 40, 2)[None]  # questions sort by id: twins adjacent
+    q = Questions(first, torch.ones_like(first, dtype=torch.bool), second, torch.ones_like(second, dtype=torch.bool))
+    rows = torch.tensor([3])
+    batch = make_batch(points, rows, q)
+    local = score(points, kernel(points, basis, batch, bandwidth=0.3, alpha=0.01), rows, q)
+    pool = score(points, logit(points, basis, batch), rows, q)
+    assert local > pool + 0.05, (local, pool)
+
+
+def test_kernel_with_a_huge_ridge_is_the_log_linear_pool():
+    points = twins_world(seed=1)
+    basis = Basis.build(points, [0, 1, 2])
+    batch = episode(points, 3, k=10)
+    assert torch.allclose(kernel(points, basis, batch, alpha=1e9, pool_alpha=0.3), logit(points, basis, batch, alpha=0.3), atol=1e-5)
+
+
+def test_kernel_never_reads_a_training_groups_own_column():
+    points = twins_world(seed=2)
+    basis = Basis.build(points, [0, 1, 2])
+    batch = episode(points, 1, k=10)  # group "b" is in the basis
+    moved = Basis(basis.y.clone(), basis.column)
+    moved.y[1] = moved.y[0]  # its own column changes; its context answers do not
+    assert torch.allclose(kernel(points, basis, batch), kernel(points, moved, batch), atol=1e-5)

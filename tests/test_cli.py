@@ -35,7 +35,7 @@ def test_run_then_eval_the_saved_checkpoint(tmp_path):
     assert "alignment on held-out groups" in out.stdout
     run = tmp_path / "tiny"
     first = pd.read_parquet(run / "results.parquet")
-    assert set(first.method) == {"gpo", "uniform", "mean", "ridge", "mixture", "logit"} and set(first.k) == {0, 5}
+    assert set(first.method) == {"gpo", "uniform", "mean", "ridge", "mixture", "logit", "kernel"} and set(first.k) == {0, 5}
     moved = run.rename(tmp_path / "moved")  # a run folder stays usable wherever it is moved
     (moved / "results.parquet").unlink()
     out = gpo("eval", str(moved))
