@@ -1,5 +1,6 @@
 """Headroom: how alignment grows with the number of context questions k, against the
-log-linear pool's ceiling, on the test groups of the issue-7 protocol (OpinionQA, split 0.4).
+log-linear pool's ceiling, on the test groups of the quality protocol (bench/quality.py: the
+same splits, test groups and episodes).
 
 Methods, each with its hyperparameters chosen on the validation groups at the same k:
 - logit: the log-linear pool of the training groups fitted on the k context questions;
@@ -8,14 +9,17 @@ Methods, each with its hyperparameters chosen on the validation groups at the sa
 - oracle-pool: NOT a method: the pool whose weights maximise the alignment on every question
   of the test group, targets included (gradient ascent from the least-squares fit): about the
   best any log-linear pool of these training groups scores on that group, at any k.
+  Ordinal surveys only (OpinionQA); left out otherwise.
 
-    python bench/headroom.py                      # split 0.4, split seeds 0-2, k = 20 ... 400
+    python bench/headroom.py                      # OpinionQA, split 0.4, split seeds 0-2, k = 20 ... 400
+    python bench/headroom.py --config configs/globalopinionqa.yaml --splits 0.4 0.6 0.8 --ks 20
     python bench/headroom.py --seeds 0 --ks 20 100 --draws 2     # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 from pathlib import Path
 
@@ -34,9 +38,7 @@ from gpo.pipeline import prepare, tune
 
 def oracle_pool(points, basis, batch, eps: float = 0.003, steps: int = 300):
     """The log-linear pool whose weights maximise the row's alignment on all its own questions
-    (ordinal questions only: OpinionQA's, what this headroom is about)."""
-    if not points.is_ordinal.all():
-        raise SystemExit("oracle-pool: every question must be ordinal (data.require_ordinal: true)")
+    (every question ordinal)."""
     pq, qp = points.point_question, points.question_points
     mask = qp >= 0
     L = centred_log(basis.y, pq, eps).T  # (P, J)
@@ -59,7 +61,7 @@ def oracle_pool(points, basis, batch, eps: float = 0.003, steps: int = 300):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--split", type=float, default=0.4)
+    parser.add_argument("--splits", nargs="*", type=float, default=[0.4])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="group split seeds")
     parser.add_argument("--ks", nargs="*", type=int, default=[20, 50, 100, 200, 400])
     parser.add_argument("--draws", type=int, default=5)
@@ -67,29 +69,31 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     frames = []
-    for seed in args.seeds:
-        base = [f"data.train_fraction={args.split}", f"data.split_seed={seed}", f"eval.draws={args.draws}"]
+    for split, seed in itertools.product(args.splits, args.seeds):
+        base = [f"data.train_fraction={split}", f"data.split_seed={seed}", f"eval.draws={args.draws}"]
         prep = prepare(load_config(args.config, base))
         for k in args.ks:
             cfg = load_config(args.config, base + [f"train.val_k={k}"])
             methods = {name: baseline_method(name, **tune(prep, cfg, name)) for name in ("logit", "kernel", "mixture")}
-            methods["oracle-pool"] = oracle_pool
+            if prep.points.is_ordinal.all():
+                methods["oracle-pool"] = oracle_pool
             results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
                                [k], args.draws, cfg.eval.seed)
-            frames.append(results.assign(seed=seed))
-            print(f"split seed {seed} k={k}: " + ", ".join(
+            frames.append(results.assign(split=split, seed=seed))
+            print(f"split {split} seed {seed} k={k}: " + ", ".join(
                 f"{m} {v:.4f}" for m, v in results.groupby("method").alignment.mean().items()), flush=True)
     results = pd.concat(frames)
-    per_seed = results.groupby(["k", "method", "seed"]).alignment.agg(["mean", "min"])
-    table = per_seed.groupby(["k", "method"]).mean().unstack("method")
-    lines = [f"{args.config}, split {args.split}, split seeds {args.seeds}, {args.draws} draws per test group",
+    per_seed = results.groupby(["split", "k", "method", "seed"]).alignment.agg(["mean", "min"])
+    table = per_seed.groupby(["split", "k", "method"]).mean().unstack("method")
+    lines = [f"{args.config}, split seeds {args.seeds}, {args.draws} draws per test group",
              "mean over seeds of the mean over test groups:", table["mean"].round(4).to_string(),
              "worst test group (mean over seeds):", table["min"].round(4).to_string(), ""]
     rng = np.random.default_rng(0)
-    for k, part in results.groupby("k"):
-        for a, b in [("kernel", "logit"), ("logit", "mixture"), ("oracle-pool", "logit")]:
-            d, lo, hi = paired(part, a, b, rng)
-            lines.append(f"k={k}: {a} - {b}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+    for (split, k), part in results.groupby(["split", "k"]):
+        for a, b in [("kernel", "logit"), ("kernel", "mixture"), ("logit", "mixture"), ("oracle-pool", "logit")]:
+            if {a, b} <= set(part.method):
+                d, lo, hi = paired(part, a, b, rng)
+                lines.append(f"split {split} k={k}: {a} - {b}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
     text = "\n".join(lines)
     print(text)
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,8 @@ VARIANTS = {
     "paper-curriculum": ["model.prior=none", "train.loss=gaussian", "train.ctx_curriculum=500"],
     "paper-curriculum-ens3": ["model.prior=none", "train.loss=gaussian", "train.ctx_curriculum=500", "train.ensemble=3"],
     "residual-logit-curriculum": ["model.prior=logit", "train.loss=ce", "train.ctx_curriculum=500"],
+    # the default variant trained (and selected) for long contexts: can it use what the kernel baseline finds there?
+    "residual-logit-ctx400": ["model.prior=logit", "train.loss=ce", "train.ctx_max=400", "train.val_k=200"],
 }
 # a variant is fully specified here, whatever the dataset config's own defaults (its ensemble, curriculum)
 COMMON = ["train.ensemble=1", "train.ctx_curriculum=0",

@@ -121,7 +121,8 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
         save_checkpoint(last, model, optimizer, generator, state, config, prior_params or {})
         if on_validate is not None:
             on_validate(state, ckpt_dir)
-        bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{score:.4f}", best=f"{state.best_score:.4f}@{state.best_step}")
+        shown = "-" if math.isnan(loss_value) else f"{loss_value:.3f}"  # step 0: nothing trained yet
+        bar.set_postfix(loss=shown, val=f"{score:.4f}", best=f"{state.best_score:.4f}@{state.best_step}")
 
     start = time.perf_counter() - (state.history[-1]["wall_s"] if state.history else 0.0)
     model.train()
