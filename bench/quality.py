@@ -56,18 +56,25 @@ COMMON = ["train.ensemble=1", "train.ctx_curriculum=0",
 
 
 def paired(results: pd.DataFrame, a: str, b: str, rng) -> tuple[float, float, float]:
-    """Mean per-(seed, group) difference a - b and a two-level bootstrap 95% interval.
+    """Mean per-(seed, group) difference a - b (the mean of the seeds' means) and a two-level
+    bootstrap 95% interval.
 
     Seeds are resampled, then test groups within each seed: a trained model's luck is shared
     by all groups of its seed, so resampling (seed, group) pairs alone would count one lucky
-    model as many independent wins."""
+    model as many independent wins. Seeds may test different numbers of groups (a group with
+    no question left to predict at some k is left out)."""
     wide = results[results.method.isin([a, b])].pivot_table(index=["seed", "group"], columns="method", values="alignment")
-    diff = (wide[a] - wide[b]).groupby(level="seed").apply(lambda d: d.to_numpy())
-    D = np.stack(diff.to_list())  # (seeds, groups): every seed of a split tests the same number of groups
-    S, G = D.shape
-    seeds = rng.integers(S, size=(2000, S, 1))
-    boot = D[seeds, rng.integers(G, size=(2000, S, G))].mean((1, 2))
-    return float(D.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+    per_seed = [d.to_numpy() for _, d in (wide[a] - wide[b]).groupby(level="seed")]
+    n = np.array([len(d) for d in per_seed])
+    D = np.zeros((len(n), n.max()))  # (seeds, groups), zero-padded
+    for i, d in enumerate(per_seed):
+        D[i, : len(d)] = d
+    seeds = rng.integers(len(n), size=(2000, len(n)))
+    groups = rng.integers(0, n[seeds][..., None], size=(*seeds.shape, n.max()))
+    within = np.arange(n.max()) < n[seeds][..., None]  # a resample of a seed has that seed's size
+    boot = ((D[seeds[..., None], groups] * within).sum(2) / n[seeds]).mean(1)
+    point = np.mean([d.mean() for d in per_seed])
+    return float(point), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
 
 def report(results: pd.DataFrame) -> str:

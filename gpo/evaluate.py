@@ -8,6 +8,8 @@ an episode batch to (B, P) probabilities; scores are per (group, question) align
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Callable
 
 import pandas as pd
@@ -21,6 +23,13 @@ from gpo.tasks import Batch, Points, Questions, make_batch, sample_questions
 from gpo.train import model_inputs
 
 Method = Callable[[Points, Basis, Batch], torch.Tensor]  # -> (B, P) probabilities
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def warn_once(message: str) -> None:
+    """Validation evaluates the same episodes for every candidate: say each thing once."""
+    log.warning(message)
 
 
 def gpo_method(model: GPO, prior: Method | None = None) -> Method:
@@ -75,6 +84,9 @@ def evaluate(methods: dict[str, Method], points: Points, basis: Basis, groups: l
     records = []
     for k in ks:
         rows, q = episodes(points, groups, k, draws, seed, max_targets)
+        short = [group_names[g] for g, n in zip(groups, points.available[groups].sum(1).tolist()) if n <= k]
+        if short:
+            warn_once(f"k={k}: {', '.join(short)} answered at most {k} questions, so nothing is left to predict: left out at this k")
         for name, method in methods.items():
             scores = []
             for s in range(0, rows.shape[0], chunk):
@@ -85,6 +97,8 @@ def evaluate(methods: dict[str, Method], points: Points, basis: Basis, groups: l
             n_targets = q.tar_ok.sum(1).float().reshape(len(groups), draws).mean(1)
             spread = per_group.std(1) if draws > 1 else torch.zeros(len(groups))
             for g, value, sd, n in zip(groups, per_group.mean(1).tolist(), spread.tolist(), n_targets.tolist()):
+                if n == 0:  # every question it answered is context: nothing to score
+                    continue
                 records.append({"method": name, "k": k, "group": group_names[g], "alignment": value,
                                 "alignment_sd_draws": sd, "n_targets": n, "draws": draws,
                                 "train_s": getattr(method, "train_seconds", None)})

@@ -91,6 +91,8 @@ def validation_score(prep: Prepared, cfg: ExperimentConfig, method) -> float:
     val = prep.index(prep.split.val)
     results = evaluate({"m": method}, prep.points, prep.basis, val, prep.data.groups,
                        [cfg.train.val_k], cfg.eval.draws, cfg.eval.seed + 1)
+    if results.empty:
+        raise ConfigError(f"train.val_k: {cfg.train.val_k} context questions leave no validation group anything to predict")
     return float(results["alignment"].mean())
 
 

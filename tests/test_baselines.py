@@ -5,7 +5,7 @@ import torch
 from gpo.baselines import Basis, kernel, logit, mean, mixture, uniform
 from gpo.data.schema import make_row
 from gpo.data.survey import select
-from gpo.evaluate import score
+from gpo.evaluate import baseline_method, evaluate, score
 from gpo.tasks import Points, Questions, make_batch, sample_questions
 
 
@@ -120,3 +120,19 @@ def test_kernel_never_reads_a_training_groups_own_column():
     moved = Basis(basis.y.clone(), basis.column)
     moved.y[1] = moved.y[0]  # its own column changes; its context answers do not
     assert torch.allclose(kernel(points, basis, batch), kernel(points, moved, batch), atol=1e-5)
+
+
+def test_a_group_with_nothing_left_to_predict_is_left_out_not_scored_zero(caplog):
+    rng = np.random.default_rng(0)
+    rows = []
+    for q in range(30):
+        for g in ("a", "b", "c")[: 3 if q < 8 else 2]:  # "c" answered 8 questions only
+            rows.append(make_row("t", f"Q{q:03d}", f"q{q}?", ["x", "y"], [0, 1], "X", g, rng.dirichlet([1, 1]), 100))
+    data = select(pd.DataFrame(rows), ["a", "b", "c"], require_all_groups=False)
+    points = Points.build(data, np.zeros((data.n_points, 4), np.float32))
+    basis = Basis.build(points, [0])
+    results = evaluate({"mean": baseline_method("mean")}, points, basis, [1, 2], data.groups, [5, 8], 2, 0)
+    assert set(results[results.k == 5].group) == {"b", "c"}
+    assert set(results[results.k == 8].group) == {"b"}
+    assert (results.alignment > 0.5).all()
+    assert "k=8: c answered at most 8 questions" in caplog.text
