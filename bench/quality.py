@@ -84,14 +84,15 @@ def report(results: pd.DataFrame) -> str:
     table = per_seed.groupby(["dataset", "train_fraction", "k", "method"]).agg(
         mean=("mean", "mean"), sd_seeds=("mean", "std"), worst=("min", "mean"))
     lines.append(table.round(4).to_string())
-    lines.append("\npaired: variant - best baseline (by mean), - mixture, and variant - variant; mean over seeds x groups,\n"
+    lines.append("\npaired: variant - best baseline (by mean), - mixture, - logit, and variant - variant; mean over seeds x groups,\n"
                  "95% interval of a bootstrap over seeds, then groups within them")
     for (dataset, split, k), part in results.groupby(["dataset", "train_fraction", "k"]):
         means = part.groupby("method")["alignment"].mean()
         baselines = means[~means.index.str.startswith("gpo")]
         best = baselines.idxmax()
         variants = sorted(m for m in means.index if m.startswith("gpo"))
-        pairs = [(v, b) for v in variants for b in dict.fromkeys([best, "mixture"])]  # the best, and the issue's reference
+        # the best baseline, the issue's reference (mixture), and the residual variants' prior (logit)
+        pairs = [(v, b) for v in variants for b in dict.fromkeys([best, "mixture", "logit"]) if b in means]
         pairs += [(b, a) for a, b in itertools.combinations(variants, 2)]  # variants against each other
         for a, b in pairs:
             d, lo, hi = paired(part, a, b, rng)
