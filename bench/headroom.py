@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from quality import paired  # bench/ is the script's folder
+from quality import paired, save_report  # bench/ is the script's folder
 
 from gpo.baselines import centred_log
 from gpo.config import load_config
@@ -94,11 +94,7 @@ def main() -> None:
             if {a, b} <= set(part.method):
                 d, lo, hi = paired(part, a, b, rng)
                 lines.append(f"split {split} k={k}: {a} - {b}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
-    text = "\n".join(lines)
-    print(text)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    results.to_parquet(Path(args.out) / "results.parquet")
-    (Path(args.out) / "report.txt").write_text(text + "\n")
+    save_report("\n".join(lines), results, Path(args.out), "results.parquet")
 
 
 if __name__ == "__main__":

@@ -100,6 +100,14 @@ def report(results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def save_report(text: str, results: pd.DataFrame, out: Path, table: str) -> None:
+    """Print the report and keep it, with the per-group results it was computed from, in `out`."""
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_parquet(out / table)
+    (out / "report.txt").write_text(text + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
@@ -150,10 +158,7 @@ def main() -> None:
     text += validation.round(4).to_string()
     text += f"\n\ntraining: {args.steps} steps per run; per run median train time {budget.train_s.median():.0f}s, " \
             f"best validation step median {budget.best_step.median():.0f}; total wall {budget.wall_s.sum():.0f}s"
-    print(text)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    results.to_parquet(Path(args.out) / "all_results.parquet")
-    (Path(args.out) / "report.txt").write_text(text + "\n")
+    save_report(text, results, Path(args.out), "all_results.parquet")
 
 
 if __name__ == "__main__":

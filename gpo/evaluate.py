@@ -84,7 +84,8 @@ def evaluate(methods: dict[str, Method], points: Points, basis: Basis, groups: l
     records = []
     for k in ks:
         rows, q = episodes(points, groups, k, draws, seed, max_targets)
-        short = [group_names[g] for g, n in zip(groups, points.available[groups].sum(1).tolist()) if n <= k]
+        n_targets = q.tar_ok.sum(1).float().reshape(len(groups), draws).mean(1).tolist()
+        short = [group_names[g] for g, n in zip(groups, n_targets) if n == 0]  # every question it answered is context
         if short:
             warn_once(f"k={k}: {', '.join(short)} answered at most {k} questions, so nothing is left to predict: left out at this k")
         for name, method in methods.items():
@@ -94,10 +95,9 @@ def evaluate(methods: dict[str, Method], points: Points, basis: Basis, groups: l
                 batch = make_batch(points, rows[s:s + chunk], part)
                 scores.append(score(points, method(points, basis, batch), rows[s:s + chunk], part))
             per_group = torch.cat(scores).reshape(len(groups), draws)
-            n_targets = q.tar_ok.sum(1).float().reshape(len(groups), draws).mean(1)
             spread = per_group.std(1) if draws > 1 else torch.zeros(len(groups))
-            for g, value, sd, n in zip(groups, per_group.mean(1).tolist(), spread.tolist(), n_targets.tolist()):
-                if n == 0:  # every question it answered is context: nothing to score
+            for g, value, sd, n in zip(groups, per_group.mean(1).tolist(), spread.tolist(), n_targets):
+                if n == 0:
                     continue
                 records.append({"method": name, "k": k, "group": group_names[g], "alignment": value,
                                 "alignment_sd_draws": sd, "n_targets": n, "draws": draws,
