@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plots
-from analysis.aggregate import per_group, summarise
-from analysis.fits import MIN_SIZES, fit
-from analysis.load import load
+from gpo.analysis import plots
+from gpo.analysis.aggregate import per_group, summarise
+from gpo.analysis.fits import MIN_SIZES, fit
+from gpo.analysis.load import load
 
 
 @dataclass

@@ -21,8 +21,8 @@ from ray import tune
 
 from gpo.embed.distributed import init_ray
 from gpo.pipeline import assemble, load_inputs, run_training
-from tune.study import load_study
-from tune.sweep import search
+from gpo.tune.study import load_study
+from gpo.tune.sweep import search
 
 
 class StepBudget(tune.Stopper):

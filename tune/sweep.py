@@ -24,13 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-if __package__ in (None, ""):  # run as a script (`ray submit` copies just this file)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gpo.config import to_dict  # noqa: E402
-from gpo.errors import GPOError  # noqa: E402
-from gpo.pipeline import assemble, load_inputs, run_evaluation, run_training, write_results  # noqa: E402
-from tune.study import BaseModel, StudyConfig, load_study, search_space  # noqa: E402
+from gpo.config import to_dict
+from gpo.errors import GPOError
+from gpo.pipeline import assemble, load_inputs, run_evaluation, run_training, write_results
+from gpo.tune.study import BaseModel, StudyConfig, load_study, search_space
 
 log = logging.getLogger("gpo.sweep")
 
@@ -207,8 +204,8 @@ def smoke(study: StudyConfig) -> StudyConfig:
     return study
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", help="study YAML (tune/studies/*.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     parser.add_argument("--smoke-test", action="store_true", help="shrink the study to seconds")
