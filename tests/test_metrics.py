@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
@@ -40,8 +40,17 @@ distributions = st.integers(2, 7).flatmap(
 )
 
 
-@settings(max_examples=60, deadline=None)
+def reference_js_alignment(a, b) -> float:
+    # scipy takes the square root of a divergence that rounding can make slightly negative
+    # for near-identical distributions (NaN); the distance there is 0
+    with np.errstate(invalid="ignore"):
+        return 1 - float(np.nan_to_num(jensenshannon(a, b), nan=0.0))
+
+
+@settings(max_examples=60)
 @given(st.lists(distributions, min_size=1, max_size=5))
+@example([([0.2003141756835477, 0.37198770559600397, 0.056420464855709375, 0.371277653864739],  # scipy: NaN
+           [0.20031417568354853, 0.37198770559600364, 0.056420464855709326, 0.37127765386473865], [1.0, 2.0, 3.0, 4.0])])
 def test_metrics_match_scipy_with_padding_and_unsorted_ordinals(cases):
     width = 9  # wider than any row: padding must not change the scores
     ps = [np.array(a) / sum(a) for a, _, _ in cases]
@@ -53,7 +62,7 @@ def test_metrics_match_scipy_with_padding_and_unsorted_ordinals(cases):
     for i, o in enumerate(ords):
         ordinal[i, : len(o)] = torch.tensor(o)
     expect_w = [1 - wasserstein_distance(o, o, a, b) / (o.max() - o.min()) for a, b, o in zip(ps, qs, ords)]
-    expect_js = [1 - jensenshannon(a, b) for a, b in zip(ps, qs)]
+    expect_js = [reference_js_alignment(a, b) for a, b in zip(ps, qs)]
     assert ordinal_alignment(p, q, ordinal, mask).tolist() == pytest.approx(expect_w, abs=1e-9)
     assert js_alignment(p, q, mask).tolist() == pytest.approx(expect_js, abs=1e-7)
     is_ord = torch.tensor([i % 2 == 0 for i in range(len(cases))])

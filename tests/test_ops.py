@@ -17,7 +17,7 @@ def loop_segment_softmax(logits, segment):
     return out
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(st.integers(1, 4), st.integers(1, 12), st.integers(1, 5), st.integers(0, 2**31 - 1))
 def test_segment_softmax_matches_loop_reference(B, N, S, seed):
     g = torch.Generator().manual_seed(seed)
@@ -47,7 +47,7 @@ def test_compact_moves_kept_entries_to_front_in_order():
     assert valid.tolist() == [[True, True], [True, False]]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(st.integers(1, 6), st.integers(0, 2**31 - 1))
 def test_nnls_matches_scipy(J, seed):
     rng = np.random.default_rng(seed)
