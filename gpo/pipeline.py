@@ -66,11 +66,25 @@ def load_inputs(cfg: ExperimentConfig) -> tuple[SurveyData, GroupSplit, np.ndarr
     data, eval_groups, features = load_survey(cfg)
     extra = [g for g in data.groups if g not in eval_groups]
     split = split_groups(eval_groups, cfg.data.train_fraction, cfg.data.val_fraction, cfg.data.split_seed, extra)
+    check_context_sizes(data, split, cfg)
     if cfg.embed.model == "synthetic":
         if features is None:
             raise ConfigError("embed.model 'synthetic' needs data.source 'synthetic'")
         return data, split, features
     return data, split, embed_survey(data, cfg.embed)
+
+
+def check_context_sizes(data: SurveyData, split: GroupSplit, cfg: ExperimentConfig) -> None:
+    """Every k must leave some group something to predict (a group with at most k questions
+    is left out at that k, with a warning; if every group would be, k is a config error)."""
+    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
+    checks = (("eval.ks", cfg.eval.ks, "test", split.test), ("train.val_k", [cfg.train.val_k], "validation", split.val))
+    for key, ks, role, groups in checks:
+        most = max(answered[g] for g in groups)
+        too_large = [k for k in ks if k >= most]
+        if too_large:
+            raise ConfigError(f"{key}: {too_large[0] if len(ks) == 1 else too_large} context questions leave no {role} group "
+                              f"anything to predict (the most questions a {role} group answered is {most})")
 
 
 def assemble(data: SurveyData, split: GroupSplit, x: np.ndarray, device: str) -> Prepared:

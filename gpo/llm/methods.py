@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gpo.data.survey import SurveyData
-from gpo.llm import prompts
+from gpo.llm import LLM_BASELINES, prompts
 from gpo.llm.scoring import last_logits, letter_token_ids, option_probs, score
 from gpo.tasks import Batch, Points
 
@@ -273,4 +273,4 @@ def make(name: str, llm: LLM, data: SurveyData, points: Points, train_groups: li
         return Reward(llm, data)
     if name == "icft":
         return InContextFineTuned(llm, data, points, train_groups, k)
-    raise ValueError(f"unknown LLM baseline {name!r}; one of zero_shot, steered, few_shot, sft, reward, icft")
+    raise ValueError(f"unknown LLM baseline {name!r}; one of {LLM_BASELINES}")
