@@ -81,7 +81,9 @@ def cmd_train(args) -> None:
     from gpo.pipeline import prepare, run_training
 
     cfg = _config(args)
-    print(run_training(prepare(cfg), cfg))
+    checkpoints = run_training(prepare(cfg), cfg)
+    print(f"trained {len(checkpoints)} model(s); best checkpoint(s): {', '.join(map(str, checkpoints))}; "
+          f"evaluate with `gpo eval {cfg.run_dir}`")
 
 
 def cmd_eval(args) -> None:
@@ -103,17 +105,13 @@ def cmd_eval(args) -> None:
 def cmd_baseline(args) -> None:
     import pandas as pd
 
-    from gpo.evaluate import evaluate
-    from gpo.pipeline import llm_baselines, prepare, write_results
+    from gpo.methods import llm_baselines
+    from gpo.pipeline import evaluate_roles, prepare, write_results
 
     cfg = _config(args)
     prep = prepare(cfg)
-    methods = llm_baselines(prep, cfg, [args.name])
-    results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
-                       cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, max_targets=cfg.eval.max_targets)
-    results = results.assign(run=cfg.name, dataset=prep.data.dataset, embed_model=cfg.llm.model, embed_layers=0,
-                             train_fraction=cfg.data.train_fraction, split_seed=cfg.data.split_seed,
-                             seed=cfg.train.seed, role="test")
+    results = evaluate_roles(prep, cfg, llm_baselines(prep, cfg, [args.name]))
+    results = results.assign(embed_model=cfg.llm.model, embed_layers=0)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     existing = cfg.run_dir / "results.parquet"
     if existing.is_file():  # next to GPO's results, replacing an earlier run of this baseline
