@@ -45,6 +45,13 @@ def predict(method: Method, points: Points, labels: torch.Tensor, basis: Basis, 
     return method(points, basis, make_episode(points, labels, rows, q))
 
 
+def predictions(method: Method, points: Points, labels: torch.Tensor, basis: Basis, rows: torch.Tensor, q: Questions,
+                chunk: int = 32) -> torch.Tensor:
+    """(B, P) `predict` over many rows, `chunk` rows at a time (bounded memory)."""
+    return torch.cat([predict(method, points, labels, basis, rows[s:s + chunk], q.rows(slice(s, s + chunk)))
+                      for s in range(0, rows.shape[0], chunk)])
+
+
 def score(points: Points, labels: torch.Tensor, p: torch.Tensor, rows: torch.Tensor, q: Questions) -> torch.Tensor:
     """Mean alignment over each row's target questions: (B, P) probabilities -> (B,)."""
     B, Q = rows.shape[0], points.question_points.shape[0]
@@ -76,12 +83,8 @@ def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, b
             warn_once(f"k={k}: {', '.join(short)} answered at most {k} questions, so nothing is left to predict: left out at this k")
         for name, method in methods.items():
             bar.set_postfix(method=name, k=k)
-            scores = []
-            for s in range(0, rows.shape[0], chunk):
-                part, part_rows = q.rows(slice(s, s + chunk)), rows[s:s + chunk]
-                p = predict(method, points, labels, basis, part_rows, part)
-                scores.append(score(points, labels, p, part_rows, part))
-            per_group = torch.cat(scores).reshape(len(groups), draws)
+            p = predictions(method, points, labels, basis, rows, q, chunk)
+            per_group = score(points, labels, p, rows, q).reshape(len(groups), draws)
             spread = per_group.std(1) if draws > 1 else torch.zeros(len(groups))
             for g, value, sd, n in zip(groups, per_group.mean(1).tolist(), spread.tolist(), n_targets):
                 if n == 0:

@@ -15,9 +15,10 @@ import torch
 from gpo.baselines import BASELINES, GRIDS
 from gpo.data.basis import Basis
 from gpo.errors import ConfigError
-from gpo.evaluate import Method, evaluate
+from gpo.evaluate import Method, episodes, evaluate, predictions, score
 from gpo.model import GPO
 from gpo.ops import segment_softmax
+from gpo.progress import progress
 from gpo.tasks import Episode, Points, gpo_inputs
 from gpo.train import load_model
 
@@ -55,13 +56,14 @@ def gpo_name(model_cfg) -> str:
     return f"gpo[{'+'.join(parts)}]" if parts else "gpo"
 
 
-def load_gpo(checkpoints: list[Path], device) -> tuple[str, Method, dict]:
-    """The GPO method of one checkpoint, or of several averaged (an ensemble): its name,
-    the method, and its training totals (steps per member; the rest summed over members)."""
+def load_gpo(checkpoints: list[Path], device) -> tuple[str, Method, Method | None, dict]:
+    """The GPO method of one checkpoint, or of several averaged (an ensemble): its name, the
+    method, its prior (residual variants; None otherwise) and its training totals (steps per
+    member; the rest summed over members)."""
     members, totals = [], dict.fromkeys(["gpo_params", "train_tokens", "train_flops", "train_s"], 0.0)
     for path in checkpoints:
         model, ckpt = load_model(path, device)
-        prior = baseline_method(model.cfg.prior, **ckpt["prior_params"]) if model.cfg.prior != "none" else None
+        prior = baseline(model.cfg.prior, ckpt["prior_params"]) if model.cfg.prior != "none" else None
         members.append(gpo_method(model, prior))
         tokens, history = ckpt["state"].get("tokens", 0), ckpt["state"]["history"]
         # dense training FLOPs ~ 6 x parameters x tokens (attention's share is left out)
@@ -71,7 +73,7 @@ def load_gpo(checkpoints: list[Path], device) -> tuple[str, Method, dict]:
             totals[key] += value
     name = gpo_name(model.cfg) + (f"-ens{len(members)}" if len(members) > 1 else "")
     method = members[0] if len(members) == 1 else ensemble_method(members)
-    return name, method, {**totals, "train_steps": ckpt["state"]["step"]}
+    return name, method, prior, {**totals, "train_steps": ckpt["state"]["step"]}
 
 
 def validation_score(prep: Prepared, cfg: ExperimentConfig, method: Method) -> float:
@@ -83,15 +85,100 @@ def validation_score(prep: Prepared, cfg: ExperimentConfig, method: Method) -> f
     return float(results["alignment"].mean())
 
 
-def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict:
-    """A baseline's hyperparameters, chosen from its grid on the validation groups."""
+# Weights of the reference (the no-context mean prior; a residual GPO's own prior) in a shrunk
+# prediction (1 - w) * method + w * reference; w = 1 ignores the context.
+SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class PerK:
+    """A method whose settings were chosen per context size: the entry of the nearest k."""
+
+    def __init__(self, table: dict[int, Method]):
+        self.table = dict(sorted(table.items()))
+
+    def __call__(self, points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
+        k = min(self.table, key=lambda c: (abs(c - episode.k), c))
+        return self.table[k](points, basis, episode)
+
+
+def shrunk(method: Method, reference: Method, weight: float) -> Method:
+    """(1 - weight) * method + weight * reference: a mixture of the two predicted distributions."""
+    if weight == 0:
+        return method
+    if weight == 1:
+        return reference
+    return lambda points, basis, episode: (1 - weight) * method(points, basis, episode) + weight * reference(points, basis, episode)
+
+
+def context_sizes(cfg: ExperimentConfig) -> list[int]:
+    """The k at which settings are chosen: every evaluated k and the validation k of training."""
+    return sorted({*cfg.eval.ks, cfg.train.val_k})
+
+
+def select(prep: Prepared, cfg: ExperimentConfig, candidates: dict[str, Method], reference: Method,
+           label: str) -> dict[int, tuple[str, float, float]]:
+    """For every k of context_sizes: the candidate and shrink weight (SHRINK, or 0 only when
+    eval.shrink is off) with the best mean alignment on the validation groups, as
+    {k: (candidate key, weight, validation score)}. Weight 1 (the reference alone) is always a
+    choice, so on validation a shrunk method never scores below its reference."""
+    points, labels, basis, val = prep.points, prep.labels, prep.basis, prep.index(prep.split.val)
+    weights = SHRINK if cfg.eval.shrink else (0.0,)
+    ks = context_sizes(cfg)
+    chosen = {}
+    with progress(total=len(ks) * len(candidates), desc=f"choose {label} on validation groups", unit="setting") as bar:
+        for k in ks:
+            rows, q = episodes(points, val, k, cfg.eval.draws, cfg.eval.seed + 1)
+            scored = q.tar_ok.any(1)  # rows of groups with something left to predict at this k
+            reference_p = predictions(reference, points, labels, basis, rows, q)
+            best = None
+            for key, method in candidates.items():
+                p = predictions(method, points, labels, basis, rows, q)
+                for w in weights:
+                    value = float(score(points, labels, (1 - w) * p + w * reference_p, rows, q)[scored].mean())
+                    if best is None or value > best[2]:
+                        best = (key, w, value)
+                bar.update(1)
+            if scored.any():
+                chosen[k] = best
+    if not chosen:
+        raise ConfigError(f"eval.ks: no validation group has anything left to predict at any of {ks}")
+    log.info("%s, chosen on validation groups: %s", label,
+             "; ".join(f"k={k}: {key or ''}{' ' if key else ''}{w:.0%} reference (val {v:.4f})" for k, (key, w, v) in chosen.items()))
+    return chosen
+
+
+def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, dict]:
+    """A baseline's settings per k, chosen on the validation groups: its hyperparameters (from
+    GRIDS) and, unless it ignores the context, its shrink toward the mean prior.
+    Returns {k: {"params": ..., "shrink": w}} (stored with a residual GPO's checkpoints)."""
     grid = GRIDS.get(name, {})
-    candidates = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    if len(candidates) <= 1:
-        return candidates[0] if candidates else {}
-    best = max(candidates, key=lambda p: validation_score(prep, cfg, baseline_method(name, **p)))
-    log.info("%s: %s chosen on validation groups", name, best)
-    return best
+    candidates = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+    if name in NO_CONTEXT:
+        return {k: {"params": candidates[0], "shrink": 0.0} for k in context_sizes(cfg)}
+    by_key = {", ".join(f"{p}={v}" for p, v in c.items()): c for c in candidates}
+    chosen = select(prep, cfg, {key: baseline_method(name, **c) for key, c in by_key.items()}, baseline_method("mean"), name)
+    return {k: {"params": by_key[key], "shrink": w} for k, (key, w, _) in chosen.items()}
+
+
+NO_CONTEXT = ("uniform", "mean")  # baselines that never read the context: nothing to shrink
+
+
+def baseline(name: str, choice: dict) -> Method:
+    """A baseline with its per-k settings (`choose`), or with fixed hyperparameters (a flat
+    dict, as checkpoints of older runs hold)."""
+    if not choice or not all(isinstance(k, int) for k in choice):
+        return baseline_method(name, **choice)
+    return PerK({k: shrunk(baseline_method(name, **c["params"]), baseline_method("mean"), c["shrink"])
+                 for k, c in choice.items()})
+
+
+def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, reference: Method) -> Method:
+    """GPO shrunk toward its reference (its prior, or the mean prior) by a weight chosen per k
+    on the validation groups; GPO itself when eval.shrink is off."""
+    if not cfg.eval.shrink:
+        return method
+    chosen = select(prep, cfg, {"": method}, reference, name)
+    return PerK({k: shrunk(method, reference, w) for k, (_, w, _) in chosen.items()})
 
 
 def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> dict[str, Method]:
@@ -110,11 +197,13 @@ def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> di
 
 def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path], llm_names=None) -> tuple[dict[str, Method], dict]:
     """Every method a run evaluates, and GPO's training totals: GPO from `checkpoints` (their
-    predictions averaged when there are several), each of eval.baselines with the settings
-    chosen on validation groups, and the LLM baselines (`llm_names`, default eval.llm_baselines)."""
+    predictions averaged when there are several) shrunk toward its reference, each of
+    eval.baselines with its settings chosen per k on validation groups, and the LLM baselines
+    (`llm_names`, default eval.llm_baselines)."""
     methods, training = {}, {}
     if checkpoints:
-        name, methods[name], training = load_gpo(checkpoints, prep.points.device)
-    methods.update({name: baseline_method(name, **choose(prep, cfg, name)) for name in cfg.eval.baselines})
+        name, gpo, prior, training = load_gpo(checkpoints, prep.points.device)
+        methods[name] = shrink_gpo(prep, cfg, name, gpo, prior or baseline_method("mean"))
+    methods.update({name: baseline(name, choose(prep, cfg, name)) for name in cfg.eval.baselines})
     methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines if llm_names is None else llm_names))
     return methods, training

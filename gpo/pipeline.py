@@ -121,9 +121,9 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
     save_config(cfg, run_dir / "config.yaml")
     (run_dir / "split.json").write_text(json.dumps(prep.split.as_dict(), indent=1))
     prior, params = None, {}
-    if cfg.model.prior != "none":
+    if cfg.model.prior != "none":  # chosen per k like the baseline itself; training contexts take the nearest k
         params = methods.choose(prep, cfg, cfg.model.prior)
-        prior = methods.baseline_method(cfg.model.prior, **params)
+        prior = methods.baseline(cfg.model.prior, params)
     train_labels = torch.full_like(prep.labels, torch.nan)  # training reads the training groups' shares only
     train_rows = prep.index(prep.split.train)
     train_labels[train_rows] = prep.labels[train_rows]
@@ -146,7 +146,7 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
     if len(checkpoints) == 1:
         name, score = methods.gpo_name(cfg.model), state.best_score
     else:
-        name, method, _ = methods.load_gpo(checkpoints, prep.points.device)
+        name, method, _, _ = methods.load_gpo(checkpoints, prep.points.device)
         score = methods.validation_score(prep, cfg, method)
     (run_dir / "validation.json").write_text(json.dumps({"method": name, "val_alignment": score}) + "\n")
     log.info("%s: validation alignment %.4f", name, score)

@@ -93,6 +93,7 @@ class Episode:
     ctx_y: torch.Tensor  # (B, M) the group's shares of them, 0 on padding
     tar: torch.Tensor  # (B, T) point ids of the target questions, -1 pads: no shares
     segment: torch.Tensor  # (B, T) each target's question slot within its row, -1 on padding
+    k: int  # context questions asked for (a row may have fewer: a group that answered fewer)
 
     @property
     def n_ctx(self) -> int:
@@ -126,7 +127,7 @@ def make_episode(points: Points, labels: torch.Tensor, groups: torch.Tensor, q: 
     """The episode of rows `groups` with questions `q`: `labels` are read at context points only."""
     ctx, _ = question_tokens(points, q.ctx, q.ctx_ok)
     tar, segment = question_tokens(points, q.tar, q.tar_ok)
-    return Episode(groups, ctx, shares_at(labels, groups, ctx), tar, segment)
+    return Episode(groups, ctx, shares_at(labels, groups, ctx), tar, segment, q.ctx.shape[1])
 
 
 def gpo_inputs(points: Points, basis, episode: Episode, prior=None, with_basis: bool = False) -> dict:

@@ -1,0 +1,81 @@
+"""Methods built in one place: per-k settings chosen on validation groups, with shrinkage
+toward the no-context mean prior among the choices."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gpo.config import load_config
+from gpo.data.schema import make_row
+from gpo.data.splits import GroupSplit
+from gpo.data.survey import select as select_groups
+from gpo.evaluate import evaluate
+from gpo.methods import PerK, baseline, baseline_method, choose
+from gpo.pipeline import assemble
+
+
+def test_a_per_k_method_takes_the_settings_of_the_nearest_k():
+    calls = []
+    method = PerK({20: lambda *a: calls.append(20), 0: lambda *a: calls.append(0), 5: lambda *a: calls.append(5)})
+    for k in (0, 2, 3, 5, 12, 13, 100):
+        method(None, None, SimpleNamespace(k=k))
+    assert calls == [0, 0, 5, 5, 5, 20, 20]  # ties go to the smaller k
+
+
+def the_mean_is_right_world(seed=0):
+    """Four diverse training groups; every other group answers their mean plus sampling noise
+    of 200 respondents: the no-context mean prior is as good as it gets, and a pool fitted on
+    a few noisy context answers can only lose to it."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for q in range(60):
+        n = int(rng.integers(3, 6))
+        base = {g: rng.dirichlet(np.ones(n) * 0.5) for g in "abcd"}
+        mean = np.mean(list(base.values()), 0)
+        for i in range(8):
+            base[f"t{i}"] = rng.multinomial(200, mean) / 200
+        for g, dist in base.items():
+            rows.append(make_row("t", f"Q{q:03d}", f"q{q}?", [f"o{i}" for i in range(n)], list(range(n)), "X", g, dist, 200))
+    data = select_groups(pd.DataFrame(rows), "all")
+    split = GroupSplit(train=list("abcd"), val=["t0", "t1", "t2", "t3"], test=["t4", "t5", "t6", "t7"])
+    return assemble(data, split, np.zeros((data.n_points, 4), np.float32), "cpu")
+
+
+@pytest.mark.parametrize("name", ["logit", "kernel"])
+def test_shrinking_toward_the_mean_is_chosen_where_the_context_misleads(name):
+    prep = the_mean_is_right_world()
+    cfg = load_config(None, ["eval.ks=[5]", "train.val_k=5", "eval.draws=4"])
+    val = prep.index(prep.split.val)
+
+    def on_validation(method):
+        results = evaluate({"m": method}, prep.points, prep.labels, prep.basis, val, prep.data.groups, [5], 4, cfg.eval.seed + 1)
+        return results["alignment"].mean()
+
+    mean = on_validation(baseline_method("mean"))
+    unshrunk = choose(prep, load_config(None, ["eval.ks=[5]", "train.val_k=5", "eval.draws=4", "eval.shrink=false"]), name)
+    assert unshrunk[5]["shrink"] == 0 and on_validation(baseline(name, unshrunk)) < mean  # the failure being guarded
+    chosen = choose(prep, cfg, name)
+    assert chosen[5]["shrink"] > 0
+    assert on_validation(baseline(name, chosen)) >= mean  # by construction: the mean alone is a choice
+    test = prep.index(prep.split.test)
+    scored = evaluate({"shrunk": baseline(name, chosen), "plain": baseline(name, unshrunk), "mean": baseline_method("mean")},
+                      prep.points, prep.labels, prep.basis, test, prep.data.groups, [5], 4, 0).groupby("method")["alignment"].mean()
+    assert scored["shrunk"] > scored["plain"]
+
+
+def test_checkpoints_of_older_runs_keep_their_fixed_prior_settings():
+    prep = the_mean_is_right_world()
+    from gpo.evaluate import predict
+    from gpo.tasks import sample_questions
+
+    rows = torch.tensor(prep.index(prep.split.test))
+    q = sample_questions(prep.points.available[rows], 5, None, torch.Generator().manual_seed(0))
+    old = predict(baseline("logit", {"alpha": 0.3}), prep.points, prep.labels, prep.basis, rows, q)
+    assert torch.equal(old, predict(baseline_method("logit", alpha=0.3), prep.points, prep.labels, prep.basis, rows, q))
+    table = {5: {"params": {"alpha": 0.3}, "shrink": 0.5}}
+    mixed = predict(baseline("logit", table), prep.points, prep.labels, prep.basis, rows, q)
+    mean = predict(baseline_method("mean"), prep.points, prep.labels, prep.basis, rows, q)
+    assert torch.allclose(mixed, 0.5 * old + 0.5 * mean)
