@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -32,10 +33,12 @@ def cmd_data(args) -> None:
 
     cfg = _config(args)
     table, _ = load_source(cfg)
-    data, eval_groups, _ = load_survey(cfg, table)
-    print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.groups)} groups "
-          f"({len(eval_groups)} for evaluation); answered questions per group: "
-          f"min {data.available.sum(1).min()}, max {data.available.sum(1).max()}")
+    data, split, _ = load_survey(cfg, table)
+    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
+    print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.groups)} groups")
+    for role, groups in split.as_dict().items():
+        print(f"  {role:5s} {len(groups):3d} groups, {min(answered[g] for g in groups)}-{max(answered[g] for g in groups)} "
+              f"questions each: {', '.join(groups)}")
     bad = bad_rows(table)
     if len(bad):
         by_reason = bad.groupby(["field", "reason"]).size().sort_values(ascending=False)
@@ -93,13 +96,27 @@ def cmd_eval(args) -> None:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise GPOError(f"{run_dir}: no config.yaml (not a run folder made by `gpo run` or `gpo train`)")
-    cfg = load_config(run_dir / "config.yaml", args.set or [])
+    overrides, values, out = args.set or [], {}, run_dir
+    if args.data:
+        # the run's training and validation groups, test groups of the other survey; each
+        # evaluated group answers what it answered (a --set of these keys wins), and the
+        # results carry the other survey's name
+        split = json.loads((run_dir / "split.json").read_text())
+        values = {"data.test_source": args.data, "data.train_groups": split["train"], "data.val_groups": split["val"],
+                  "data.extra_train_groups": []}
+        overrides = ["data.require_all_groups=false", "data.min_groups=1", "data.test_answer_fraction=1.0",
+                     "data.dataset=''", *overrides]
+    cfg = load_config(run_dir / "config.yaml", overrides, values)
+    if args.data:
+        out = run_dir / f"transfer-{cfg.data.name()}"
+        out.mkdir(exist_ok=True)
     # under the folder given, wherever the run was moved to
     checkpoints = [d / f"{args.checkpoint}.pt" for d in member_dirs(run_dir, cfg.train.ensemble)]
     for checkpoint in checkpoints:
         if not checkpoint.is_file():
             raise GPOError(f"{checkpoint}: not found; train first (`gpo train {run_dir / 'config.yaml'}`)")
-    print(write_results(run_evaluation(prepare(cfg), cfg, checkpoints), run_dir))
+    print(write_results(run_evaluation(prepare(cfg), cfg, checkpoints), out))
+    print(f"results in {out / 'results.parquet'}")
 
 
 def cmd_baseline(args) -> None:
@@ -156,6 +173,8 @@ def main(argv=None) -> int:
     p = add("eval", cmd_eval, "evaluate a trained run on its test groups with every baseline", config=False)
     p.add_argument("run_dir", help="run folder (holds config.yaml and checkpoints/)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--data", metavar="SURVEY", help="evaluate on test groups of another survey file (name them with "
+                   "--set data.test_groups=[...]; same embedding model); results go to RUN_DIR/transfer-<survey>/")
     add("baseline", cmd_baseline, "evaluate one of the paper's LLM baselines (llm.model) next to the run's results",
         leading=("name", {"choices": LLM_BASELINES}))
     p = sub.add_parser("analyze", help="tables, scaling fits and figures from study/run results -> report.md/.html")

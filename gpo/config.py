@@ -31,14 +31,21 @@ def check_device(device: str, key: str) -> None:
 @dataclass
 class DataConfig:
     source: str = "${GPO_DATA_DIR}/opinionqa/group_distributions.jsonl.gz"  # a file, a folder, or "synthetic"
-    groups: typing.Union[str, list] = "paper17"  # preset name, "all", or group labels
+    dataset: str = ""  # the name results carry; "" = the source file's name
+    groups: typing.Union[str, list] = "paper17"  # preset name, "all", or group labels: the groups roles are drawn from
+    test_groups: typing.Union[str, list] = field(default_factory=list)  # named test groups (preset or labels); [] = drawn
+    val_groups: typing.Union[str, list] = field(default_factory=list)  # named validation groups; [] = drawn from training
+    train_groups: typing.Union[str, list] = field(default_factory=list)  # named training groups; [] = drawn
     extra_train_groups: typing.Union[str, list] = field(default_factory=list)  # training-only groups; "rest" = all others
-    require_all_groups: bool = True  # keep questions answered by every group (else by min_groups)
+    test_source: str = ""  # another survey file the test groups come from (transfer); "" = source
+    require_all_groups: bool = True  # evaluation questions: answered by every group that may be evaluated (else by min_groups)
     min_groups: int = 1
     require_ordinal: bool = True  # keep questions with an ordinal scale only
+    options_as_letters: bool = False  # options become "A", "B", ... with their wording moved into the question
+    test_answer_fraction: float = 1.0  # each test group keeps a random share of its answers (sparse groups)
     on_bad_rows: str = "skip"  # "skip" (report and drop) or "error" (stop at the first)
     train_fraction: float = 0.4  # share of groups seen in meta-training (the rest are test groups)
-    val_fraction: float = 0.25  # share of the seen groups kept for model selection
+    val_fraction: float = 0.25  # share of the training candidates kept for model selection
     split_seed: int = 0
     synthetic: SyntheticWorld = field(default_factory=SyntheticWorld)
 
@@ -46,13 +53,27 @@ class DataConfig:
         require(self.on_bad_rows in ("skip", "error"), "on_bad_rows", "'skip' or 'error'", self.on_bad_rows)
         require(0 < self.train_fraction < 1, "train_fraction", "a fraction in (0, 1)", self.train_fraction)
         require(0 <= self.val_fraction < 1, "val_fraction", "a fraction in [0, 1)", self.val_fraction)
+        require(0 < self.test_answer_fraction <= 1, "test_answer_fraction", "a fraction in (0, 1]", self.test_answer_fraction)
         require(self.min_groups >= 1, "min_groups", "at least 1", self.min_groups)
+        require(not self.test_source or bool(self.test_groups), "test_groups", "the test groups of data.test_source",
+                self.test_groups)
 
     def resolved_source(self) -> str:
-        if self.source == "synthetic":
-            return self.source
+        return self.resolve(self.source)
+
+    @staticmethod
+    def resolve(path: str) -> str:
+        if path == "synthetic":
+            return path
         data_dir = os.environ.get("GPO_DATA_DIR", DEFAULT_DATA_DIR)
-        return os.path.expanduser(self.source.replace("${GPO_DATA_DIR}", data_dir))
+        return os.path.expanduser(path.replace("${GPO_DATA_DIR}", data_dir))
+
+    def name(self) -> str:
+        """The dataset name results carry: `dataset`, else the (test) source file's name."""
+        if self.dataset:
+            return self.dataset
+        path = Path(self.resolve(self.test_source or self.source))
+        return path.name.split(".")[0] if path.suffix else path.name
 
 
 @dataclass

@@ -195,15 +195,41 @@ def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> di
     return {f"llm-{name}": make(name, llm, prep.data.text, prep.points, prep.basis, k) for name in names}
 
 
-def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path], llm_names=None) -> tuple[dict[str, Method], dict]:
-    """Every method a run evaluates, and GPO's training totals: GPO from `checkpoints` (their
-    predictions averaged when there are several) shrunk toward its reference, each of
-    eval.baselines with its settings chosen per k on validation groups, and the LLM baselines
-    (`llm_names`, default eval.llm_baselines)."""
-    methods, training = {}, {}
+def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
+          llm_names=None) -> tuple[dict[str, Method], dict, dict[str, str]]:
+    """Every method a run evaluates, GPO's training totals, and the methods that cannot run
+    here with the reason. GPO comes from `checkpoints` (their predictions averaged when there
+    are several), shrunk toward its reference; each of eval.baselines with its settings
+    chosen per k on validation groups; the LLM baselines (`llm_names`, default
+    eval.llm_baselines). Methods that combine the training groups' answers need them on the
+    test groups' questions: where no training group answered any (a survey with other
+    questions), they are listed as unable to run, never guessed."""
+    methods, training, unavailable = {}, {}, {}
+    covered = basis_coverage(prep)
+    if covered == 0:
+        reason = "no training group answered any of the test groups' questions"
+        unavailable = {name: reason for name in cfg.eval.baselines if name not in ("uniform",)}
+    elif covered < 1:
+        log.warning("%.0f%% of the test groups' answers are to questions no training group answered: there the methods "
+                    "that combine the training groups' answers fall back to the uniform distribution", 100 * (1 - covered))
     if checkpoints:
         name, gpo, prior, training = load_gpo(checkpoints, prep.points.device)
-        methods[name] = shrink_gpo(prep, cfg, name, gpo, prior or baseline_method("mean"))
-    methods.update({name: baseline(name, choose(prep, cfg, name)) for name in cfg.eval.baselines})
+        if covered == 0 and (prior is not None or gpo_reads_basis(checkpoints)):
+            unavailable[name] = reason
+        elif covered == 0:  # its reference, the mean prior, cannot run: GPO as it is
+            methods[name] = gpo
+        else:
+            methods[name] = shrink_gpo(prep, cfg, name, gpo, prior or baseline_method("mean"))
+    methods.update({name: baseline(name, choose(prep, cfg, name)) for name in cfg.eval.baselines if name not in unavailable})
     methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines if llm_names is None else llm_names))
-    return methods, training
+    return methods, training, unavailable
+
+
+def basis_coverage(prep: Prepared) -> float:
+    """The share of the test groups' answers (points) that some training group also answered."""
+    answered = ~prep.labels[prep.index(prep.split.test)].isnan()
+    return float((answered & prep.basis.answered.any(0)).sum() / answered.sum().clamp_min(1))
+
+
+def gpo_reads_basis(checkpoints: list[Path]) -> bool:
+    return load_model(checkpoints[0])[0].n_basis > 0

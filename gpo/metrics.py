@@ -33,7 +33,19 @@ def js_alignment(p, q, mask) -> torch.Tensor:
     return 1.0 - (0.5 * kl(p) + 0.5 * kl(q)).clamp_min(0).sqrt()
 
 
+def renormalised(p: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """p restricted to `mask` and rescaled to sum to one (a zero row stays zero)."""
+    p = p * mask
+    return p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+
+
 def alignment(p, q, ordinal, mask, is_ordinal) -> torch.Tensor:
-    """Per-question alignment: ordinal where `is_ordinal` (N,), else Jensen-Shannon."""
-    safe_ordinal = torch.where(is_ordinal[:, None], ordinal, torch.arange(ordinal.shape[-1], dtype=ordinal.dtype, device=ordinal.device))
-    return torch.where(is_ordinal, ordinal_alignment(p, q, safe_ordinal, mask), js_alignment(p, q, mask))
+    """Per-question alignment: ordinal where `is_ordinal` (N,), else Jensen-Shannon.
+
+    An ordinal question may also have options off its scale (ordinal NaN: "Not sure",
+    "Don't know"); as in OpinionQA, W1 is taken over the options on the scale, with both
+    distributions renormalised over them."""
+    on_scale = mask & ~ordinal.isnan()
+    safe_ordinal = torch.where(on_scale, ordinal, 0.0)
+    w1 = ordinal_alignment(renormalised(p, on_scale), renormalised(q, on_scale), safe_ordinal, on_scale)
+    return torch.where(is_ordinal, w1, js_alignment(p, q, mask))

@@ -12,7 +12,7 @@ def segment_softmax(logits: torch.Tensor, segment: torch.Tensor) -> torch.Tensor
     """
     B, N = logits.shape
     valid = segment >= 0
-    n_seg = int(segment.max().clamp_min(0)) + 1
+    n_seg = int(segment.max().clamp_min(0)) + 1 if segment.numel() else 1  # a batch may have no targets at all
     index = torch.where(valid, segment, 0) + n_seg * torch.arange(B, device=logits.device)[:, None]
     masked = logits.masked_fill(~valid, -torch.inf)
     seg_max = torch.full((B * n_seg,), -torch.inf, dtype=logits.dtype, device=logits.device)

@@ -22,7 +22,8 @@ from gpo.config import ExperimentConfig, save_config, to_dict
 from gpo.data import load_table
 from gpo.data.basis import Basis
 from gpo.data.splits import GroupSplit, split_groups
-from gpo.data.survey import SurveyData, resolve_groups, select
+from gpo.data.survey import SurveyData, group_labels, resolve_groups, select
+from gpo.data.transforms import options_as_letters, with_test_survey
 from gpo.embed.survey import embed_survey, pick_device
 from gpo.errors import ConfigError
 from gpo.evaluate import evaluate, summarise
@@ -49,27 +50,66 @@ class Prepared:
 
 
 def load_source(cfg: ExperimentConfig) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """The canonical table, and the synthetic world's own features when the source is synthetic."""
-    if cfg.data.source == "synthetic":
-        return cfg.data.synthetic.build()
-    return load_table(cfg.data.resolved_source(), cfg.data.on_bad_rows), None
+    """The canonical table (the test survey's groups joined in when data.test_source names
+    one), and the synthetic world's own features when the source is synthetic."""
+    d, features = cfg.data, None
+    if d.source == "synthetic":
+        table, features = d.synthetic.build()
+    else:
+        table = load_table(d.resolved_source(), d.on_bad_rows)
+    if d.test_source:
+        other = load_table(d.resolve(d.test_source), d.on_bad_rows)
+        table = with_test_survey(table, other, d.test_groups, d.name())
+    if d.options_as_letters:
+        table = options_as_letters(table)
+    return table.assign(dataset=d.name()), features
 
 
-def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None):
-    """(survey arrays, evaluation groups, synthetic features or None)."""
+def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None) -> tuple[SurveyData, GroupSplit, np.ndarray | None]:
+    """(survey arrays, group split, synthetic features or None).
+
+    Questions are kept per role: a group that may be evaluated answers the evaluation
+    questions (those its groups answered: all of them, or data.min_groups), while a training
+    group keeps every question it answered, so its tasks draw from all of them."""
     features = None
     if table is None:
         table, features = load_source(cfg)
     d = cfg.data
-    data = select(table, d.groups, d.require_all_groups, d.require_ordinal, d.min_groups, d.extra_train_groups)
-    return data, resolve_groups(table, d.groups), features
+    if "label" not in table:
+        table = table.assign(label=group_labels(table))
+    named = {role: resolve_groups(table, getattr(d, f"{role}_groups")) if getattr(d, f"{role}_groups") else []
+             for role in ("test", "val", "train")}
+    pool = resolve_groups(table, d.groups) if not (named["test"] and named["train"]) else []
+    extra = resolve_groups(table, d.extra_train_groups, exclude=[*pool, *named["test"], *named["val"], *named["train"]]) \
+        if d.extra_train_groups else []
+    evaluated = list(dict.fromkeys([*pool, *named["test"], *named["val"]]))
+    candidates = list(dict.fromkeys([*(named["train"] or pool), *extra]))
+    data = select(table, evaluated, d.require_all_groups, d.require_ordinal, d.min_groups,
+                  [g for g in candidates if g not in evaluated], own_questions=candidates)
+    split = split_groups(pool, d.train_fraction, d.val_fraction, d.split_seed, extra, **named)
+    data = data.without([g for g in data.groups if g not in split.train], ~data.filtered)
+    if d.test_answer_fraction < 1:
+        data = sparse_test_groups(data, split.test, d.test_answer_fraction, d.split_seed)
+    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
+    log.info("%s: %d questions; answered per group: train %s, val %s, test %s", d.name(), len(data.qids),
+             *(f"{min(answered[g] for g in groups)}-{max(answered[g] for g in groups)}"
+               for groups in (split.train, split.val, split.test)))
+    return data, split, features
+
+
+def sparse_test_groups(data: SurveyData, groups: list[str], fraction: float, seed: int) -> SurveyData:
+    """Each of `groups` keeps a random `fraction` of the questions it answered (seeded)."""
+    rng = np.random.default_rng([seed, 30])
+    for g in groups:
+        answered = np.flatnonzero(data.available[data.groups.index(g)])
+        dropped = rng.choice(answered, len(answered) - max(1, int(round(fraction * len(answered)))), replace=False)
+        data = data.without([g], np.isin(np.arange(len(data.qids)), dropped))
+    return data
 
 
 def load_inputs(cfg: ExperimentConfig) -> tuple[SurveyData, GroupSplit, np.ndarray]:
     """The survey, its group split and the (cached) embeddings: what every run of a study shares."""
-    data, eval_groups, features = load_survey(cfg)
-    extra = [g for g in data.groups if g not in eval_groups]
-    split = split_groups(eval_groups, cfg.data.train_fraction, cfg.data.val_fraction, cfg.data.split_seed, extra)
+    data, split, features = load_survey(cfg)
     check_context_sizes(data, split, cfg)
     if cfg.embed.model == "synthetic":
         if features is None:
@@ -153,14 +193,17 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
     return checkpoints
 
 
-def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict) -> pd.DataFrame:
+def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict, unavailable: dict | None = None) -> pd.DataFrame:
     """Every method on the validation groups (role "val": what choices may read) and on the
-    test groups (role "test": what is reported), at every k of eval.ks, on the same episodes."""
+    test groups (role "test": what is reported), at every k of eval.ks, on the same episodes;
+    a method that cannot run gets a test row per k with its reason in `note`."""
     frames = []
     for role, groups in (("val", prep.split.val), ("test", prep.split.test)):
         frames.append(evaluate(built, prep.points, prep.labels, prep.basis, prep.index(groups), prep.data.groups,
                                cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, max_targets=cfg.eval.max_targets,
                                desc=f"evaluate {role} groups").assign(role=role))
+    frames.append(pd.DataFrame([{"method": name, "k": k, "role": "test", "note": f"cannot run: {reason}"}
+                                for name, reason in (unavailable or {}).items() for k in cfg.eval.ks]))
     return pd.concat(frames, ignore_index=True).assign(
         run=cfg.name, dataset=prep.data.dataset, train_fraction=cfg.data.train_fraction, split_seed=cfg.data.split_seed,
         seed=cfg.train.seed)
@@ -169,8 +212,8 @@ def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict) -> pd.Dat
 def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path]) -> pd.DataFrame:
     """GPO (averaging the members' predictions, when `checkpoints` holds several) and the
     baselines on the validation and test groups at every k of eval.ks."""
-    built, training = methods.build(prep, cfg, checkpoints)
-    results = evaluate_roles(prep, cfg, built)
+    built, training, unavailable = methods.build(prep, cfg, checkpoints)
+    results = evaluate_roles(prep, cfg, built, unavailable)
     for column, value in training.items():  # GPO's rows only: baselines train nothing
         results[column] = results["method"].str.startswith("gpo").map({True: value, False: None})
     return results.assign(embed_model=cfg.embed.model, embed_layers=cfg.embed.layers)
@@ -181,14 +224,19 @@ def write_results(results: pd.DataFrame, run_dir: Path) -> str:
     tmp = run_dir / "results.parquet.tmp"
     results.to_parquet(tmp)
     tmp.replace(run_dir / "results.parquet")
-    table = format_table(summarise(results[results.role == "test"]))
+    test = results[results.role == "test"]
+    table = format_table(summarise(test))
+    if "note" in test:
+        table += "".join(f"\n{method}: {note}" for method, note in test.dropna(subset=["note"]).drop_duplicates("method")[
+            ["method", "note"]].itertuples(index=False))
     (run_dir / "results.md").write_text(table + "\n")
     return table
 
 
 def format_table(summary: pd.DataFrame) -> str:
-    """Methods x k, each cell 'mean (worst group)'."""
-    cell = summary.assign(cell=summary["mean"].map("{:.4f}".format) + " (" + summary["worst"].map("{:.4f}".format) + ")")
+    """Methods x k, each cell 'mean (worst group)'; 'n/a' for a method that could not run."""
+    cell = summary.assign(cell=(summary["mean"].map("{:.4f}".format) + " (" + summary["worst"].map("{:.4f}".format) + ")")
+                          .where(summary["mean"].notna(), "n/a"))
     wide = cell.pivot(index="method", columns="k", values="cell")
     wide.columns = [f"k={k}" for k in wide.columns]
     order = summary.groupby("method")["mean"].last().sort_values(ascending=False).index

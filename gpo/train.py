@@ -99,6 +99,7 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, train_
 
     groups = torch.as_tensor(train_groups, device=device)
     available = points.available[groups]
+    fewest = int(available.sum(1).min())  # a context never takes every question of a group: targets remain
     loss_fn = LOSSES[cfg.loss]
 
     def checkpoint(loss_value: float) -> None:
@@ -125,7 +126,7 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, train_
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * cosine_lr(state.step, cfg.steps, cfg.warmup)
             rows = torch.randint(len(train_groups), (cfg.batch_groups,), generator=generator, device=device)
-            lo, hi = context_range(state.step, cfg)
+            lo, hi = (min(c, fewest - 1) for c in context_range(state.step, cfg))
             n_ctx = int(torch.randint(lo, hi + 1, (1,), generator=generator, device=device))
             n_tar = int(torch.randint(cfg.tar_min, cfg.tar_max + 1, (1,), generator=generator, device=device))
             questions = sample_questions(available[rows], n_ctx, n_tar, generator)

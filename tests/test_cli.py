@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -79,3 +80,56 @@ def test_bad_settings_and_files_are_one_line_errors_before_any_work(tmp_path, ov
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and message in out.stderr, out.stderr
     assert not (tmp_path / "synthetic").exists()  # nothing written
+
+
+@pytest.fixture(scope="module")
+def surveys(tmp_path_factory):
+    """A small OpinionQA survey of seven groups, four age groups answering a random 60% of its
+    questions in another file, and twenty GlobalOpinionQA questions (no question in common)."""
+    from conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "opinionqa" / "group_distributions.jsonl.gz").is_file():
+        pytest.skip("shared survey data not found")
+    root = tmp_path_factory.mktemp("surveys")
+    rows = [json.loads(line) for line in gzip.open(SHARED_DATA / "opinionqa" / "group_distributions.jsonl.gz", "rt")]
+    keys = sorted({r["qkey"] for r in rows if r["group"] == "Female"})[:40]
+    rng = np.random.default_rng(0)
+    files = {"main.jsonl": [r for r in rows if r["qkey"] in keys and r["group"] in
+                            ("Female", "Male", "Democrat", "Republican", "Liberal", "Conservative", "Moderate")],
+             "ages.jsonl": [r for r in rows if r["qkey"] in keys and r["group"] in ("18-29", "30-49", "50-64", "65+")
+                            and rng.random() < 0.6]}
+    countries = [json.loads(line) for line in gzip.open(SHARED_DATA / "globalopinionqa" / "country_distributions.jsonl.gz", "rt")]
+    files["world.jsonl"] = [r for r in countries if r["country"] in ("Japan", "Brazil")][:40]
+    for name, records in files.items():
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+    args = ["--set", f"out_dir={root}", "name=run", f"data.source={root / 'main.jsonl'}", "data.dataset=main", "data.groups=all",
+            "train.steps=4", "train.eval_every=2", "eval.ks=[0,5]", "eval.draws=2", "embed.workers=0", f"embed.cache_dir={root / 'cache'}"]
+    out = gpo("run", "configs/demo.yaml", *args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return root
+
+
+def test_eval_transfers_a_trained_run_to_named_groups_of_another_survey(surveys):
+    out = gpo("eval", str(surveys / "run"), "--data", str(surveys / "ages.jsonl"), "--set", "data.test_groups=[18-29, 65+]")
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = pd.read_parquet(surveys / "run" / "transfer-ages" / "results.parquet")
+    test = results[results.role == "test"]
+    assert set(test.group) == {"18-29", "65+"} and set(test.dataset) == {"ages"}
+    assert set(test.method) == {"gpo[logit]", "uniform", "mean", "ridge", "mixture", "logit", "kernel"}
+    split = json.loads((surveys / "run" / "split.json").read_text())
+    assert set(results[results.role == "val"].group) == set(split["val"])  # the run's own validation groups
+    assert test.alignment.notna().all() and (test.n_targets > 0).all()
+    assert (surveys / "run" / "results.parquet").is_file()  # the run's own results stay as they were
+
+
+def test_transfer_to_a_survey_without_common_questions_says_what_cannot_run(surveys):
+    out = gpo("eval", str(surveys / "run"), "--data", str(surveys / "world.jsonl"),
+              "--set", "data.test_groups=[Japan]", "data.require_ordinal=false")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "mean: cannot run: no training group answered any of the test groups' questions" in out.stdout
+    results = pd.read_parquet(surveys / "run" / "transfer-world" / "results.parquet")
+    ran = results[results.alignment.notna() & (results.role == "test")]
+    assert set(ran.method) == {"uniform"}
+    assert "n/a" in out.stdout
+    missing = gpo("eval", str(surveys / "run"), "--data", str(surveys / "world.jsonl"))
+    assert missing.returncode == 2 and "data.test_groups: expected the test groups of data.test_source" in missing.stderr

@@ -75,3 +75,15 @@ def test_identical_distributions_score_one():
     ordinal = torch.tensor([[1.0, 2.0, 1.5]], dtype=torch.float64)
     assert ordinal_alignment(p, p, ordinal, mask).item() == pytest.approx(1.0)
     assert js_alignment(p, p, mask).item() == pytest.approx(1.0)
+
+
+def test_options_off_the_scale_are_left_out_of_w1_and_the_rest_renormalised():
+    # "Yes" (1), "No" (2), "Not sure" (off the scale): W1 over Yes/No of the renormalised shares
+    p, mask = padded([[0.3, 0.3, 0.4]], 4)
+    q, _ = padded([[0.7, 0.1, 0.2]], 4)
+    ordinal = torch.tensor([[1.0, 2.0, torch.nan, torch.nan]], dtype=torch.float64)
+    expected = 1 - wasserstein_distance([1, 2], [1, 2], [0.5, 0.5], [0.875, 0.125]) / 1
+    assert alignment(p, q, ordinal, mask, torch.tensor([True])).item() == pytest.approx(expected)
+    # the same shares with every option on a scale score differently: the option was really dropped
+    full = torch.tensor([[1.0, 2.0, 3.0, torch.nan]], dtype=torch.float64)
+    assert alignment(p, q, full, mask, torch.tensor([True])).item() != pytest.approx(expected)

@@ -59,3 +59,7 @@ def test_nnls_matches_scipy(J, seed):
         # compare objective values (the minimiser is unique only for well-conditioned A)
         assert np.linalg.norm(A[i] @ got[i] - b[i]) == pytest.approx(np.linalg.norm(A[i] @ want - b[i]), rel=1e-4, abs=1e-6)
         assert (got[i] >= 0).all()
+
+
+def test_segment_softmax_of_no_targets_is_empty():
+    assert segment_softmax(torch.zeros(3, 0), torch.zeros(3, 0, dtype=torch.long)).shape == (3, 0)

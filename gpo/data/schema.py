@@ -26,7 +26,7 @@ COLUMNS = [
     "qid",  # question id, unique within the dataset
     "question",  # question text
     "options",  # list[str], refusals removed
-    "ordinal",  # list[float] per option, or None for unordered options
+    "ordinal",  # list[float] per option (NaN: a non-ordinal option such as "Not sure"), or None: unordered
     "attribute",  # group attribute ("POLPARTY", "COUNTRY", ...)
     "group",  # group name within its attribute
     "distribution",  # list[float], the group's shares of the options, sums to 1
@@ -120,7 +120,8 @@ def check_distribution(options, distribution, ordinal) -> tuple[str, str] | None
     if abs(total - 1.0) > SUM_TOLERANCE:
         return "distribution", f"shares sum to {total:.4f}, not 1"
     if ordinal is not None:
-        if not isinstance(ordinal, (list, tuple)) or len(ordinal) != len(options):
+        # fewer values than options: the trailing options ("Not sure", "Don't know") are not on the scale
+        if not isinstance(ordinal, (list, tuple)) or len(ordinal) > len(options):
             n = len(ordinal) if isinstance(ordinal, (list, tuple)) else "no"
             return "ordinal", f"{len(options)} options but {n} ordinal values"
         values = numbers(ordinal)
@@ -142,12 +143,13 @@ def option_text(option) -> str:
     return f"{option:g}" if isinstance(option, (int, float)) else option.strip()
 
 
-def normalise_ordinal(ordinal) -> list[float] | None:
-    """Ordinal values as floats; None when they cannot order the options (all equal)."""
+def normalise_ordinal(ordinal, n_options: int) -> list[float] | None:
+    """One ordinal value per option as floats, NaN for the trailing non-ordinal options; None
+    when the values cannot order the options (fewer than two distinct ones)."""
     if ordinal is None:
         return None
     values = [float(o) for o in ordinal]
-    return None if len(set(values)) < 2 else values
+    return None if len(set(values)) < 2 else values + [math.nan] * (n_options - len(values))
 
 
 def make_row(dataset, qid, question, options, ordinal, attribute, group, distribution, n) -> dict:
@@ -157,7 +159,7 @@ def make_row(dataset, qid, question, options, ordinal, attribute, group, distrib
         "qid": str(qid),
         "question": str(question),
         "options": [option_text(o) for o in options],
-        "ordinal": normalise_ordinal(ordinal),
+        "ordinal": normalise_ordinal(ordinal, len(options)),
         "attribute": str(attribute),
         "group": str(group),
         "distribution": [float(s) / total for s in distribution],

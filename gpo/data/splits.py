@@ -20,22 +20,39 @@ class GroupSplit:
 
 
 def split_groups(groups: list[str], train_fraction: float, val_fraction: float, seed: int,
-                 extra_train: list[str] = ()) -> GroupSplit:
-    """Shuffle `groups` with `seed`; the first `train_fraction` of them are seen in training.
+                 extra_train: list[str] = (), test: list[str] = (), val: list[str] = (), train: list[str] = ()) -> GroupSplit:
+    """Roles for the groups: named ones (`test`, `val`, `train`) take exactly the groups named;
+    the others are drawn from `groups` (less the named groups) by a seeded shuffle.
 
-    `val_fraction` of those seen groups become validation groups (at least one). Groups in
-    `extra_train` are training tasks only: they are never validation or test groups.
+    Unnamed test groups: the last (1 - train_fraction) of the shuffled groups; the first ones
+    are seen in training. Unnamed validation groups: `val_fraction` of the training candidates
+    (at least one), which are the named training groups or else the seen groups. Groups in
+    `extra_train` are training tasks only: never validation or test groups.
     """
-    if not 0 < train_fraction < 1:
-        raise ConfigError(f"data.split: train fraction must be in (0, 1), got {train_fraction}")
-    order = [groups[i] for i in np.random.default_rng(seed).permutation(len(groups))]
-    n_seen = int(round(train_fraction * len(groups)))
-    n_val = max(1, int(round(val_fraction * n_seen)))
-    if n_seen - n_val < 1 and not extra_train or n_seen >= len(groups):
-        raise ConfigError(
-            f"data.split: {len(groups)} groups at fraction {train_fraction} leave "
-            f"{n_seen - n_val} training and {len(groups) - n_seen} test groups; need at least one of each"
-        )
-    seen = order[:n_seen]
-    return GroupSplit(train=seen[n_val:] + [g for g in extra_train if g not in groups],
-                      val=seen[:n_val], test=order[n_seen:])
+    named = {"test": list(test), "val": list(val), "train": list(train)}
+    for a, b in (("test", "val"), ("test", "train"), ("val", "train")):
+        both = sorted(set(named[a]) & set(named[b]))
+        if both:
+            raise ConfigError(f"data.{a}_groups and data.{b}_groups share {both}; a group has one role")
+    taken = set(test) | set(val) | set(train)
+    order = [groups[i] for i in np.random.default_rng(seed).permutation(len(groups)) if groups[i] not in taken]
+    if test:
+        seen = order
+    else:
+        if not 0 < train_fraction < 1:
+            raise ConfigError(f"data.train_fraction must be in (0, 1), got {train_fraction}")
+        n_seen = int(round(train_fraction * len(order)))
+        seen, test = order[:n_seen], order[n_seen:]
+    candidates = list(train) or seen
+    if not val:
+        if train:  # draw from the named training groups, in a seeded order of their own
+            candidates = [candidates[i] for i in np.random.default_rng(seed).permutation(len(candidates))]
+        val = candidates[: max(1, int(round(val_fraction * len(candidates))))]
+    train = [g for g in candidates if g not in val] + [g for g in extra_train if g not in {*groups, *test, *val}]
+    for role, members, key in (("test", test, "test_groups"), ("validation", val, "val_groups"), ("training", train, "train_groups")):
+        if not members:
+            raise ConfigError(
+                f"data: no {role} group ({len(groups)} groups in data.groups at train_fraction {train_fraction}, "
+                f"named: test {len(named['test'])}, val {len(named['val'])}, train {len(named['train'])}); "
+                f"name them with data.{key} or add groups")
+    return GroupSplit(train=list(train), val=list(val), test=list(test))

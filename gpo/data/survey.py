@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -55,6 +55,7 @@ class SurveyData:
     attributes: list[str]  # each group's attribute ("POLPARTY", "COUNTRY", ...)
     y: np.ndarray  # (G, P) float32 shares, NaN where the group lacks the question
     n: np.ndarray  # (G, Q) respondent counts, NaN when unknown
+    filtered: np.ndarray  # (Q,) bool: an evaluation question (passed the question filters)
 
     @cached_property
     def n_options(self) -> np.ndarray:  # (Q,)
@@ -81,6 +82,15 @@ class SurveyData:
     @property
     def n_points(self) -> int:
         return int(self.n_options.sum())
+
+    def without(self, groups: list[str], questions: np.ndarray) -> "SurveyData":
+        """The survey with the answers of `groups` to the questions marked in `questions` (Q,)
+        removed (as if never given)."""
+        y, n = self.y.copy(), self.n.copy()
+        rows = [self.groups.index(g) for g in groups]
+        y[np.ix_(rows, questions[self.point_question])] = np.nan
+        n[np.ix_(rows, questions)] = np.nan
+        return replace(self, y=y, n=n)
 
     def digest(self) -> str:
         """Hash of the questions and options (what embeddings depend on), not of the shares."""
@@ -117,26 +127,38 @@ def select(
     require_ordinal: bool = False,
     min_groups: int = 1,
     extra_groups: str | list[str] = (),
+    own_questions: list[str] = (),
 ) -> SurveyData:
     """Arrays for the chosen groups and the questions they answered.
 
-    groups: a preset name (see GROUP_PRESETS), "all", or a list of group labels.
-    require_all_groups: keep only questions every chosen group answered (OpinionQA);
-    otherwise keep questions answered by at least `min_groups` of them (GlobalOpinionQA).
-    extra_groups: more groups (a list, or "rest" for all others) carried where they answered
-    the kept questions, without shaping which questions are kept; they come after `groups`.
+    groups: a preset name (see GROUP_PRESETS), "all", or a list of group labels: the groups
+    that may be evaluated, whose answers decide the evaluation questions (`filtered`):
+    require_all_groups keeps questions every one of them answered (OpinionQA); otherwise
+    questions answered by at least `min_groups` of them (GlobalOpinionQA).
+    extra_groups: more groups (a list, or "rest" for all others), after `groups`, that do not
+    shape the evaluation questions.
+    own_questions: groups that keep every question they answered (training groups: each
+    task draws from what its group answered), beyond the evaluation questions.
+    A table may carry its own `label` column (surveys combined by the caller).
     """
+    if "label" not in table:
+        table = table.assign(label=group_labels(table))
     wanted = resolve_groups(table, groups)
     extra = resolve_groups(table, extra_groups, exclude=wanted) if extra_groups else []
-    table = table.assign(label=group_labels(table))
     if require_ordinal:
         table = table[table["ordinal"].notna()]
     counts = table[table["label"].isin(wanted)].groupby("qid")["label"].nunique()
     need = len(wanted) if require_all_groups else min_groups
-    keep = counts.index[counts >= need]
-    table = table[table["qid"].isin(keep) & table["label"].isin(wanted + extra)]
-    if table.empty:
+    filtered = set(counts.index[counts >= need])
+    if not filtered:
         raise DataError(f"no question is answered by {'all' if require_all_groups else min_groups} of groups {wanted}")
+    own = table["label"].isin(own_questions)
+    table = table[table["label"].isin(wanted + extra) & (table["qid"].isin(filtered) | own)]
+    empty = [g for g in wanted + extra if g not in set(table["label"])]
+    if empty:
+        raise DataError(f"group(s) {empty} answered none of the kept questions "
+                        f"({'ordinal, ' if require_ordinal else ''}answered by {'all' if require_all_groups else min_groups} "
+                        f"of the {len(wanted)} groups that may be evaluated)")
 
     wanted = wanted + extra
     questions = table.drop_duplicates("qid").sort_values("qid", kind="stable")
@@ -161,4 +183,5 @@ def select(
         attributes=[attribute_of[g] for g in wanted],
         y=y,
         n=n,
+        filtered=questions["qid"].isin(filtered).to_numpy(),
     )
