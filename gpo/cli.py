@@ -48,8 +48,7 @@ def cmd_data(args) -> None:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        written = [(out, table.to_parquet)] + ([(out.with_suffix(".bad_rows.csv"), lambda p: bad.to_csv(p, index=False))]
-                                                if len(bad) else [])
+        written = [(out, table.to_parquet), (out.with_suffix(".bad_rows.csv"), lambda p: bad.to_csv(p, index=False))]
         for path, write in written:  # each file whole or absent
             tmp = path.with_name(path.name + ".tmp")
             write(tmp)

@@ -90,10 +90,6 @@ def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None) -> tup
     data = data.without([g for g in data.groups if g not in split.train], ~data.filtered)
     if d.test_answer_fraction < 1:
         data = sparse_test_groups(data, split.test, d.test_answer_fraction, d.split_seed)
-    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
-    log.info("%s: %d questions; answered per group: train %s, val %s, test %s", d.name(), len(data.qids),
-             *(f"{min(answered[g] for g in groups)}-{max(answered[g] for g in groups)}"
-               for groups in (split.train, split.val, split.test)))
     return data, split, features
 
 
@@ -111,6 +107,10 @@ def load_inputs(cfg: ExperimentConfig) -> tuple[SurveyData, GroupSplit, np.ndarr
     """The survey, its group split and the (cached) embeddings: what every run of a study shares."""
     data, split, features = load_survey(cfg)
     check_context_sizes(data, split, cfg)
+    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
+    log.info("%s: %d questions; answered per group: train %s, val %s, test %s", data.dataset, len(data.qids),
+             *(f"{min(answered[g] for g in groups)}-{max(answered[g] for g in groups)}"
+               for groups in (split.train, split.val, split.test)))
     if cfg.embed.model == "synthetic":
         if features is None:
             raise ConfigError("embed.model 'synthetic' needs data.source 'synthetic'")
