@@ -1,4 +1,4 @@
-"""Progress bars that stay readable in logs: frequent on a terminal, every 30 s otherwise."""
+"""Progress bars that stay readable in logs: frequent on a terminal, every 10 s otherwise."""
 
 import sys
 
@@ -7,4 +7,4 @@ from tqdm.auto import tqdm
 
 def progress(**kwargs) -> tqdm:
     interactive = sys.stderr.isatty()
-    return tqdm(mininterval=0.2 if interactive else 30.0, **kwargs)
+    return tqdm(mininterval=0.2 if interactive else 10.0, **kwargs)
