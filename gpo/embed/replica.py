@@ -1,0 +1,221 @@
+"""One model replica on Ray: `embed.tp` actors, one per tensor-parallel rank, on one node.
+
+tp = 1 is a single actor running the model alone. With tp > 1 every actor is a rank of its
+own torch.distributed group (gloo on CPU, NCCL on GPU) and runs DeepSpeed's automatic tensor
+parallelism (`init_inference(tensor_parallel={"tp_size": tp})`): each rank holds a slice of
+every attention and MLP projection, and the partial results are summed across ranks. The
+ranks sit in a STRICT_PACK placement group (one node: DeepSpeed's CPU all-reduce goes through
+shared memory, and NCCL is fastest within a node); the driver hands them their rendezvous,
+rank 0's node address and a port free there. Every rank runs every batch on the same inputs
+(the packed prefix-sharing rows included) and rank 0 returns the vectors.
+
+A rank's failure leaves its peers blocked in a collective, so a replica lives and dies as a
+unit: the actors are never restarted by Ray (`max_restarts=0`); the driver (distributed.py)
+kills the remaining ranks and starts a whole new replica.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from gpo.errors import GPOError
+
+
+@dataclass(frozen=True)
+class RankResources:
+    """What each rank asks Ray for (GPUs are requested explicitly, so an autoscaler sees them)."""
+
+    cpus: int
+    gpus: int
+    threads: int  # torch intra-op threads
+
+    def bundle(self) -> dict:
+        return {"CPU": self.cpus, "GPU": self.gpus} if self.gpus else {"CPU": self.cpus}
+
+
+def check_config(cfg) -> None:
+    """Settings that cannot work, reported before Ray starts or any model loads."""
+    if cfg.tp < 1:
+        raise GPOError(f"embed.tp must be >= 1, got {cfg.tp}")
+    if cfg.max_restarts < 0:
+        raise GPOError(f"embed.max_restarts must be >= 0, got {cfg.max_restarts}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise GPOError(f"embed.device: expected auto, cpu or cuda, got {cfg.device!r}")
+    if cfg.tp > 1 and cfg.backend == "hf":
+        raise GPOError(f"embed.tp={cfg.tp} needs embed.backend deepspeed (or auto): plain transformers has no tensor parallelism")
+    if cfg.tp > 1 and cfg.workers < 1:
+        raise GPOError(f"embed.tp={cfg.tp} runs one process per rank: set embed.workers >= 1 (Ray replicas)")
+    if cfg.tp > 1:
+        check_autotp(cfg.model, cfg.tp, cfg.layers)
+
+
+def check_autotp(model: str, tp: int, layers: int = 0) -> None:
+    """What DeepSpeed's automatic tensor parallelism cannot do with this model, checked on its
+    config and a weightless copy: families on DeepSpeed's own refusal list (GPT-2 among them),
+    and fewer key/value heads than ranks (AutoTP splits attention by key/value head, so a rank
+    would get none, which fails under the attention masks extraction uses)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from gpo.embed.models import resolve, truncate
+
+    try:
+        config = AutoConfig.from_pretrained(resolve(model))
+    except (OSError, ValueError) as e:
+        raise GPOError(f"cannot read the config of model {model!r}: {str(e).splitlines()[0]}") from None
+    with torch.device("meta"):
+        net = AutoModel.from_config(config)
+    if layers:
+        truncate(net, layers)
+    from deepspeed.module_inject.auto_tp import AutoTP
+
+    try:
+        supported = AutoTP.supported(net)
+    except AssertionError:
+        supported = False
+    if not supported:
+        raise GPOError(f"model {model!r} ({config.model_type}): DeepSpeed's automatic tensor parallelism does not support "
+                       "this family; use embed.tp=1")
+    heads = getattr(config, "num_attention_heads", None)
+    kv_heads = 1 if getattr(config, "multi_query", False) else getattr(config, "num_key_value_heads", None) or heads
+    if kv_heads is not None and kv_heads < tp:
+        raise GPOError(f"model {model!r} has {kv_heads} key/value head(s): DeepSpeed's tensor parallelism splits attention "
+                       f"by key/value head, so embed.tp={tp} would leave a rank without one; use embed.tp <= {kv_heads}")
+
+
+def plan_resources(ray, cfg) -> RankResources:
+    """Each rank's request, checked against the nodes the cluster has or its autoscaler can add:
+    a replica whose ranks cannot share any node is an error here, before any model loads."""
+    nodes = node_shapes(ray)
+    has_gpus = any(n.get("GPU", 0) > 0 for n in nodes)
+    gpus = 1 if cfg.device == "cuda" or (cfg.device == "auto" and has_gpus) else 0
+    if cfg.threads:
+        threads = cfg.threads
+    else:  # share the CPUs between all ranks of all replicas
+        threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // (cfg.workers * cfg.tp))
+    res = RankResources(cpus=1 if gpus else threads, gpus=gpus, threads=threads)
+    need = {k: v * cfg.tp for k, v in res.bundle().items()}
+    if not any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
+        largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
+        wanted = " and ".join(f"{v:g} {k}s" for k, v in need.items())
+        raise GPOError(f"embed.tp={cfg.tp}: a replica's {cfg.tp} ranks must share one node and together need {wanted} "
+                       f"({res.cpus} CPU{'s' if res.cpus > 1 else ''}{' + 1 GPU' if gpus else ''} per rank); the largest node "
+                       f"has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs "
+                       "(lower embed.tp or embed.threads, or add a larger node type)")
+    return res
+
+
+def node_shapes(ray) -> list[dict]:
+    """Total resources of each live node, plus each node type an autoscaler may still launch."""
+    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    from ray._private.state import state
+
+    config = state.get_cluster_config()  # published by the autoscaler; None without one
+    if config is not None:
+        shapes += [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    return shapes
+
+
+class Rank:
+    """A Ray actor: one rank of one replica (the whole replica when tp = 1)."""
+
+    def __init__(self, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.rank, self.embedder = 0, None
+
+    def rendezvous(self) -> tuple[str, int]:
+        """This node's address and a port free on it, for the group's TCP store."""
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ray.util.get_node_ip_address(), s.getsockname()[1]
+
+    def load(self, cfg, rank: int, rendezvous: tuple[str, int] | None) -> dict:
+        import ray
+        import torch
+
+        from gpo.embed.models import Embedder
+
+        # Ray shows each actor only its own GPU, so every rank's device is cuda:0 and
+        # LOCAL_RANK must say so (DeepSpeed would otherwise pick a GPU it cannot see).
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.rank = rank
+        if cfg.tp > 1:
+            import deepspeed
+
+            # LOCAL_SIZE = the whole group: all ranks are on this node, which enables
+            # DeepSpeed's shared-memory all-reduce on CPU (named after the rendezvous).
+            os.environ.update(RANK=str(rank), WORLD_SIZE=str(cfg.tp), LOCAL_RANK="0", LOCAL_SIZE=str(cfg.tp),
+                              MASTER_ADDR=rendezvous[0], MASTER_PORT=str(rendezvous[1]))
+            deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
+        self.embedder = Embedder(cfg, device)
+        params = sum(p.numel() * p.element_size() for p in self.embedder.net.parameters())
+        torch.set_grad_enabled(False)
+        return {"pid": os.getpid(), "param_bytes": params, "device": device, "backend": self.embedder.backend}
+
+    def embed(self, questions):
+        vectors, stats = self.embedder.embed(questions)
+        return (vectors, stats) if self.rank == 0 else None  # the other ranks hold the same vectors
+
+
+class Replica:
+    """Driver-side handle of one replica: its placement group, its rank actors, their loading."""
+
+    def __init__(self, ray, cfg, res: RankResources):
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self.ray, self.tp = ray, cfg.tp
+        self.group = placement_group([res.bundle()] * cfg.tp, strategy="STRICT_PACK")
+        env = {"TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cuda" if res.gpus else "cpu"}
+        actor = ray.remote(Rank)
+        self.ranks = [actor.options(num_cpus=res.cpus, num_gpus=res.gpus, max_restarts=0, max_task_retries=0,
+                                    runtime_env={"env_vars": env},
+                                    scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=i))
+                      .remote(res.threads) for i in range(cfg.tp)]
+        rendezvous = self.ranks[0].rendezvous.remote() if cfg.tp > 1 else None
+        self.loading = [rank.load.remote(cfg, i, rendezvous) for i, rank in enumerate(self.ranks)]
+        self.info: list[dict | None] = [None] * cfg.tp
+        self.stopped = False
+
+    @property
+    def ready(self) -> bool:
+        return all(self.info)
+
+    @property
+    def pids(self) -> list[int]:
+        return [i["pid"] for i in self.info if i]
+
+    def embed(self, questions) -> list:
+        """One task per rank on the same inputs; rank 0's result holds the vectors."""
+        shared = self.ray.put(questions)
+        return [rank.embed.remote(shared) for rank in self.ranks]
+
+    def stop(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        if self.stopped:
+            return
+        self.stopped = True
+        for rank in self.ranks:
+            self.ray.kill(rank)
+        remove_placement_group(self.group)
+
+
+def describe(error: BaseException) -> str:
+    """One line naming what went wrong inside a replica (the innermost cause Ray kept)."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    cause = error
+    while isinstance(cause, RayTaskError) and cause.cause is not None and cause.cause is not cause:
+        cause = cause.cause
+    if isinstance(cause, RayActorError):
+        text = cause.error_msg or str(cause)
+    else:
+        text = f"{type(cause).__name__}: {cause}"
+    return " ".join(line.strip() for line in text.strip().splitlines()[:1]) or type(cause).__name__
