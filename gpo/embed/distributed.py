@@ -56,10 +56,12 @@ class _Running:
 def extract(cache: EmbeddingCache, shards: list[Shard], questions, cfg, on_shard_done=None) -> Stats:
     """Embed `shards` with `cfg.workers` replicas and write them into `cache`.
 
-    questions[q] is (text, options) of question q. on_shard_done(n_done, pids) is called
-    after each shard is written; pids[w] lists the process ids of replica w's loaded ranks
-    (tests use it to kill a rank or the driver mid-run). Timing starts at the first shard
-    sent, so it excludes starting Ray and loading the replicas.
+    questions[q] is (text, options) of question q. on_shard_done(n_done, replicas) is called
+    after each shard is written; replicas[w][rank] describes that rank of replica w (its
+    "pid", "node", "device", "backend", "param_bytes"), None while it loads (tests use it to
+    kill a rank, a node or the driver mid-run). Timing starts at the first shard sent, so it
+    excludes starting Ray and loading the replicas; the returned Stats carry the first
+    loaded replica's description as extra["replica"].
     """
     ray = init_ray(cfg.ray_address)
     res = plan_resources(ray, cfg)
@@ -72,7 +74,7 @@ def extract(cache: EmbeddingCache, shards: list[Shard], questions, cfg, on_shard
         job.stop()
     wall = time.perf_counter() - (job.start or time.perf_counter())
     log.info("extraction: %s", total.summary(wall))
-    return Stats(total.points, total.tokens, total.full_tokens, wall, {"replica_info": job.first_info})
+    return Stats(total.points, total.tokens, total.full_tokens, wall, {"replica": job.first_info})
 
 
 class _Job:
@@ -138,7 +140,7 @@ class _Job:
         self.bar.update(len(running.shard.points))
         self._feed(slot)
         if self.on_shard_done is not None:
-            self.on_shard_done(self.done, [r.pids for r in self.replicas])
+            self.on_shard_done(self.done, [list(r.info) for r in self.replicas])
 
     def _feed(self, slot: int) -> None:
         replica = self.replicas[slot]
@@ -161,7 +163,7 @@ class _Job:
         self.shard_failures.update(s.index for s in lost)
         cause, limit = describe(error), self.cfg.max_restarts
         if self.failures[slot] > limit:
-            raise GPOError(f"embedding replica {slot} failed {self.failures[slot]} times in a row "
+            raise GPOError(f"embedding replica {slot} of {self.cfg.model} failed {self.failures[slot]} times in a row "
                            f"(embed.max_restarts={limit}); last error: {cause}")
         worst = max(lost, key=lambda s: self.shard_failures[s.index], default=None)
         if worst is not None and self.shard_failures[worst.index] > limit:

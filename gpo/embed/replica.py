@@ -86,9 +86,10 @@ def check_autotp(model: str, tp: int, layers: int = 0) -> None:
 
 
 def plan_resources(ray, cfg) -> RankResources:
-    """Each rank's request, checked against the nodes the cluster has or its autoscaler can add:
-    a replica whose ranks cannot share any node is an error here, before any model loads."""
-    nodes = node_shapes(ray)
+    """Each rank's request, from the config alone for GPUs (`embed.device`), checked against the
+    nodes the cluster has or its autoscaler can add: a replica whose ranks cannot share any
+    node is an error here, before any model loads."""
+    nodes, autoscaler = node_shapes(ray)
     has_gpus = any(n.get("GPU", 0) > 0 for n in nodes)
     gpus = 1 if cfg.device == "cuda" or (cfg.device == "auto" and has_gpus) else 0
     if cfg.threads:
@@ -97,25 +98,41 @@ def plan_resources(ray, cfg) -> RankResources:
         threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // (cfg.workers * cfg.tp))
     res = RankResources(cpus=1 if gpus else threads, gpus=gpus, threads=threads)
     need = {k: v * cfg.tp for k, v in res.bundle().items()}
-    if not any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
-        largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
-        wanted = " and ".join(f"{v:g} {k}s" for k, v in need.items())
-        raise GPOError(f"embed.tp={cfg.tp}: a replica's {cfg.tp} ranks must share one node and together need {wanted} "
-                       f"({res.cpus} CPU{'s' if res.cpus > 1 else ''}{' + 1 GPU' if gpus else ''} per rank); the largest node "
-                       f"has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs "
-                       "(lower embed.tp or embed.threads, or add a larger node type)")
-    return res
+    if autoscaler == "unknown node types" or any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
+        return res
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
+
+    def count(resources: dict, kinds=("CPU", "GPU")) -> str:
+        return " and ".join(f"{resources.get(k, 0):g} {k}{'s' if resources.get(k, 0) != 1 else ''}" for k in kinds)
+
+    raise GPOError(f"embed.tp={cfg.tp}: a replica's ranks must share one node and together need {count(need, need)} "
+                   f"({count(res.bundle(), need)} per rank, embed.device={cfg.device}); the largest node"
+                   f"{' or node type' if autoscaler else ''} has {count(largest)} "
+                   "(lower embed.tp or embed.threads, change embed.device, or add a larger node type)")
 
 
-def node_shapes(ray) -> list[dict]:
-    """Total resources of each live node, plus each node type an autoscaler may still launch."""
-    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+def node_shapes(ray) -> tuple[list[dict], str]:
+    """Total resources of each live node, plus each node type an autoscaler may still launch,
+    and what is known of the autoscaler: "" (none), "node types" (Ray's v2 autoscaler publishes
+    them) or "unknown node types" (the v1 autoscaler, which publishes only its status)."""
+    import json
+
     from ray._private.state import state
+    from ray.autoscaler._private.util import format_readonly_node_type
+    from ray.experimental.internal_kv import _internal_kv_get
 
-    config = state.get_cluster_config()  # published by the autoscaler; None without one
+    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    config = state.get_cluster_config()
     if config is not None:
-        shapes += [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
-    return shapes
+        return shapes + [dict(g.resources) for g in config.node_group_configs if g.max_count != 0], "node types"
+    # The v1 monitor's status: without an autoscaling config it runs a read-only provider whose
+    # node types are its nodes' ids; named node types mean an autoscaler that may add nodes.
+    status = _internal_kv_get("__autoscaling_status")
+    report = json.loads(status).get("autoscaler_report") if status else None
+    types = (report or {}).get("node_type_mapping") or {}
+    if any(kind != format_readonly_node_type(node) for node, kind in types.items()):
+        return shapes, "unknown node types"
+    return shapes, ""
 
 
 class Rank:
@@ -156,7 +173,8 @@ class Rank:
         self.embedder = Embedder(cfg, device)
         params = sum(p.numel() * p.element_size() for p in self.embedder.net.parameters())
         torch.set_grad_enabled(False)
-        return {"pid": os.getpid(), "param_bytes": params, "device": device, "backend": self.embedder.backend}
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "device": device,
+                "backend": self.embedder.backend, "param_bytes": params}
 
     def embed(self, questions):
         vectors, stats = self.embedder.embed(questions)
@@ -186,10 +204,6 @@ class Replica:
     @property
     def ready(self) -> bool:
         return all(self.info)
-
-    @property
-    def pids(self) -> list[int]:
-        return [i["pid"] for i in self.info if i]
 
     def embed(self, questions) -> list:
         """One task per rank on the same inputs; rank 0's result holds the vectors."""
