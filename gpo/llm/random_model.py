@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build(path: str | Path, texts: list[str], n_embd: int = 32, n_layer: int = 2, n_head: int = 2, seed: int = 0,
-          arch: str = "gpt2") -> str:
-    """Write a tokenizer and a random-init model of `arch` ("gpt2", "opt" or "llama") to `path`."""
-    import torch
+def tokenizer(texts: list[str]):
+    """A byte-level BPE tokenizer (400 tokens) trained on `texts`, with the answer letters."""
     import transformers as hf
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -23,9 +21,18 @@ def build(path: str | Path, texts: list[str], n_embd: int = 32, n_layer: int = 2
     bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = hf.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    return hf.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def build(path: str | Path, texts: list[str], n_embd: int = 32, n_layer: int = 2, n_head: int = 2, seed: int = 0,
+          arch: str = "gpt2") -> str:
+    """Write a tokenizer and a random-init model of `arch` ("gpt2", "opt" or "llama") to `path`."""
+    import torch
+    import transformers as hf
+
+    tok = tokenizer(texts)
     torch.manual_seed(seed)
-    vocab = len(tokenizer)
+    vocab = len(tok)
     if arch == "gpt2":
         model = hf.GPT2LMHeadModel(hf.GPT2Config(vocab_size=vocab, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_positions=4096))
     elif arch == "opt":  # GPT-2's layout with separate q/k/v projections, which DeepSpeed can shard (not GPT-2's)
@@ -37,6 +44,6 @@ def build(path: str | Path, texts: list[str], n_embd: int = 32, n_layer: int = 2
                                                    num_key_value_heads=n_head, max_position_embeddings=4096))
     else:
         raise ValueError(f"arch: expected gpt2, opt or llama, got {arch!r}")
-    tokenizer.save_pretrained(path)
+    tok.save_pretrained(path)
     model.save_pretrained(path)
     return str(path)
