@@ -57,7 +57,7 @@ def main() -> None:
         model = build(Path(tmp) / "llama", data.questions, n_embd=args.width, n_layer=args.layers, n_head=args.heads, arch="llama")
         n = min(args.questions, len(data.qids))
         n_points = int(data.n_options[:n].sum())
-        ray = distributed.init_ray()
+        ray = distributed.init_ray("local")  # a private Ray, not one another process left running
         base = EmbedConfig(model=model, prefix_sharing="on", workers=1, shard_size=args.shard_size)
         variants = {
             "tp=1 (hf)": replace(base, backend="hf", tp=1, threads=args.threads),

@@ -19,6 +19,7 @@ killed driver loses nothing already written, and a rerun computes only the missi
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -35,12 +36,10 @@ IN_FLIGHT_PER_WORKER = 2  # keeps each replica busy while the driver writes resu
 
 
 def init_ray(address: str = ""):
-    """Join the cluster at `address` ("auto": the running one), or start a private local Ray
-    for "" (never a Ray that some other process left running on this machine)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
+        ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     return ray
 
@@ -63,7 +62,9 @@ def extract(cache: EmbeddingCache, shards: list[Shard], questions, cfg, on_shard
     excludes starting Ray and loading the replicas; the returned Stats carry the first
     loaded replica's description as extra["replica"].
     """
-    ray = init_ray(cfg.ray_address)
+    # "": the cluster of a submitted job (RAY_ADDRESS), else a private local Ray, never one that
+    # another process left running on this machine ("auto" joins that one on purpose)
+    ray = init_ray(cfg.ray_address or os.environ.get("RAY_ADDRESS") or "local")
     res = plan_resources(ray, cfg)
     log.info("%d replica(s) x %d rank(s), each rank %s", cfg.workers, cfg.tp,
              f"{res.gpus} GPU" if res.gpus else f"{res.threads} CPU thread(s)")

@@ -154,7 +154,6 @@ class Rank:
 
     def load(self, cfg, rank: int, rendezvous: tuple[str, int] | None) -> dict:
         import ray
-        import torch
 
         from gpo.embed.models import Embedder
 
@@ -172,7 +171,6 @@ class Rank:
             deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
         self.embedder = Embedder(cfg, device)
         params = sum(p.numel() * p.element_size() for p in self.embedder.net.parameters())
-        torch.set_grad_enabled(False)
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "device": device,
                 "backend": self.embedder.backend, "param_bytes": params}
 
@@ -206,7 +204,9 @@ class Replica:
         return all(self.info)
 
     def embed(self, questions) -> list:
-        """One task per rank on the same inputs; rank 0's result holds the vectors."""
+        """One task per rank on the same inputs; rank 0's result holds the vectors. Ray runs one
+        caller's tasks on an actor in the order sent, so every rank meets the same shards' collectives
+        in the same order."""
         shared = self.ray.put(questions)
         return [rank.embed.remote(shared) for rank in self.ranks]
 
