@@ -65,7 +65,7 @@ class EmbedConfig:
     workers: int = 1  # Ray replicas (data parallel over shards), tp actors each; 0 = in this process, no Ray
     threads: int = 0  # CPU threads per rank (0 = the cluster's CPUs / (workers x tp))
     max_restarts: int = 3  # a replica failing this many times more in a row, or a shard crashing it, stops the job
-    ray_address: str = ""  # "" starts a local Ray; "auto" joins the running cluster
+    ray_address: str = ""  # "": $RAY_ADDRESS (a submitted job) or a private local Ray; "auto": the running cluster
     shard_size: int = 64  # questions per cache shard (the unit of work)
     cache_dir: str = ".cache/embeddings"
 
