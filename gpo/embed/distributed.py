@@ -174,6 +174,9 @@ class _Job:
         log.warning("replica %d failed (%s); %d shard(s) requeued, restarting it (%d of %d)",
                     slot, cause, len(lost), self.failures[slot], limit)
         self._start(slot)
+        for other, replica in enumerate(self.replicas):  # an idle replica takes the requeued shards now
+            if replica.ready:
+                self._feed(other)
 
     def stop(self) -> None:
         for replica in self.replicas:
