@@ -41,8 +41,8 @@ def check_config(cfg) -> None:
         raise GPOError(f"embed.tp must be >= 1, got {cfg.tp}")
     if cfg.max_restarts < 0:
         raise GPOError(f"embed.max_restarts must be >= 0, got {cfg.max_restarts}")
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise GPOError(f"embed.device: expected auto, cpu or cuda, got {cfg.device!r}")
+    if cfg.device not in ("auto", "cpu") and cfg.device.split(":")[0] != "cuda":
+        raise GPOError(f"embed.device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}")
     if cfg.tp > 1 and cfg.backend == "hf":
         raise GPOError(f"embed.tp={cfg.tp} needs embed.backend deepspeed (or auto): plain transformers has no tensor parallelism")
     if cfg.tp > 1 and cfg.workers < 1:
@@ -91,7 +91,7 @@ def plan_resources(ray, cfg) -> RankResources:
     node is an error here, before any model loads."""
     nodes, autoscaler = node_shapes(ray)
     has_gpus = any(n.get("GPU", 0) > 0 for n in nodes)
-    gpus = 1 if cfg.device == "cuda" or (cfg.device == "auto" and has_gpus) else 0
+    gpus = 1 if cfg.device.startswith("cuda") or (cfg.device == "auto" and has_gpus) else 0  # Ray picks which GPU
     if cfg.threads:
         threads = cfg.threads
     else:  # share the CPUs between all ranks of all replicas
