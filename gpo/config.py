@@ -52,9 +52,9 @@ class EmbedConfig:
     max_tokens: int = 512  # longer prompts lose the end of their prefix, never the option
     batch_tokens: int = 0  # token budget per forward pass (length-bucketed); 0 = 4096 on CPU, 65536 on GPU
     dtype: str = "float32"  # float32, bfloat16, float16
-    # "cuda": each Ray rank requests one GPU (so an autoscaler adds GPU nodes for it); "cpu": none;
-    # "auto": a GPU per rank when a node has GPUs or the autoscaler offers a GPU node type (in
-    # process, workers: 0: cuda when this machine has one)
+    # Ray ranks: "cuda" (or cuda:N) requests one GPU each, so an autoscaler adds GPU nodes for it;
+    # "cpu" none; "auto" one when a node has GPUs at the start (or Ray's v2 autoscaler lists a GPU
+    # node type). In process (workers: 0): the device itself, "auto" = cuda when this machine has one
     device: str = "auto"
     # "hf" (plain transformers), "deepspeed" (init_inference: tensor parallelism for tp > 1, kernel
     # injection on GPU when asked), "auto" (deepspeed when tp > 1 or injecting on a GPU, else hf)
