@@ -91,7 +91,7 @@ def main() -> None:
 
     if args.skip_ray:
         return
-    ray = distributed.init_ray()
+    ray = distributed.init_ray("local")  # a private Ray, not one another process left running
     questions = list(zip(data.questions, data.options))[: args.ray_questions]
     n_points = sum(len(o) for _, o in questions)
     cfg = EmbedConfig(model="minilm", backend="hf", shard_size=32)

@@ -62,6 +62,28 @@ DATASETS = {"opinionqa": "configs/demo.yaml", "globalopinionqa": "configs/global
             "synthetic": "configs/synthetic.yaml"}
 
 
+EMBED_BACKENDS = """\
+backends (embed.backend):
+  hf         plain transformers: each replica is one process (Ray actor) holding the whole model.
+  deepspeed  deepspeed.init_inference. With embed.tp > 1 this is DeepSpeed's automatic tensor
+             parallelism: a replica is tp Ray actors on one node, each a rank of a torch.distributed
+             group (NCCL on GPU, gloo on CPU) holding about 1/tp of every attention and MLP
+             projection; all ranks run every batch. With tp = 1 it adds only kernel injection
+             (embed.kernel_inject, GPU only, wrong for padded Llama inputs); without, it runs the
+             plain model.
+  auto       (default) deepspeed when tp > 1 or when kernels are injected on a GPU; hf otherwise.
+
+tensor parallelism (embed.tp > 1) needs: Ray replicas (--workers >= 1), a backend other than hf,
+  a family DeepSpeed's AutoTP shards (tested: Llama- and OPT-style; GPT-2 is refused) with at
+  least tp key/value heads, and one node with tp GPUs (GPU) or tp x embed.threads CPUs (CPU); otherwise
+  the command stops before any model loads.
+GPUs (embed.device): cuda asks Ray for one GPU per rank whatever the cluster has now, so an
+  autoscaler adds GPU nodes for it; auto takes GPUs only if a node has them at the start; cpu
+  never. A replica whose rank fails is restarted as a whole, at most embed.max_restarts times in
+  a row before the job stops with its error.
+"""
+
+
 def cmd_embed(args) -> None:
     from gpo.embed.survey import embed_survey
     from gpo.pipeline import load_survey
@@ -71,8 +93,8 @@ def cmd_embed(args) -> None:
     args.set = list(args.set or [])
     if args.dataset and args.dataset not in DATASETS:
         args.set.append(f"data.source={args.dataset}")
-    args.set += [f"embed.{key}={value}" for key, value in (("model", args.model), ("workers", args.workers))
-                 if value is not None]
+    args.set += [f"embed.{key}={value}" for key, value in (("model", args.model), ("workers", args.workers),
+                                                          ("backend", args.backend), ("tp", args.tp)) if value is not None]
     cfg = _config(args)
     data, _, _ = load_survey(cfg)
     x = embed_survey(data, cfg.embed)
@@ -164,10 +186,13 @@ def main(argv=None) -> int:
     add("run", cmd_run, "the whole job: data, embeddings, meta-training, evaluation (resumable)")
     p = add("data", cmd_data, "load and validate survey data; print a summary")
     p.add_argument("--out", help="also write the canonical table as parquet (+ .bad_rows.csv)")
-    p = add("embed", cmd_embed, "compute (or reuse) the cached embeddings, sharded over Ray actors")
+    p = add("embed", cmd_embed, "compute (or reuse) the cached embeddings, sharded over Ray model replicas")
+    p.formatter_class, p.epilog = argparse.RawDescriptionHelpFormatter, EMBED_BACKENDS
     p.add_argument("--model", help="base model: 'minilm', a hub id or a local folder (embed.model)")
     p.add_argument("--dataset", help=f"one of {sorted(DATASETS)} (its shipped config) or a data file (data.source)")
-    p.add_argument("--workers", type=int, help="Ray actors, one model replica each; 0 = in this process (embed.workers)")
+    p.add_argument("--workers", type=int, help="Ray replicas, data parallel over shards; 0 = in this process (embed.workers)")
+    p.add_argument("--backend", choices=["auto", "hf", "deepspeed"], help="inference backend, see below (embed.backend)")
+    p.add_argument("--tp", type=int, help="tensor-parallel ranks per replica, see below (embed.tp)")
     add("train", cmd_train, "meta-train GPO, resuming from the run's last checkpoint")
     p = add("eval", cmd_eval, "evaluate a trained run on its test groups with every baseline", config=False)
     p.add_argument("run_dir", help="run folder (holds config.yaml and checkpoints/)")

@@ -84,14 +84,20 @@ class EmbedConfig:
     max_tokens: int = 512  # longer prompts lose the end of their prefix, never the option
     batch_tokens: int = 0  # token budget per forward pass (length-bucketed); 0 = 4096 on CPU, 65536 on GPU
     dtype: str = "float32"  # float32, bfloat16, float16
-    device: str = "auto"  # in-process extraction (workers: 0); Ray actors take a GPU when the cluster has one
-    backend: str = "auto"  # "hf", "deepspeed", or "auto" (DeepSpeed on a GPU when installed)
-    tp: int = 1  # GPUs per replica (DeepSpeed tensor parallelism)
-    kernel_inject: bool = False  # DeepSpeed kernel injection (wrong for padded Llama inputs: keep off)
+    # Ray ranks: "cuda" (or cuda:N) requests one GPU each, so an autoscaler adds GPU nodes for it;
+    # "cpu" none; "auto" one when a node has GPUs at the start (or Ray's v2 autoscaler lists a GPU
+    # node type). In process (workers: 0): the device itself, "auto" = cuda when this machine has one
+    device: str = "auto"
+    # "hf" (plain transformers), "deepspeed" (init_inference: tensor parallelism for tp > 1, kernel
+    # injection on GPU when asked), "auto" (deepspeed when tp > 1 or injecting on a GPU, else hf)
+    backend: str = "auto"
+    tp: int = 1  # tensor-parallel ranks per replica (DeepSpeed AutoTP): Ray actors on one node, a GPU each on GPU
+    kernel_inject: bool = False  # DeepSpeed kernel injection, GPU only (wrong for padded Llama inputs: keep off)
     prefix_sharing: str = "auto"  # "auto" (on for causal LMs), "on", "off"
-    workers: int = 1  # Ray actors (model replicas); 0 = in this process, no Ray
-    threads: int = 0  # CPU threads per actor (0 = the node's CPUs / workers)
-    ray_address: str = ""  # "" starts a local Ray; "auto" joins the running cluster
+    workers: int = 1  # Ray replicas (data parallel over shards), tp actors each; 0 = in this process, no Ray
+    threads: int = 0  # CPU threads per rank (0 = the cluster's CPUs / (workers x tp))
+    max_restarts: int = 3  # a replica failing this many times more in a row, or a shard crashing it, stops the job
+    ray_address: str = ""  # "": $RAY_ADDRESS (a submitted job) or a private local Ray; "auto": the running cluster
     shard_size: int = 64  # questions per cache shard (the unit of work)
     cache_dir: str = ".cache/embeddings"
 

@@ -30,3 +30,29 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "opinionqa" / "group_distributions.jsonl.gz").is_file():
         pytest.skip(f"shared survey data not found at {SHARED_DATA} (set GPO_DATA_DIR)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def writes(monkeypatch):
+    """Indices of the cache shards written, in order (extraction must write each exactly once)."""
+    from gpo.embed.cache import EmbeddingCache
+
+    seen = []
+    real = EmbeddingCache.write
+
+    def counting(self, shard, vectors):
+        seen.append(shard.index)
+        real(self, shard, vectors)
+
+    monkeypatch.setattr(EmbeddingCache, "write", counting)
+    return seen
+
+
+@pytest.fixture
+def requeued(caplog):
+    """requeued(): whether extraction has logged a failed replica whose unfinished shards went
+    back in the queue (a kill in a test really hit work in flight)."""
+    import re
+
+    pattern = re.compile(r"replica \d+ failed .*; [1-9]\d* shard\(s\) requeued")
+    return lambda: any(pattern.search(r.getMessage()) for r in caplog.records)

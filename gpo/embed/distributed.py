@@ -1,13 +1,19 @@
-"""Sharded extraction on Ray: one model replica per actor, a cache shard per task.
+"""Sharded extraction on Ray: model replicas, data parallel over cache shards.
 
 The same code runs on a laptop (a local Ray started here) and on a cluster
-(`embed.ray_address: auto`). Each actor holds one replica (one GPU each, or `embed.tp`
-GPUs for a tensor-parallel model; CPU threads otherwise) and embeds whole shards: a shard
-is a run of consecutive questions with all their options. Vectors come back to the driver,
-which writes each shard atomically as its result arrives, so the cache needs no shared file
-system and every point is written exactly once. An actor that dies is restarted by Ray and
-its unfinished tasks are retried (`max_restarts`, `max_task_retries`); a killed driver
-loses nothing already written, and a rerun computes only the missing shards.
+(`embed.ray_address: auto`). `embed.workers` replicas each hold the model: one actor, or
+`embed.tp` tensor-parallel rank actors on one node (replica.py). A shard is a run of
+consecutive questions with all their options; a replica takes shards once it has loaded
+and keeps two in flight. Vectors come back to the driver, which writes each shard
+atomically as it arrives, so the cache needs no shared file system and every point is
+written exactly once.
+
+Failures: a replica whose rank dies (a killed process, a lost node) or raises is killed as
+a whole, its unfinished shards go back to the front of the queue for any replica, and it
+is started again (wherever the cluster has room; until then the others carry on). A
+replica that keeps failing without finishing a shard, or a shard that keeps crashing its
+replica, stops the job after `embed.max_restarts` restarts with the replica's error. A
+killed driver loses nothing already written, and a rerun computes only the missing shards.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-
-import numpy as np
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 from gpo.embed.cache import EmbeddingCache, Shard
 from gpo.embed.extract import Stats
+from gpo.embed.replica import Replica, describe, plan_resources
+from gpo.errors import GPOError
 from gpo.progress import progress
 
 log = logging.getLogger(__name__)
@@ -36,75 +44,141 @@ def init_ray(address: str = ""):
     return ray
 
 
-class EmbedWorker:
-    """A Ray actor holding one model replica."""
+@dataclass
+class _Running:
+    """A shard in flight on one replica: the ranks' results as they arrive."""
 
-    def __init__(self, cfg, threads: int):
-        import ray
-        import torch
-
-        from gpo.embed.models import Embedder
-
-        torch.set_num_threads(threads)
-        self.embedder = Embedder(cfg, "cuda" if ray.get_gpu_ids() else "cpu")
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def embed(self, questions: list[tuple[str, list[str]]]) -> tuple[np.ndarray, Stats]:
-        return self.embedder.embed(questions)
+    shard: Shard
+    results: dict = field(default_factory=dict)  # rank -> its result
 
 
 def extract(cache: EmbeddingCache, shards: list[Shard], questions, cfg, on_shard_done=None) -> Stats:
-    """Embed `shards` with `cfg.workers` Ray actors and write them into `cache`.
+    """Embed `shards` with `cfg.workers` replicas and write them into `cache`.
 
-    questions[q] is (text, options) of question q. on_shard_done(n_done, pids) is called
-    after each shard is written, with the actors' process ids (tests use it to kill an actor
-    or the driver mid-run).
+    questions[q] is (text, options) of question q. on_shard_done(n_done, replicas) is called
+    after each shard is written; replicas[w][rank] describes that rank of replica w (its
+    "pid", "node", "device", "backend", "param_bytes"), None while it loads (tests use it to
+    kill a rank, a node or the driver mid-run). Timing starts at the first shard sent, so it
+    excludes starting Ray and loading the replicas; the returned Stats carry the first
+    loaded replica's description as extra["replica"].
     """
-    ray = init_ray(cfg.ray_address)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    per_worker_gpus = cfg.tp if gpus else 0
-    threads = cfg.threads or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.workers)
-    actor = ray.remote(EmbedWorker).options(num_cpus=0 if per_worker_gpus else threads, num_gpus=per_worker_gpus,
-                                            max_restarts=-1, max_task_retries=-1)
-    workers = [actor.remote(cfg, threads) for _ in range(cfg.workers)]
+    # "": the cluster of a submitted job (RAY_ADDRESS), else a private local Ray, never one that
+    # another process left running on this machine ("auto" joins that one on purpose)
+    ray = init_ray(cfg.ray_address or os.environ.get("RAY_ADDRESS") or "local")
+    res = plan_resources(ray, cfg)
+    log.info("%d replica(s) x %d rank(s), each rank %s", cfg.workers, cfg.tp,
+             f"{res.gpus} GPU" if res.gpus else f"{res.threads} CPU thread(s)")
+    job = _Job(ray, cfg, res, cache, list(shards), questions, on_shard_done)
     try:
-        pids = ray.get([w.pid.remote() for w in workers])  # also waits for the replicas to load
-        start = time.perf_counter()
-        total = _dispatch(ray, workers, pids, cache, shards, questions, cfg, on_shard_done)
+        total = job.run()
     finally:
-        for worker in workers:
-            ray.kill(worker)
-    wall = time.perf_counter() - start
+        job.stop()
+    wall = time.perf_counter() - (job.start or time.perf_counter())
     log.info("extraction: %s", total.summary(wall))
-    return Stats(total.points, total.tokens, total.full_tokens, wall)
+    return Stats(total.points, total.tokens, total.full_tokens, wall, {"replica": job.first_info})
 
 
-def _dispatch(ray, workers, pids, cache, shards, questions, cfg, on_shard_done) -> Stats:
-    """Keep every actor busy with shards; write each result as it arrives."""
-    pending = list(shards)
-    running = {}  # object ref -> (shard, worker)
-    total, done = Stats(), 0
+class _Job:
+    """The driver's loop: every object ref it waits on is a rank's load or a rank's shard."""
 
-    def submit(worker):
-        shard = pending.pop(0)
-        running[worker.embed.remote([questions[q] for q in shard.questions])] = (shard, worker)
+    def __init__(self, ray, cfg, res, cache, shards, questions, on_shard_done):
+        self.ray, self.cfg, self.res, self.cache, self.questions = ray, cfg, res, cache, questions
+        self.on_shard_done = on_shard_done
+        self.pending = deque(shards)
+        self.replicas: list[Replica] = []
+        self.running: list[dict[int, _Running]] = []  # per replica: shard index -> _Running
+        self.refs: dict = {}  # object ref -> (replica slot, rank, shard index or None for a load)
+        self.failures, self.shard_failures = Counter(), Counter()
+        self.total, self.done, self.start, self.first_info = Stats(), 0, None, None
+        for slot in range(cfg.workers):
+            self.replicas.append(None)
+            self.running.append({})
+            self._start(slot)
 
-    for worker in workers:
-        for _ in range(IN_FLIGHT_PER_WORKER):
-            if pending:
-                submit(worker)
-    with progress(total=sum(len(s.points) for s in shards), desc=f"embed {cfg.model} x{cfg.workers}", unit="pt") as bar:
-        while running:
-            [ref], _ = ray.wait(list(running), num_returns=1)
-            shard, worker = running.pop(ref)
-            vectors, stats = ray.get(ref)
-            cache.write(shard, vectors)
-            total, done = total + stats, done + 1
-            bar.update(len(shard.points))
-            if pending:
-                submit(worker)
-            if on_shard_done is not None:
-                on_shard_done(done, pids)
-    return total
+    def _start(self, slot: int) -> None:
+        replica = Replica(self.ray, self.cfg, self.res)
+        self.replicas[slot] = replica
+        for rank, ref in enumerate(replica.loading):
+            self.refs[ref] = (slot, rank, None)
+
+    def run(self) -> Stats:
+        from ray.exceptions import RayError
+
+        n_points = sum(len(s.points) for s in self.pending)
+        with progress(total=n_points, desc=f"embed {self.cfg.model} x{self.cfg.workers}", unit="pt") as bar:
+            self.bar = bar
+            while self.pending or any(self.running):
+                [ref], _ = self.ray.wait(list(self.refs), num_returns=1)
+                slot, rank, index = self.refs.pop(ref)
+                try:
+                    value = self.ray.get(ref)
+                except RayError as e:
+                    self._failed(slot, e)
+                    continue
+                if index is None:
+                    self._loaded(slot, rank, value)
+                else:
+                    self._returned(slot, rank, index, value)
+        return self.total
+
+    def _loaded(self, slot: int, rank: int, info: dict) -> None:
+        replica = self.replicas[slot]
+        replica.info[rank] = info
+        if replica.ready:
+            self.first_info = self.first_info or replica.info
+            self._feed(slot)
+
+    def _returned(self, slot: int, rank: int, index: int, value) -> None:
+        running = self.running[slot][index]
+        running.results[rank] = value
+        if len(running.results) < self.cfg.tp:
+            return
+        del self.running[slot][index]
+        vectors, stats = running.results[0]
+        self.cache.write(running.shard, vectors)
+        self.total, self.done = self.total + stats, self.done + 1
+        self.failures[slot] = 0
+        self.bar.update(len(running.shard.points))
+        self._feed(slot)
+        if self.on_shard_done is not None:
+            self.on_shard_done(self.done, [list(r.info) for r in self.replicas])
+
+    def _feed(self, slot: int) -> None:
+        replica = self.replicas[slot]
+        while self.pending and len(self.running[slot]) < IN_FLIGHT_PER_WORKER:
+            shard = self.pending.popleft()
+            self.start = self.start or time.perf_counter()
+            self.running[slot][shard.index] = _Running(shard)
+            for rank, ref in enumerate(replica.embed([self.questions[q] for q in shard.questions])):
+                self.refs[ref] = (slot, rank, shard.index)
+
+    def _failed(self, slot: int, error: BaseException) -> None:
+        """Kill the whole replica, requeue its shards first in line, start it again (bounded)."""
+        self.replicas[slot].stop()
+        for ref in [ref for ref, owner in self.refs.items() if owner[0] == slot]:
+            del self.refs[ref]
+        lost = [r.shard for r in self.running[slot].values()]
+        self.running[slot] = {}
+        self.pending.extendleft(reversed(lost))
+        self.failures[slot] += 1
+        self.shard_failures.update(s.index for s in lost)
+        cause, limit = describe(error), self.cfg.max_restarts
+        if self.failures[slot] > limit:
+            raise GPOError(f"embedding replica {slot} of {self.cfg.model} failed {self.failures[slot]} times in a row "
+                           f"(embed.max_restarts={limit}); last error: {cause}")
+        worst = max(lost, key=lambda s: self.shard_failures[s.index], default=None)
+        if worst is not None and self.shard_failures[worst.index] > limit:
+            raise GPOError(f"shard {worst.index} (questions {worst.questions.start}-{worst.questions.stop - 1}) was lost "
+                           f"with its replica {self.shard_failures[worst.index]} times (embed.max_restarts={limit}); "
+                           f"last error: {cause}")
+        log.warning("replica %d failed (%s); %d shard(s) requeued, restarting it (%d of %d)",
+                    slot, cause, len(lost), self.failures[slot], limit)
+        self._start(slot)
+        for other, replica in enumerate(self.replicas):  # an idle replica takes the requeued shards now
+            if replica.ready:
+                self._feed(other)
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            if replica is not None:
+                replica.stop()

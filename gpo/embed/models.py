@@ -1,10 +1,16 @@
 """Base models by name, hub id or local path; inference backends; a digest of the weights.
 
-Backends: "hf" (plain transformers) and "deepspeed" (`deepspeed.init_inference`, with tensor
-parallelism over `tp` GPUs). "auto" takes DeepSpeed on a GPU when it is installed, plain
-transformers otherwise. Kernel injection stays off unless asked for: DeepSpeed's injected
-kernels give wrong outputs for Llama with padded inputs (deepspeedai/DeepSpeed#3960), and
-extraction always pads.
+Backends (`embed.backend`):
+- "hf": the plain transformers model, one process.
+- "deepspeed": `deepspeed.init_inference`. With `embed.tp` > 1 this is DeepSpeed's automatic
+  tensor parallelism: this process is one rank of a torch.distributed group of tp ranks
+  (replica.py starts them) and holds about 1/tp of each attention and MLP projection. With
+  tp = 1 it adds something only with kernel injection (`embed.kernel_inject`, GPU only:
+  DeepSpeed's fused kernels for the families it has them for); without, it is the plain model.
+  Kernel injection stays off unless asked for: it gives wrong outputs for Llama with padded
+  inputs (deepspeedai/DeepSpeed#3960), and extraction always pads.
+- "auto": DeepSpeed when tp > 1, or when kernel injection is asked for on a GPU; plain
+  transformers otherwise (where DeepSpeed would run the same model).
 """
 
 from __future__ import annotations
@@ -93,16 +99,10 @@ def truncate(net, layers: int) -> None:
     raise GPOError(f"cannot truncate {type(net).__name__}: no list of layers found")
 
 
-def pick_backend(backend: str, device: str) -> str:
-    if backend != "auto":
-        return backend
-    if not device.startswith("cuda"):
-        return "hf"
-    try:
-        import deepspeed  # noqa: F401
-    except ImportError:
-        return "hf"
-    return "deepspeed"
+def pick_backend(cfg, device: str) -> str:
+    if cfg.backend != "auto":
+        return cfg.backend
+    return "deepspeed" if cfg.tp > 1 or (cfg.kernel_inject and device.startswith("cuda")) else "hf"
 
 
 class Embedder:
@@ -124,14 +124,11 @@ class Embedder:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.causal = is_causal(net.config) if cfg.prefix_sharing == "auto" else cfg.prefix_sharing == "on"
-        self.backend = pick_backend(cfg.backend, device)
-        net = net.to(device).eval()
+        self.backend = pick_backend(cfg, device)
         if self.backend == "deepspeed":
-            import deepspeed
-
-            engine = deepspeed.init_inference(net, dtype=getattr(torch, cfg.dtype), replace_with_kernel_inject=cfg.kernel_inject,
-                                              tensor_parallel={"tp_size": cfg.tp})
-            net = engine.module
+            net = deepspeed_module(net.eval(), cfg, device)
+        else:
+            net = net.to(device).eval()
         self.net = net
 
     def embed(self, questions: list[tuple[str, list[str]]], progress=None) -> tuple[np.ndarray, Stats]:
@@ -140,6 +137,28 @@ class Embedder:
         # small batches stay in a CPU's caches; a GPU wants many tokens in flight
         budget = self.cfg.batch_tokens or (65536 if str(self.device).startswith("cuda") else 4096)
         return run(self.net, tokens, self.tokenizer.pad_token_id, budget, self.device, progress)
+
+
+def deepspeed_module(net, cfg, device: str):
+    """The model under `deepspeed.init_inference`: sharded over the tp ranks of this process's
+    torch.distributed group (it stays on the CPU until sharded, so that only its shard
+    reaches the GPU), kernels injected only on a GPU when asked for."""
+    import deepspeed
+    import torch
+
+    if cfg.tp > 1:
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        if world != cfg.tp:
+            raise GPOError(f"embed.tp={cfg.tp} needs one process per rank in a torch.distributed group of {cfg.tp} "
+                           f"(this one has {world}): run with embed.workers >= 1 (Ray replicas)")
+    else:
+        net = net.to(device)
+    inject = cfg.kernel_inject and device.startswith("cuda")
+    if cfg.kernel_inject and not inject:
+        log.warning("embed.kernel_inject is ignored on %s: DeepSpeed's injected kernels are GPU-only", device)
+    engine = deepspeed.init_inference(net, dtype=getattr(torch, cfg.dtype), replace_with_kernel_inject=inject,
+                                      tensor_parallel={"tp_size": cfg.tp})
+    return engine.module
 
 
 def count_parameters(model: str, layers: int = 0) -> int:

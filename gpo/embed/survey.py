@@ -1,7 +1,8 @@
 """Embed every point of a survey through the cache: only missing shards touch a model.
 
-`embed.workers` > 0 shards the work over Ray actors (distributed.py); 0 runs one replica
-in this process. Both write the same cache, so either can resume the other's run.
+`embed.workers` > 0 shards the work over Ray replicas (distributed.py), each one actor or
+`embed.tp` tensor-parallel actors (replica.py); 0 runs one replica in this process. All
+write the same cache, so any can resume another's run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from gpo.embed import models
 from gpo.embed.cache import EmbeddingCache
 from gpo.embed.extract import Stats
 from gpo.embed.prompts import template_digest
+from gpo.embed.replica import check_config
 from gpo.progress import progress
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ def open_cache(data: SurveyData, cfg) -> EmbeddingCache:
 
 def embed_survey(data: SurveyData, cfg, on_shard_done=None) -> np.ndarray:
     """(P, d) embeddings of every (question, option) of `data` under embed config `cfg`."""
+    check_config(cfg)
     cache = open_cache(data, cfg)
     todo = cache.missing()
     if todo:

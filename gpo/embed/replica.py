@@ -1,0 +1,235 @@
+"""One model replica on Ray: `embed.tp` actors, one per tensor-parallel rank, on one node.
+
+tp = 1 is a single actor running the model alone. With tp > 1 every actor is a rank of its
+own torch.distributed group (gloo on CPU, NCCL on GPU) and runs DeepSpeed's automatic tensor
+parallelism (`init_inference(tensor_parallel={"tp_size": tp})`): each rank holds a slice of
+every attention and MLP projection, and the partial results are summed across ranks. The
+ranks sit in a STRICT_PACK placement group (one node: DeepSpeed's CPU all-reduce goes through
+shared memory, and NCCL is fastest within a node); the driver hands them their rendezvous,
+rank 0's node address and a port free there. Every rank runs every batch on the same inputs
+(the packed prefix-sharing rows included) and rank 0 returns the vectors.
+
+A rank's failure leaves its peers blocked in a collective, so a replica lives and dies as a
+unit: the actors are never restarted by Ray (`max_restarts=0`); the driver (distributed.py)
+kills the remaining ranks and starts a whole new replica.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from gpo.errors import GPOError
+
+
+@dataclass(frozen=True)
+class RankResources:
+    """What each rank asks Ray for (GPUs are requested explicitly, so an autoscaler sees them)."""
+
+    cpus: int
+    gpus: int
+    threads: int  # torch intra-op threads
+
+    def bundle(self) -> dict:
+        return {"CPU": self.cpus, "GPU": self.gpus} if self.gpus else {"CPU": self.cpus}
+
+
+def check_config(cfg) -> None:
+    """Settings that cannot work, reported before Ray starts or any model loads."""
+    if cfg.tp < 1:
+        raise GPOError(f"embed.tp must be >= 1, got {cfg.tp}")
+    if cfg.max_restarts < 0:
+        raise GPOError(f"embed.max_restarts must be >= 0, got {cfg.max_restarts}")
+    if cfg.device not in ("auto", "cpu") and cfg.device.split(":")[0] != "cuda":
+        raise GPOError(f"embed.device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    if cfg.tp > 1 and cfg.backend == "hf":
+        raise GPOError(f"embed.tp={cfg.tp} needs embed.backend deepspeed (or auto): plain transformers has no tensor parallelism")
+    if cfg.tp > 1 and cfg.workers < 1:
+        raise GPOError(f"embed.tp={cfg.tp} runs one process per rank: set embed.workers >= 1 (Ray replicas)")
+    if cfg.tp > 1:
+        check_autotp(cfg.model, cfg.tp, cfg.layers)
+
+
+def check_autotp(model: str, tp: int, layers: int = 0) -> None:
+    """What DeepSpeed's automatic tensor parallelism cannot do with this model, checked on its
+    config and a weightless copy: families on DeepSpeed's own refusal list (GPT-2 among them),
+    and fewer key/value heads than ranks (AutoTP splits attention by key/value head, so a rank
+    would get none, which fails under the attention masks extraction uses)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from gpo.embed.models import resolve, truncate
+
+    try:
+        config = AutoConfig.from_pretrained(resolve(model))
+    except (OSError, ValueError) as e:
+        raise GPOError(f"cannot read the config of model {model!r}: {str(e).splitlines()[0]}") from None
+    with torch.device("meta"):
+        net = AutoModel.from_config(config)
+    if layers:
+        truncate(net, layers)
+    from deepspeed.module_inject.auto_tp import AutoTP
+
+    try:
+        supported = AutoTP.supported(net)
+    except AssertionError:
+        supported = False
+    if not supported:
+        raise GPOError(f"model {model!r} ({config.model_type}): DeepSpeed's automatic tensor parallelism does not support "
+                       "this family; use embed.tp=1")
+    heads = getattr(config, "num_attention_heads", None)
+    kv_heads = 1 if getattr(config, "multi_query", False) else getattr(config, "num_key_value_heads", None) or heads
+    if kv_heads is not None and kv_heads < tp:
+        raise GPOError(f"model {model!r} has {kv_heads} key/value head(s): DeepSpeed's tensor parallelism splits attention "
+                       f"by key/value head, so embed.tp={tp} would leave a rank without one; use embed.tp <= {kv_heads}")
+
+
+def plan_resources(ray, cfg) -> RankResources:
+    """Each rank's request, from the config alone for GPUs (`embed.device`), checked against the
+    nodes the cluster has or its autoscaler can add: a replica whose ranks cannot share any
+    node is an error here, before any model loads."""
+    nodes, autoscaler = node_shapes(ray)
+    has_gpus = any(n.get("GPU", 0) > 0 for n in nodes)
+    gpus = 1 if cfg.device.startswith("cuda") or (cfg.device == "auto" and has_gpus) else 0  # Ray picks which GPU
+    if cfg.threads:
+        threads = cfg.threads
+    else:  # share the CPUs between all ranks of all replicas
+        threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // (cfg.workers * cfg.tp))
+    res = RankResources(cpus=1 if gpus else threads, gpus=gpus, threads=threads)
+    need = {k: v * cfg.tp for k, v in res.bundle().items()}
+    if autoscaler == "unknown node types" or any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
+        return res
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
+
+    def count(resources: dict, kinds=("CPU", "GPU")) -> str:
+        return " and ".join(f"{resources.get(k, 0):g} {k}{'s' if resources.get(k, 0) != 1 else ''}" for k in kinds)
+
+    raise GPOError(f"embed.tp={cfg.tp}: a replica's ranks must share one node and together need {count(need, need)} "
+                   f"({count(res.bundle(), need)} per rank, embed.device={cfg.device}); the largest node"
+                   f"{' or node type' if autoscaler else ''} has {count(largest)} "
+                   "(lower embed.tp or embed.threads, change embed.device, or add a larger node type)")
+
+
+def node_shapes(ray) -> tuple[list[dict], str]:
+    """Total resources of each live node, plus each node type an autoscaler may still launch,
+    and what is known of the autoscaler: "" (none), "node types" (Ray's v2 autoscaler publishes
+    them) or "unknown node types" (the v1 autoscaler, which publishes only its status)."""
+    import json
+
+    from ray._private.state import state
+    from ray.autoscaler._private.util import format_readonly_node_type
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    config = state.get_cluster_config()
+    if config is not None:
+        return shapes + [dict(g.resources) for g in config.node_group_configs if g.max_count != 0], "node types"
+    # The v1 monitor's status: without an autoscaling config it runs a read-only provider whose
+    # node types are its nodes' ids; named node types mean an autoscaler that may add nodes.
+    status = _internal_kv_get("__autoscaling_status")
+    report = json.loads(status).get("autoscaler_report") if status else None
+    types = (report or {}).get("node_type_mapping") or {}
+    if any(kind != format_readonly_node_type(node) for node, kind in types.items()):
+        return shapes, "unknown node types"
+    return shapes, ""
+
+
+class Rank:
+    """A Ray actor: one rank of one replica (the whole replica when tp = 1)."""
+
+    def __init__(self, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.rank, self.embedder = 0, None
+
+    def rendezvous(self) -> tuple[str, int]:
+        """This node's address and a port free on it, for the group's TCP store."""
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ray.util.get_node_ip_address(), s.getsockname()[1]
+
+    def load(self, cfg, rank: int, rendezvous: tuple[str, int] | None) -> dict:
+        import ray
+
+        from gpo.embed.models import Embedder
+
+        # Ray shows each actor only its own GPU, so every rank's device is cuda:0 and
+        # LOCAL_RANK must say so (DeepSpeed would otherwise pick a GPU it cannot see).
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.rank = rank
+        if cfg.tp > 1:
+            import deepspeed
+
+            # LOCAL_SIZE = the whole group: all ranks are on this node, which enables
+            # DeepSpeed's shared-memory all-reduce on CPU (named after the rendezvous).
+            os.environ.update(RANK=str(rank), WORLD_SIZE=str(cfg.tp), LOCAL_RANK="0", LOCAL_SIZE=str(cfg.tp),
+                              MASTER_ADDR=rendezvous[0], MASTER_PORT=str(rendezvous[1]))
+            deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
+        self.embedder = Embedder(cfg, device)
+        params = sum(p.numel() * p.element_size() for p in self.embedder.net.parameters())
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "device": device,
+                "backend": self.embedder.backend, "param_bytes": params}
+
+    def embed(self, questions):
+        vectors, stats = self.embedder.embed(questions)
+        return (vectors, stats) if self.rank == 0 else None  # the other ranks hold the same vectors
+
+
+class Replica:
+    """Driver-side handle of one replica: its placement group, its rank actors, their loading."""
+
+    def __init__(self, ray, cfg, res: RankResources):
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self.ray, self.tp = ray, cfg.tp
+        self.group = placement_group([res.bundle()] * cfg.tp, strategy="STRICT_PACK")
+        env = {"TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cuda" if res.gpus else "cpu"}
+        actor = ray.remote(Rank)
+        self.ranks = [actor.options(num_cpus=res.cpus, num_gpus=res.gpus, max_restarts=0, max_task_retries=0,
+                                    runtime_env={"env_vars": env},
+                                    scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=i))
+                      .remote(res.threads) for i in range(cfg.tp)]
+        rendezvous = self.ranks[0].rendezvous.remote() if cfg.tp > 1 else None
+        self.loading = [rank.load.remote(cfg, i, rendezvous) for i, rank in enumerate(self.ranks)]
+        self.info: list[dict | None] = [None] * cfg.tp
+        self.stopped = False
+
+    @property
+    def ready(self) -> bool:
+        return all(self.info)
+
+    def embed(self, questions) -> list:
+        """One task per rank on the same inputs; rank 0's result holds the vectors. Ray runs one
+        caller's tasks on an actor in the order sent, so every rank meets the same shards' collectives
+        in the same order."""
+        shared = self.ray.put(questions)
+        return [rank.embed.remote(shared) for rank in self.ranks]
+
+    def stop(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        if self.stopped:
+            return
+        self.stopped = True
+        for rank in self.ranks:
+            self.ray.kill(rank)
+        remove_placement_group(self.group)
+
+
+def describe(error: BaseException) -> str:
+    """One line naming what went wrong inside a replica (the innermost cause Ray kept)."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    cause = error
+    while isinstance(cause, RayTaskError) and cause.cause is not None and cause.cause is not cause:
+        cause = cause.cause
+    if isinstance(cause, RayActorError):
+        text = cause.error_msg or str(cause)
+    else:
+        text = f"{type(cause).__name__}: {cause}"
+    return " ".join(line.strip() for line in text.strip().splitlines()[:1]) or type(cause).__name__

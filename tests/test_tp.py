@@ -1,0 +1,115 @@
+"""DeepSpeed tensor parallelism on a real local Ray (CPU, gloo): a replica of 2 rank actors gives
+the embeddings of the plain model with prefix sharing on, holds about half the weights per rank,
+restarts as a whole when a rank dies, and settings it cannot run are refused before any model
+loads."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel
+
+from gpo.config import EmbedConfig
+from gpo.data.survey import select
+from gpo.data.synthetic import SyntheticWorld
+from gpo.embed.replica import check_config
+from gpo.embed.survey import embed_survey
+from gpo.errors import GPOError
+from gpo.llm.random_model import build
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("deepspeed")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never another process's Ray
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def survey():
+    table, _ = SyntheticWorld(n_questions=12, n_groups=2, seed=3).build()
+    return select(table, "all")
+
+
+@pytest.fixture(scope="module")
+def models(survey, tmp_path_factory):
+    """Random-init causal LMs that DeepSpeed's AutoTP shards: Llama-style (RMSNorm, rotary,
+    gated MLP, grouped heads) and GPT-2-style (OPT: learned absolute positions, LayerNorm,
+    biases, a plain MLP; DeepSpeed refuses GPT-2 itself, see below)."""
+    root = tmp_path_factory.mktemp("models")
+    return {arch: build(root / arch, survey.questions, n_embd=128, n_layer=2, n_head=4, arch=arch) for arch in ("llama", "opt")}
+
+
+def reference(survey, model, tmp_path):
+    cfg = EmbedConfig(model=model, backend="hf", workers=0, prefix_sharing="on", cache_dir=str(tmp_path / "ref"))
+    return embed_survey(survey, cfg)
+
+
+
+@pytest.mark.parametrize("arch", ["llama", "opt"])
+def test_tp2_embeddings_equal_the_plain_model_with_about_half_the_weights_per_rank(arch, local_ray, survey, models, tmp_path):
+    seen = []
+    cfg = EmbedConfig(model=models[arch], backend="deepspeed", tp=2, workers=1, threads=1, prefix_sharing="on",
+                      shard_size=4, cache_dir=str(tmp_path / "tp"))
+    x = embed_survey(survey, cfg, on_shard_done=lambda done, replicas: seen.append(replicas[0]))
+    assert np.abs(x - reference(survey, models[arch], tmp_path)).max() <= 1e-4
+    ranks = seen[-1]
+    assert [r["backend"] for r in ranks] == ["deepspeed", "deepspeed"] and ranks[0]["pid"] != ranks[1]["pid"]
+    net = AutoModel.from_pretrained(models[arch])
+    full = sum(p.numel() * 4 for p in net.parameters())
+    projections = sum(m.weight.numel() * 4 for m in net.modules() if isinstance(m, torch.nn.Linear))
+    # each rank drops the other's half of every attention and MLP projection, and keeps whole
+    # copies of the embeddings and norms (a large share of a model this small)
+    assert all(full - projections / 2 - 4096 <= r["param_bytes"] <= full - projections / 2 + 4096 for r in ranks)
+
+
+def test_a_killed_rank_restarts_its_whole_replica_and_every_shard_is_written_once(local_ray, survey, models, writes, tmp_path,
+                                                                                 requeued):
+    cfg = EmbedConfig(model=models["llama"], tp=2, workers=1, threads=1, shard_size=3, cache_dir=str(tmp_path / "tp"))
+    seen = []
+
+    def kill_rank_1(done, replicas):
+        seen.append([r["pid"] for r in replicas[0]])
+        if done == 1:  # rank 1 is mid-way through the next shard, rank 0 waits on it in an all-reduce
+            os.kill(replicas[0][1]["pid"], signal.SIGKILL)
+
+    x = embed_survey(survey, cfg, on_shard_done=kill_rank_1)
+    assert requeued()
+    assert sorted(writes) == [0, 1, 2, 3] and writes[0] == 0  # 12 questions / 3 per shard, each exactly once
+    before, after = seen[0], seen[-1]
+    assert before[0] != after[0] and before[1] != after[1]  # both ranks are new processes: restarted as a unit
+    assert np.abs(x - reference(survey, models["llama"], tmp_path)).max() <= 1e-4
+
+
+def test_tp_larger_than_any_node_is_refused_before_any_model_loads(local_ray, models, tmp_path, monkeypatch, capsys):
+    from gpo.cli import main
+    from gpo.embed import distributed
+
+    monkeypatch.setattr(distributed, "Replica", lambda *a: pytest.fail("a replica was started"))
+    code = main(["embed", "--dataset", "synthetic", "--model", models["llama"], "--workers", "1",
+                 "--set", "embed.tp=3", "embed.backend=deepspeed", "embed.threads=1", f"embed.cache_dir={tmp_path}"])
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gpo:")]
+    assert code == 2
+    assert said == ["gpo: error: embed.tp=3: a replica's ranks must share one node and together need 3 CPUs (1 CPU per rank, "
+                    "embed.device=auto); the largest node has 2 CPUs and 0 GPUs (lower embed.tp or embed.threads, "
+                    "change embed.device, or add a larger node type)"]
+
+
+def test_settings_tensor_parallelism_cannot_run_are_refused_up_front(survey, tmp_path):
+    from transformers import GPTBigCodeConfig
+
+    gpt2 = build(tmp_path / "gpt2", survey.questions, arch="gpt2")
+    with pytest.raises(GPOError, match=r"\(gpt2\): DeepSpeed's automatic tensor parallelism does not support this family"):
+        check_config(EmbedConfig(model=gpt2, tp=2))
+    GPTBigCodeConfig(n_embd=64, n_head=4, multi_query=True).save_pretrained(tmp_path / "mqa")  # one shared key/value head
+    with pytest.raises(GPOError, match="has 1 key/value head.*embed.tp=2 would leave a rank without one"):
+        check_config(EmbedConfig(model=str(tmp_path / "mqa"), tp=2))
+    with pytest.raises(GPOError, match="needs embed.backend deepspeed"):
+        check_config(EmbedConfig(model=gpt2, tp=2, backend="hf"))
+    with pytest.raises(GPOError, match="set embed.workers >= 1"):
+        check_config(EmbedConfig(model=gpt2, tp=2, workers=0))
