@@ -109,10 +109,15 @@ class EmbedConfig:
         require(self.backend in ("hf", "deepspeed", "auto"), "backend", "'hf', 'deepspeed' or 'auto'", self.backend)
         require(self.prefix_sharing in ("auto", "on", "off"), "prefix_sharing", "'auto', 'on' or 'off'", self.prefix_sharing)
         check_device(self.device, "device")
-        for key in ("layers", "batch_tokens", "workers", "threads"):
+        for key in ("layers", "batch_tokens", "workers", "threads", "max_restarts"):
             require(getattr(self, key) >= 0, key, "at least 0", getattr(self, key))
         for key in ("tp", "shard_size", "max_tokens"):
             require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
+        # tensor parallelism is DeepSpeed's, one Ray actor per rank
+        require(self.tp == 1 or self.backend != "hf", "backend", f"deepspeed or auto for tp={self.tp} (plain transformers "
+                "has no tensor parallelism)", self.backend)
+        require(self.tp == 1 or self.workers >= 1, "workers", f"at least 1 for tp={self.tp} (one process per rank: Ray "
+                "replicas)", self.workers)
 
 
 @dataclass

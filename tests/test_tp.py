@@ -16,7 +16,7 @@ from gpo.data.survey import select
 from gpo.data.synthetic import SyntheticWorld
 from gpo.embed.replica import check_config
 from gpo.embed.survey import embed_survey
-from gpo.errors import GPOError
+from gpo.errors import ConfigError, GPOError
 from gpo.llm.random_model import build
 
 ray = pytest.importorskip("ray")
@@ -109,7 +109,7 @@ def test_settings_tensor_parallelism_cannot_run_are_refused_up_front(survey, tmp
     GPTBigCodeConfig(n_embd=64, n_head=4, multi_query=True).save_pretrained(tmp_path / "mqa")  # one shared key/value head
     with pytest.raises(GPOError, match="has 1 key/value head.*embed.tp=2 would leave a rank without one"):
         check_config(EmbedConfig(model=str(tmp_path / "mqa"), tp=2))
-    with pytest.raises(GPOError, match="needs embed.backend deepspeed"):
-        check_config(EmbedConfig(model=gpt2, tp=2, backend="hf"))
-    with pytest.raises(GPOError, match="set embed.workers >= 1"):
-        check_config(EmbedConfig(model=gpt2, tp=2, workers=0))
+    with pytest.raises(ConfigError, match=r"backend: expected deepspeed or auto for tp=2"):
+        EmbedConfig(model=gpt2, tp=2, backend="hf")
+    with pytest.raises(ConfigError, match=r"workers: expected at least 1 for tp=2"):
+        EmbedConfig(model=gpt2, tp=2, workers=0)
