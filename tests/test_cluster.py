@@ -5,12 +5,17 @@ is killed mid-trial, and the sweep must finish without losing or restarting anyt
 import json
 import logging
 import os
+import secrets
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pyarrow.fs as pafs
 import pytest
 
@@ -114,3 +119,60 @@ def test_a_sweep_survives_losing_a_worker_node_mid_trial(tmp_path, s3, cluster):
     assert set(table[table.kind == "test"].method) >= {"gpo", "mean"}
     final = fs.get_file_info(pafs.FileSelector(f"{root}/node-loss/final/synthetic-k5-seed0", recursive=True))
     assert {"results.parquet", "best.pt", "last.pt", "config.yaml"} <= {i.base_name for i in final}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def head_node():
+    """`ray start --head` in its own temp dir (short: Ray's socket paths are bounded), with the
+    virtual environment on PATH as on a cluster node and a token of its own (Ray's token
+    authentication, on by default); stopped by killing exactly the processes of that temp dir
+    (a bare `ray stop` would stop every Ray of this user)."""
+    temp = Path(tempfile.mkdtemp(prefix="gpo-ray-", dir="/tmp"))
+    port, dashboard = free_port(), free_port()
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    ray = str(Path(sys.executable).parent / "ray")
+    try:
+        start = subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=true",
+                                f"--dashboard-port={dashboard}", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert start.returncode == 0, start.stderr[-3000:]
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        mine = [p for p in psutil.process_iter(["cmdline"]) if str(temp) in " ".join(p.info["cmdline"] or [])]
+        for p in mine:
+            p.terminate()
+        _, alive = psutil.wait_procs(mine, timeout=15)
+        for p in alive:
+            p.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_the_smoke_study_from_a_copy_of_the_project(tmp_path, shared_data, head_node):
+    """The documented jobs route: the project uploaded as the job's working dir, the sweep run by
+    the `gpo` command on the cluster; the study and its base config are found in the copy, the
+    data beside the installed project, and the results land in the storage given."""
+    address, env = head_node
+    storage = tmp_path / "sweeps"
+    command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
+               "--", "gpo", "sweep", "tune/studies/opinionqa.yaml", "--smoke-test", "--set", f"storage={storage}"]
+    deadline = time.time() + 120
+    while True:  # the head's job agent registers a little after `ray start` returns
+        submit = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        if "No available agent" not in submit.stderr or time.time() > deadline:
+            break
+        time.sleep(2)
+    assert submit.returncode == 0 and "succeeded" in submit.stdout, (submit.stdout + submit.stderr)[-3000:]
+    table = pd.read_parquet(storage / "opinionqa-arch-smoke" / "study.parquet")
+    trials = table[table.kind == "trial"]
+    assert len(trials) == 2 and trials.val_alignment.notna().all()
+    assert set(trials.steps) == {4}  # the smoke size, though the study searches train.steps
+    tests = table[table.kind == "test"]
+    assert set(tests.k) == {20} and {"gpo[logit]", "logit", "mean"} <= set(tests.method)
+    assert (storage / "opinionqa-arch-smoke" / "final" / "minilm-k20-seed0" / "checkpoints" / "best.pt").is_file()
