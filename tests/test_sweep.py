@@ -1,4 +1,5 @@
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,6 +28,17 @@ def test_cluster_yaml_matches_rays_schema(name):
     broken = dict(config, provider={"typo": "aws"})
     with pytest.raises(jsonschema.ValidationError):  # the check can fail
         jsonschema.validate(broken, schema)
+
+
+def test_the_kuberay_rayjob_runs_a_shipped_gpu_study_into_a_bucket():
+    """KubeRay cannot run here: this pins the RayJob to the `ray job submit` route it mirrors."""
+    job = yaml.safe_load((ROOT / "cluster" / "kuberay-rayjob.yaml").read_text())["spec"]
+    command = shlex.split(job["entrypoint"])
+    assert command[:2] == ["gpo", "sweep"] and command[3] == "--set"
+    study = load_study(command[2], command[4:])
+    assert study.resources.gpu > 0 and str(study.root).startswith("s3://")
+    workers = job["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert workers["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
 @pytest.mark.parametrize("name, gpu", [("opinionqa.yaml", 0), ("opinionqa-gpu.yaml", 0.25)])
