@@ -5,8 +5,8 @@
 # - A virtual environment (~/gpo-venv): current Debian/Ubuntu refuse pip installs into the
 #   system Python (PEP 668).
 # - torch: the CUDA build on a node with an NVIDIA GPU, the CPU build otherwise (the CUDA
-#   build alone is 1.6 GB of nvidia packages a CPU node never uses). The version is the
-#   project's pin; the CPU index's `+cpu` build ranks above PyPI's build of that version.
+#   build alone is 1.6 GB of nvidia packages a CPU node never uses), at the project's pin,
+#   installed first so that the project's install keeps it.
 # - The project installed editable with the MiniLM weights and Ray's cluster parts (dashboard,
 #   job server).
 # - ~/.bashrc activates the venv: Ray runs every command on a node (start commands, `ray
@@ -22,12 +22,13 @@ if [ ! -x "$venv/bin/python" ]; then
         python3 -m venv "$venv"
     fi
 fi
-torch_index=()
-if ! nvidia-smi -L >/dev/null 2>&1; then
-    torch_index=(--extra-index-url https://download.pytorch.org/whl/cpu)
-fi
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q "${torch_index[@]}" -e "$project[minilm,cluster]"
+if ! nvidia-smi -L >/dev/null 2>&1; then  # no GPU: torch from PyTorch's CPU index, at the project's pin
+    torch_pin=$(grep -o 'torch==[0-9.]*' "$project/pyproject.toml" | head -n 1)
+    # its dependencies come with the project, from the usual index
+    "$venv/bin/python" -m pip install -q --no-deps "$torch_pin" --index-url https://download.pytorch.org/whl/cpu
+fi
+"$venv/bin/python" -m pip install -q -e "$project[minilm,cluster]"
 
 activate="source $venv/bin/activate  # gpo-study (cluster/setup-node.sh)"
 grep -qxF "$activate" ~/.bashrc 2>/dev/null || echo "$activate" >> ~/.bashrc
