@@ -47,7 +47,7 @@ class Budget:
     reduction_factor: int = 2  # ASHA keeps the best 1/reduction_factor at each rung
     searcher: str = "optuna"  # "optuna" (TPE, seeded, multivariate) or "random"
     seed: int = 0
-    max_failures: int = 3  # retries of a trial whose process or node died, each from its last checkpoint
+    max_failures: int = 3  # retries of a trial or final run whose process or node died, from its last checkpoint
 
 
 @dataclass

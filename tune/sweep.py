@@ -232,7 +232,8 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
                 raise GPOError(f"search {base_model.tag}-k{k}: no trial reported a score; see the trials' error files above")
             best = grid.get_best_result(metric=study.metric, mode="max", scope="all")
             params = {key: best.config[key] for key in study.space}
-            run = ray.remote(num_cpus=study.resources.cpu, num_gpus=study.resources.gpu)(final_run)
+            run = ray.remote(num_cpus=study.resources.cpu, num_gpus=study.resources.gpu,
+                             max_retries=study.budget.max_failures)(final_run)  # retries after a lost process or node
             tests = ray.get([run.remote(study, base_model, k, params, seed, shared) for seed in study.seeds])
             for seed, results in zip(study.seeds, tests):
                 frames.append(results.assign(kind="test", study=study.name, base_model=base_model.model,
