@@ -172,7 +172,7 @@ def test_ray_job_submit_runs_the_smoke_study_from_a_copy_of_the_project(tmp_path
     table = pd.read_parquet(storage / "opinionqa-arch-smoke" / "study.parquet")
     trials = table[table.kind == "trial"]
     assert len(trials) == 2 and trials.val_alignment.notna().all()
-    assert set(trials.steps) == {4}  # the smoke size, though the study searches train.steps
+    assert set(trials.steps) <= {2, 4}  # the smoke size (ASHA may stop one at step 2), though train.steps is searched
     tests = table[table.kind == "test"]
     assert set(tests.k) == {20} and {"gpo[logit]", "logit", "mean"} <= set(tests.method)
     assert (storage / "opinionqa-arch-smoke" / "final" / "minilm-k20-seed0" / "checkpoints" / "best.pt").is_file()
