@@ -135,12 +135,17 @@ def head_node():
     (a bare `ray stop` would stop every Ray of this user)."""
     temp = Path(tempfile.mkdtemp(prefix="gpo-ray-", dir="/tmp"))
     port, dashboard = free_port(), free_port()
+    # every port of its own: the defaults (client server 10001, agent 52365, ...) may be taken
+    # by another Ray on the machine, and a job agent that cannot bind never becomes available
+    ports = [f"--{name}-port={free_port()}" for name in ("ray-client-server", "dashboard-agent-listen", "dashboard-agent-grpc",
+                                                         "runtime-env-agent", "metrics-export", "node-manager", "object-manager")]
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     ray = str(Path(sys.executable).parent / "ray")
     try:
         start = subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=true",
-                                f"--dashboard-port={dashboard}", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+                                f"--dashboard-port={dashboard}", *ports, "--num-cpus=2", f"--temp-dir={temp}",
+                                "--disable-usage-stats"],
                                env=env, capture_output=True, text=True, timeout=120)
         assert start.returncode == 0, start.stderr[-3000:]
         yield f"http://127.0.0.1:{dashboard}", env
@@ -163,7 +168,7 @@ def test_ray_job_submit_runs_the_smoke_study_from_a_copy_of_the_project(tmp_path
     command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
                "--", "gpo", "sweep", "tune/studies/opinionqa.yaml", "--smoke-test", "--set", f"storage={storage}"]
     deadline = time.time() + 300
-    while True:  # the head's job agent registers after `ray start` returns (minutes on a loaded machine)
+    while True:  # the head's job agent registers a little after `ray start` returns
         submit = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         if "No available agent" not in submit.stderr or time.time() > deadline:
             break
