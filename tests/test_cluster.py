@@ -1,6 +1,8 @@
-"""Sweeps on a real multi-node Ray (a head and worker raylets on this machine), with study
-storage on an S3-compatible server started here (moto's server mode, over HTTP): a worker node
-is killed mid-trial, and the sweep must finish without losing or restarting anything."""
+"""Sweeps on real Ray clusters started by the tests: a multi-node cluster (a head and worker
+raylets on this machine) with study storage on an S3-compatible server started here (moto's
+server mode, over HTTP), where a worker node is killed mid-trial and the sweep must finish
+without losing or restarting anything; and `ray job submit` of the smoke study to a
+`ray start --head` cluster, the route Ray's docs recommend."""
 
 import json
 import logging
