@@ -90,15 +90,16 @@ def graceful_interrupt():
     """Ctrl-C during a search stops Tune gracefully (it saves the search) and is remembered, so
     the sweep stops after it however far the search had got; a second Ctrl-C stops at once.
     Tune's own SIGINT handler stays installed after a search and would swallow a later Ctrl-C,
-    so it is off and Tune's other graceful stop, SIGUSR1, is sent instead."""
+    so it is off and Tune's other graceful stop, SIGUSR1, is sent instead (once Tune listens
+    for it; before that, Ctrl-C stops at once, as there is nothing to save yet)."""
     state = {"interrupted": False}
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield state
         return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
 
     def handler(sig, frame):
-        if state["interrupted"]:
+        if state["interrupted"] or signal.getsignal(signal.SIGUSR1) is previous[signal.SIGUSR1]:
             raise KeyboardInterrupt
         state["interrupted"] = True
         log.warning("interrupted: stopping the search once its state is saved (Ctrl-C again to stop now)")
@@ -109,7 +110,8 @@ def graceful_interrupt():
     try:
         yield state
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bool, stop=None):
