@@ -4,6 +4,7 @@ server mode, over HTTP), where a worker node is killed mid-trial and the sweep m
 without losing or restarting anything; and `ray job submit` of the smoke study to a
 `ray start --head` cluster, the route Ray's docs recommend."""
 
+import contextlib
 import json
 import logging
 import os
@@ -133,8 +134,8 @@ def free_port() -> int:
 def head_node():
     """`ray start --head` in its own temp dir (short: Ray's socket paths are bounded), with the
     virtual environment on PATH as on a cluster node and a token of its own (Ray's token
-    authentication, on by default); stopped by killing exactly the processes of that temp dir
-    (a bare `ray stop` would stop every Ray of this user)."""
+    authentication, on by default); stopped by killing exactly the processes that name its temp dir
+    or its GCS address (a bare `ray stop` would stop every Ray of this user)."""
     temp = Path(tempfile.mkdtemp(prefix="gpo-ray-", dir="/tmp"))
     port, dashboard = free_port(), free_port()
     # every port of its own: the defaults (client server 10001, agent 52365, ...) may be taken
@@ -152,9 +153,14 @@ def head_node():
         assert start.returncode == 0, start.stderr[-3000:]
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
-        mine = [p for p in psutil.process_iter(["cmdline"]) if str(temp) in " ".join(p.info["cmdline"] or [])]
+        # its processes name its temp dir or end an argument with its GCS port (the Ray client server)
+        def ours(args: list[str]) -> bool:
+            return any(str(temp) in a or a.endswith(f":{port}") for a in args)
+
+        mine = [p for p in psutil.process_iter(["cmdline"]) if ours(p.info["cmdline"] or [])]
         for p in mine:
-            p.terminate()
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
         _, alive = psutil.wait_procs(mine, timeout=15)
         for p in alive:
             p.kill()
