@@ -1,4 +1,5 @@
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import yaml
 
 from gpo.errors import ConfigError
 from gpo.tune.study import load_study
+from gpo.tune.sweep import smoke
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +30,43 @@ def test_cluster_yaml_matches_rays_schema(name):
         jsonschema.validate(broken, schema)
 
 
-def test_shipped_study_loads():
-    study = load_study(ROOT / "tune" / "studies" / "opinionqa.yaml")
+def test_the_kuberay_rayjob_runs_a_shipped_gpu_study_into_a_bucket():
+    """KubeRay cannot run here: this pins the RayJob to the `ray job submit` route it mirrors."""
+    job = yaml.safe_load((ROOT / "cluster" / "kuberay-rayjob.yaml").read_text())["spec"]
+    command = shlex.split(job["entrypoint"])
+    assert command[:2] == ["gpo", "sweep"] and command[3] == "--set"
+    study = load_study(command[2], command[4:])
+    assert study.resources.gpu > 0 and str(study.root).startswith("s3://")
+    workers = job["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert workers["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+@pytest.mark.parametrize("name, gpu", [("opinionqa.yaml", 0), ("opinionqa-gpu.yaml", 0.25)])
+def test_shipped_studies_load(name, gpu):
+    study = load_study(ROOT / "tune" / "studies" / name)
     assert study.base_models[0].model == "minilm" and study.budget.searcher == "optuna"
     assert {"train.ctx_min", "train.ctx_max", "model.d_model", "model.n_layers", "train.lr"} <= set(study.space)
+    assert study.resources.gpu == gpu
+
+
+def test_paths_in_a_study_resolve_against_the_project_not_the_working_directory(tmp_path, monkeypatch):
+    """`ray submit` runs `python ~/sweep.py tune/studies/opinionqa.yaml` from the home folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GPO_DATA_DIR", raising=False)
+    study = load_study("tune/studies/opinionqa.yaml")
+    assert str(study.root) == str(ROOT / "runs" / "sweeps" / "opinionqa-arch")
+    cfg = study.experiment(study.base_models[0], 20)
+    assert cfg.data.source == str(ROOT.parent / "shared" / "data" / "opinionqa" / "group_distributions.jsonl.gz")
+    assert cfg.embed.cache_dir == str(ROOT / ".cache" / "embeddings")
+    with pytest.raises(ConfigError, match="study file not found"):
+        load_study("tune/studies/nope.yaml")
+
+
+def test_the_smoke_test_clamps_searched_step_counts():
+    study = smoke(load_study(ROOT / "tune" / "studies" / "opinionqa.yaml"))
+    assert study.space["train.steps"] == {"choice": [4]}
+    cfg = study.experiment(study.base_models[0], 20, {"train.steps": 4})
+    assert cfg.train.steps == 4 and cfg.train.eval_every == 2 and study.budget.num_samples == 2
 
 
 @pytest.mark.parametrize("text, message", [
@@ -57,25 +92,36 @@ seeds: [0]
 space:
   model.d_model: {{choice: [16, 32]}}
   train.lr: {{loguniform: [1.0e-4, 3.0e-3]}}
-budget: {{num_samples: 3, max_concurrent: 1, grace_period: 4}}
+  train.steps: {{choice: [4, 6]}}
+budget: {{num_samples: 3, max_concurrent: 1, grace_period: 4, seed: 1}}
 storage: {storage}
 """
 
 
+def wait_for(condition, process, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.time() < deadline, what
+        time.sleep(0.1)
+
+
 def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_path):
+    """Ctrl-C during the search, then Ctrl-C during the final run (after Tune has finished, when
+    its own handler once swallowed it): each stops the sweep; --resume finishes it with every
+    trial run once."""
     study = tmp_path / "study.yaml"
     study.write_text(STUDY.format(base=ROOT / "configs" / "synthetic.yaml", storage=tmp_path / "sweeps"))
-    search = tmp_path / "sweeps" / "resume" / "search" / "synthetic-k5"
+    root = tmp_path / "sweeps" / "resume"
+    search = root / "search" / "synthetic-k5"
     cmd = [sys.executable, str(ROOT / "tune" / "sweep.py"), str(study)]
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while len(list(search.glob("trial_*"))) < 2:  # one trial at a time: a second means the first finished
-        assert first.poll() is None, first.stderr.read()[-3000:]
-        assert time.time() < deadline, "the sweep did not start its second trial"
-        time.sleep(0.5)
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # one trial at a time: a second means the first finished
+    wait_for(lambda: len(list(search.glob("trial_*"))) >= 2, first, "the sweep did not start its second trial")
     first.send_signal(signal.SIGINT)  # Ctrl-C
     assert first.wait(timeout=120) == 130, first.stderr.read()[-3000:]
-    assert not (tmp_path / "sweeps" / "resume" / "study.parquet").exists()  # nothing ran on a partial search
+    assert "continue with --resume" in first.stderr.read()
+    assert not (root / "study.parquet").exists()  # nothing ran on a partial search
     # Finished means finished in the state Tune saved on Ctrl-C; a trial whose last report was in
     # flight at that moment is unfinished there and continues from its last checkpoint.
     from ray.tune import ExperimentAnalysis
@@ -84,13 +130,24 @@ def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_pat
     assert finished, "no trial had finished before the interruption"
     before = {d.name: (d / "result.json").read_text() for d in finished}
 
-    out = subprocess.run([*cmd, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    second = subprocess.Popen([*cmd, "--resume"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    final = root / "final" / "synthetic-k5-seed0"
+    wait_for(lambda: (final / "checkpoints" / "last.pt").is_file(), second, "the final run did not start")
+    second.send_signal(signal.SIGINT)
+    assert second.wait(timeout=120) == 130, second.stderr.read()[-3000:]
+    assert "continue with --resume" in second.stderr.read()
+    assert not (root / "study.parquet").exists()
+
+    out = subprocess.run([*cmd, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     for name, text in before.items():  # finished trials were neither lost nor run again
         assert (search / name / "result.json").read_text() == text
-    table = pd.read_parquet(tmp_path / "sweeps" / "resume" / "study.parquet")
+    table = pd.read_parquet(root / "study.parquet")
     trials = table[table.kind == "trial"]
     assert len(trials) == 3 and trials.val_alignment.notna().all()
+    # a trial that ran its own (searched) train.steps to the end is completed, whichever it drew
+    assert set(trials.steps) == {4, 6} and set(trials.status) == {"completed"}
+    assert "trials 3 completed, 0 stopped early, 0 failed" in out.stdout
     tests = table[table.kind == "test"]
     assert set(tests.method) >= {"gpo", "mean", "mixture"} and set(tests.k) == {5}
-    assert "trials 3 completed" in out.stdout or "stopped early" in out.stdout

@@ -11,8 +11,13 @@
       train.lr: {loguniform: [1.0e-4, 3.0e-3]}
     budget: {num_samples: 12, max_concurrent: 2, grace_period: 2, searcher: optuna}
     resources: {cpu: 1, gpu: 0}
+    storage: runs/sweeps               # a folder, a shared filesystem, or s3:// / gs:// (tune/storage.py)
 
-Unknown keys are errors, as in experiment configs (gpo.config.from_dict).
+Unknown keys are errors, as in experiment configs (gpo.config.from_dict). Relative paths (the
+study file when not found from the working directory, `base`, `storage`, and the experiment's
+data source and embedding cache) resolve against the project, the checkout this package is
+installed from, never the working directory: `ray submit` runs a study from `~`, Tune runs
+trials in their own folders, and `ray job submit --working-dir` from a copy of the project.
 """
 
 from __future__ import annotations
@@ -24,8 +29,14 @@ import yaml
 
 from gpo.config import ExperimentConfig, from_dict, load_config
 from gpo.errors import ConfigError
+from gpo.tune.storage import Storage
 
 SAMPLERS = ("choice", "int", "uniform", "loguniform")
+PROJECT = Path(__file__).resolve().parents[1]  # the checkout holding tune/ (installed editable: pip install -e)
+
+
+def in_project(path: str | Path) -> Path:
+    return (PROJECT / Path(path).expanduser()).resolve()
 
 
 @dataclass
@@ -36,12 +47,13 @@ class Budget:
     reduction_factor: int = 2  # ASHA keeps the best 1/reduction_factor at each rung
     searcher: str = "optuna"  # "optuna" (TPE, seeded, multivariate) or "random"
     seed: int = 0
+    max_failures: int = 3  # retries of a trial or final run whose process or node died, from its last checkpoint
 
 
 @dataclass
 class Resources:
     cpu: float = 1.0  # per trial
-    gpu: float = 0.0  # per trial; fractions let several small trials share a GPU
+    gpu: float = 0.0  # per trial and final run; fractions let several small trials share a GPU
 
 
 @dataclass
@@ -67,24 +79,32 @@ class StudyConfig:
     budget: Budget = field(default_factory=Budget)
     resources: Resources = field(default_factory=Resources)
     metric: str = "best_val_alignment"
-    storage: str = "runs/sweeps"
+    storage: str = "runs/sweeps"  # a folder (shared by the nodes of a multi-node cluster) or s3://, gs://
 
     @property
-    def root(self) -> Path:
-        return Path(self.storage).resolve() / self.name
+    def root(self) -> Storage:
+        return Storage.at(self.storage, PROJECT).child(self.name)
 
     def experiment(self, base_model: BaseModel, k: int, params: dict | None = None, extra=()) -> ExperimentConfig:
         """The experiment config of one run: base + overrides + base model + k + trial params."""
         values = {"embed.model": base_model.model, "embed.layers": base_model.layers, "train.val_k": k, **(params or {})}
         if values.get("train.ctx_min", 0) > values.get("train.ctx_max", float("inf")):  # a searched range came out crossed
             values["train.ctx_min"] = values["train.ctx_max"]
-        return load_config(self.base, [*self.overrides, *extra], values)
+        cfg = load_config(in_project(self.base), [*self.overrides, *extra], values)
+        if cfg.data.source != "synthetic":
+            cfg.data.source = str(in_project(cfg.data.resolved_source()))
+        if cfg.data.test_source:
+            cfg.data.test_source = str(in_project(cfg.data.resolve(cfg.data.test_source)))
+        cfg.embed.cache_dir = str(in_project(cfg.embed.cache_dir))
+        return cfg
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     path = Path(path)
+    if not path.is_file() and not path.is_absolute() and in_project(path).is_file():
+        path = in_project(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: study file not found")
+        raise ConfigError(f"{path}: study file not found (looked in {Path.cwd()} and {PROJECT})")
     tree = yaml.safe_load(path.read_text()) or {}
     for item in overrides:
         key, _, value = item.partition("=")
@@ -95,7 +115,6 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
         node[leaf] = yaml.safe_load(value)
     try:
         study = from_dict(StudyConfig, {k: v for k, v in tree.items() if k != "base_models"})
-        study.base = str(Path(study.base).resolve())  # trials run in their own folders
         study.base_models = [from_dict(BaseModel, m if isinstance(m, dict) else {"model": m}, "base_models.")
                              for m in tree.get("base_models", [{}])]
     except ConfigError as e:

@@ -3,22 +3,30 @@ then the best configuration per base model and k is retrained over seeds and tes
 
     python tune/sweep.py tune/studies/opinionqa.yaml [--resume] [--smoke-test]
     gpo sweep tune/studies/opinionqa.yaml [--resume]
-    ray submit cluster/cluster.yaml tune/sweep.py -- tune/studies/opinionqa.yaml
+    ray submit cluster/local.yaml tune/sweep.py -- tune/studies/opinionqa.yaml
+    ray job submit --working-dir . -- gpo sweep tune/studies/opinionqa.yaml
 
-On a machine with a running Ray cluster (RAY_ADDRESS set, or `ray submit`) it joins it;
-otherwise it starts a local Ray. Embeddings are loaded (or computed) once per base model and
-handed to the trials through the object store. An interrupted sweep continues with --resume:
-finished trials are kept, unfinished ones continue from their last checkpoint.
+On a machine with a running Ray cluster (RAY_ADDRESS set, `ray submit`, `ray job submit`) it
+joins it; otherwise it starts a local Ray. The driver loads the survey and its embeddings once
+per base model and hands them to trials and final runs through the object store, so worker
+nodes need no data. Everything a run writes goes to the study's storage (tune/storage.py):
+a trial or final run whose node dies is retried on another node from its last checkpoint
+there. An interrupted sweep (Ctrl-C, a killed driver) continues with --resume: finished
+trials and final runs are kept, unfinished ones continue from their last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,14 +41,30 @@ log = logging.getLogger("gpo.sweep")
 
 
 class Interrupted(GPOError):
-    """Ctrl-C reached Tune: it saved the search; nothing after it may run on a partial search."""
+    """Ctrl-C (or a killed driver): the search is saved; nothing after it may run on a partial search."""
+
+
+def device() -> str:
+    """The GPU Ray gave this task (the study's `resources.gpu`), else the CPU."""
+    import ray
+
+    return "cuda" if ray.get_gpu_ids() else "cpu"
+
+
+def quiet_worker(threads: float) -> None:
+    """A trial's output is Tune's status table: no per-trial progress bars or checkpoint notices."""
+    import torch
+
+    os.environ["TQDM_DISABLE"] = "1"
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    torch.set_num_threads(max(1, int(threads)))
 
 
 def trial(params: dict, study: StudyConfig, base_model: BaseModel, k: int, inputs) -> None:
     """One Tune trial: train with the sampled params, report every validation with a checkpoint."""
-    import torch
     from ray import tune
 
+    quiet_worker(study.resources.cpu)
     cfg = study.experiment(base_model, k, params)
     cfg.out_dir, cfg.name = tune.get_context().get_trial_dir(), "run"
     checkpoint = tune.get_checkpoint()
@@ -50,8 +74,7 @@ def trial(params: dict, study: StudyConfig, base_model: BaseModel, k: int, input
             target.mkdir(parents=True, exist_ok=True)
             for f in Path(folder).glob("*.pt"):
                 shutil.copy(f, target / f.name)
-    torch.set_num_threads(max(1, int(study.resources.cpu)))
-    prep = assemble(*inputs, "cuda" if torch.cuda.is_available() else "cpu")
+    prep = assemble(*inputs, device())
 
     def report(state, ckpt_dir: Path) -> None:
         last = state.history[-1]
@@ -62,6 +85,35 @@ def trial(params: dict, study: StudyConfig, base_model: BaseModel, k: int, input
     run_training(prep, cfg, on_validate=report)
 
 
+@contextlib.contextmanager
+def graceful_interrupt():
+    """Ctrl-C during a search stops Tune gracefully (it saves the search) and is remembered, so
+    the sweep stops after it however far the search had got; a second Ctrl-C stops at once.
+    Tune's own SIGINT handler stays installed after a search and would swallow a later Ctrl-C,
+    so it is off and Tune's other graceful stop, SIGUSR1, is sent instead (once Tune listens
+    for it; before that, Ctrl-C stops at once, as there is nothing to save yet)."""
+    state = {"interrupted": False}
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield state
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+
+    def handler(sig, frame):
+        if state["interrupted"] or signal.getsignal(signal.SIGUSR1) is previous[signal.SIGUSR1]:
+            raise KeyboardInterrupt
+        state["interrupted"] = True
+        log.warning("interrupted: stopping the search once its state is saved (Ctrl-C again to stop now)")
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
+
+
 def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bool, stop=None):
     """One Optuna (or random) search with ASHA; `stop` is an optional Tune stopper (budgets)."""
     from ray import tune
@@ -69,87 +121,96 @@ def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bo
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     name = f"{base_model.tag}-k{k}"
-    path = study.root / "search" / name
+    fs, root = study.root.child("search").filesystem()
     trainable = tune.with_resources(
         tune.with_parameters(trial, study=study, base_model=base_model, k=k, inputs=inputs),
         {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
-    if tune.Tuner.can_restore(str(path)):
+    # one kept checkpoint per trial makes Tune snapshot the search at every report, by design
+    os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
+    if tune.Tuner.can_restore(f"{root}/{name}", storage_filesystem=fs):
         if not resume:
-            raise GPOError(f"{path}: this search has run before; continue it with --resume, or rename the study")
-        log.info("resuming search %s", path)
-        grid = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
-        return finished(grid, path, None if stop else study.budget.num_samples)
-    b = study.budget
-    cfg = study.experiment(base_model, k)
-    if b.searcher == "optuna":
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
-
-        searcher = ConcurrencyLimiter(OptunaSearch(sampler=optuna.samplers.TPESampler(seed=b.seed, multivariate=True)),
-                                      max_concurrent=b.max_concurrent)
-    elif b.searcher == "random":
-        searcher = BasicVariantGenerator(random_state=b.seed, max_concurrent=b.max_concurrent)
+            raise GPOError(f"{study.root}/search/{name}: this search has run before; continue it with --resume, "
+                           "or rename the study")
+        log.info("resuming search %s/search/%s", study.root, name)
+        tuner = tune.Tuner.restore(f"{root}/{name}", trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fs)
     else:
-        raise GPOError(f"budget.searcher must be 'optuna' or 'random', not {b.searcher!r}")
-    max_steps = max(study.space.get("train.steps", {}).get("choice", [cfg.train.steps]) + [cfg.train.steps])
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_steps // cfg.train.eval_every + 1,
-                              grace_period=b.grace_period, reduction_factor=b.reduction_factor)
-    tuner = tune.Tuner(
-        trainable, param_space=search_space(study),
-        tune_config=tune.TuneConfig(metric=study.metric, mode="max", search_alg=searcher, scheduler=scheduler,
-                                    num_samples=b.num_samples),
-        run_config=tune.RunConfig(name=name, storage_path=str(study.root / "search"), verbose=1, stop=stop,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
-    )
-    return finished(tuner.fit(), path, None if stop else b.num_samples)
+        b = study.budget
+        cfg = study.experiment(base_model, k)
+        if b.searcher == "optuna":
+            import optuna
+            from ray.tune.search.optuna import OptunaSearch
 
-
-def finished(grid, path: Path, expected: int | None):
-    """The search's results. Tune returns normally when interrupted (and its cleanup marks
-    stopped trials terminated in memory), so check the state it saved: every trial started
-    (`expected`, unless a stopper ends the search) and ended."""
-    from ray.tune import ExperimentAnalysis
-
-    saved = ExperimentAnalysis(str(path.resolve())).trials
-    ended = all(t.status in ("TERMINATED", "ERROR") for t in saved)
-    if not ended or (expected is not None and len(saved) < expected):
-        raise Interrupted(f"interrupted; the search is saved in {path}: continue with --resume")
+            searcher = ConcurrencyLimiter(OptunaSearch(sampler=optuna.samplers.TPESampler(seed=b.seed, multivariate=True)),
+                                          max_concurrent=b.max_concurrent)
+        elif b.searcher == "random":
+            searcher = BasicVariantGenerator(random_state=b.seed, max_concurrent=b.max_concurrent)
+        else:
+            raise GPOError(f"budget.searcher must be 'optuna' or 'random', not {b.searcher!r}")
+        max_steps = max(study.space.get("train.steps", {}).get("choice", [cfg.train.steps]) + [cfg.train.steps])
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_steps // cfg.train.eval_every + 1,
+                                  grace_period=b.grace_period, reduction_factor=b.reduction_factor)
+        tuner = tune.Tuner(
+            trainable, param_space=search_space(study),
+            tune_config=tune.TuneConfig(metric=study.metric, mode="max", search_alg=searcher, scheduler=scheduler,
+                                        num_samples=b.num_samples),
+            run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=1, stop=stop,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                      failure_config=tune.FailureConfig(max_failures=b.max_failures)),
+        )
+    with graceful_interrupt() as state:
+        grid = tuner.fit()
+    if state["interrupted"]:
+        raise Interrupted(f"interrupted; the search is saved in {study.root}/search/{name}: continue with --resume")
     return grid
 
 
 def trial_rows(grid, study: StudyConfig, base_model: BaseModel, base_params: int, k: int) -> pd.DataFrame:
     rows = []
-    max_t = max((r.metrics or {}).get("training_iteration", 0) for r in grid)
     for r in grid:
         metrics, history = r.metrics or {}, r.metrics_dataframe
+        params = {key: r.config.get(key) for key in study.space}
+        cfg = study.experiment(base_model, k, params)
+        finished = metrics.get("step", -1) >= cfg.train.steps  # its own train.steps, which may be searched
         rows.append({
             "kind": "trial", "study": study.name, "base_model": base_model.model, "base_layers": base_model.layers,
             "base_params": base_params, "k": k, "trial_id": metrics.get("trial_id"),
-            "status": "error" if r.error else ("stopped early" if metrics.get("training_iteration", 0) < max_t else "completed"),
+            "status": "error" if r.error else ("completed" if finished else "stopped early"),
             "val_alignment": metrics.get(study.metric), "steps": metrics.get("step"), "wall_s": metrics.get("time_total_s"),
             "history": (json.dumps(history[["step", "val_alignment"]].to_dict("list"))
                         if history is not None and "step" in history else "{}"),
-            "config": json.dumps(to_dict(study.experiment(base_model, k, {key: r.config.get(key) for key in study.space}))),
-            **{f"param/{key}": r.config.get(key) for key in study.space},
+            "config": json.dumps(to_dict(cfg)),
+            **{f"param/{key}": value for key, value in params.items()},
         })
     return pd.DataFrame(rows)
 
 
 def final_run(study: StudyConfig, base_model: BaseModel, k: int, params: dict, seed: int, inputs) -> pd.DataFrame:
-    """Retrain the chosen config with one seed and test it once (reuses a finished run)."""
-    import torch
-
+    """Retrain the chosen config with one seed and test it once, on whichever node Ray picks.
+    The run lives in the study's storage (final/<tag>/): its checkpoints are uploaded at every
+    validation, so a retry on another node continues from the last one, and results.parquet,
+    uploaded last, marks it done (a finished run is read back, not rerun)."""
     tag = f"{base_model.tag}-k{k}-seed{seed}"
-    cfg = study.experiment(base_model, k, params, extra=[f"train.seed={seed}", f"out_dir={study.root / 'final'}",
-                                                         f"name={tag}", f"eval.ks=[{k}]"])
-    done = cfg.run_dir / "results.parquet"
-    if done.is_file():
-        return pd.read_parquet(done)
-    torch.set_num_threads(max(1, int(study.resources.cpu)))
-    prep = assemble(*inputs, "cuda" if torch.cuda.is_available() else "cpu")
-    results = run_evaluation(prep, cfg, run_training(prep, cfg))
-    write_results(results, cfg.run_dir)
-    return results
+    stored = study.root.child("final", tag)
+    if stored.child("results.parquet").exists():
+        return stored.child("results.parquet").read_parquet()
+    local = Path(tempfile.mkdtemp(prefix=f"gpo-final-{tag}-"))
+    try:
+        cfg = study.experiment(base_model, k, params, extra=[f"train.seed={seed}", f"out_dir={local}", f"name={tag}",
+                                                             f"eval.ks=[{k}]"])
+        stored.get(cfg.run_dir)  # the checkpoints of an earlier attempt, if any
+        quiet_worker(study.resources.cpu)
+        prep = assemble(*inputs, device())
+        checkpoints = run_training(prep, cfg, on_validate=lambda state, folder: stored.child("checkpoints").put(folder))
+        results = run_evaluation(prep, cfg, checkpoints)
+        write_results(results, cfg.run_dir)
+        for f in sorted(cfg.run_dir.rglob("*")):
+            if f.is_file() and f.name != "results.parquet":
+                stored.child(*f.relative_to(cfg.run_dir).parts).put(f)
+        stored.child("results.parquet").put(cfg.run_dir / "results.parquet")
+        return results
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
@@ -173,7 +234,8 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
                 raise GPOError(f"search {base_model.tag}-k{k}: no trial reported a score; see the trials' error files above")
             best = grid.get_best_result(metric=study.metric, mode="max", scope="all")
             params = {key: best.config[key] for key in study.space}
-            run = ray.remote(num_cpus=study.resources.cpu, num_gpus=study.resources.gpu)(final_run)
+            run = ray.remote(num_cpus=study.resources.cpu, num_gpus=study.resources.gpu,
+                             max_retries=study.budget.max_failures)(final_run)  # retries after a lost process or node
             tests = ray.get([run.remote(study, base_model, k, params, seed, shared) for seed in study.seeds])
             for seed, results in zip(study.seeds, tests):
                 frames.append(results.assign(kind="test", study=study.name, base_model=base_model.model,
@@ -186,18 +248,31 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
                 f"stopped early, {int((trials.status == 'error').sum())} failed; "
                 f"test (mean over {len(gpo)} seeds) {gpo.mean():.4f}")
     table = pd.concat(frames, ignore_index=True)
-    out = study.root / "study.parquet"
-    table.to_parquet(out.with_suffix(".tmp"))
-    out.with_suffix(".tmp").replace(out)
+    out = study.root.child("study.parquet")
+    out.write_parquet(table)
     for line in summaries:
         print(line)
     print(f"study {study.name}: {len(table[table.kind == 'trial'])} trials, wall {time.perf_counter() - start:.0f}s -> {out}")
     return table
 
 
+SMOKE = {"train.steps": 4, "train.eval_every": 2, "eval.draws": 1}
+# searched step counts are clamped too, or the search space would override the smoke size
+STEP_KEYS = {"train.steps": 4, "train.eval_every": 2, "train.warmup": 4, "train.ctx_curriculum": 4,
+             "llm.lora_steps": 4, "llm.icft_steps": 4}
+
+
+def clamp(spec: dict, cap: int) -> dict:
+    (kind, values), = spec.items()
+    if kind == "choice":
+        return {kind: sorted({min(v, cap) for v in values})}
+    return {kind: [min(v, cap) for v in values]}
+
+
 def smoke(study: StudyConfig) -> StudyConfig:
     """The same study, shrunk to seconds (CI runs this size of the real script)."""
-    study.overrides = [*study.overrides, "train.steps=4", "train.eval_every=2", "eval.draws=1"]
+    study.overrides = [*study.overrides, *(f"{key}={value}" for key, value in SMOKE.items())]
+    study.space = {key: clamp(spec, STEP_KEYS[key]) if key in STEP_KEYS else spec for key, spec in study.space.items()}
     study.budget.num_samples, study.budget.grace_period = 2, 1
     study.seeds = study.seeds[:1]
     study.name = f"{study.name}-smoke"
@@ -217,6 +292,9 @@ def main(argv=None, prog: str | None = None) -> int:
         run_study(smoke(study) if args.smoke_test else study, resume=args.resume)
     except Interrupted as e:
         print(f"gpo sweep: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("gpo sweep: interrupted; finished trials and final runs are kept: continue with --resume", file=sys.stderr)
         return 130
     except GPOError as e:
         print(f"gpo sweep: error: {e}", file=sys.stderr)
