@@ -11,5 +11,5 @@ from tqdm.auto import tqdm
 
 def progress(**kwargs) -> tqdm:
     interactive = sys.stderr.isatty()
-    off = os.environ.get("TQDM_DISABLE", "0") not in ("", "0") or kwargs.pop("disable", False)
+    off = kwargs.pop("disable", False) or os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
     return tqdm(mininterval=0.2 if interactive else 10.0, disable=off, **kwargs)
