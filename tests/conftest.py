@@ -56,3 +56,12 @@ def requeued(caplog):
 
     pattern = re.compile(r"replica \d+ failed .*; [1-9]\d* shard\(s\) requeued")
     return lambda: any(pattern.search(r.getMessage()) for r in caplog.records)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray for one test module (never another process's Ray on this machine)."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()

@@ -24,13 +24,6 @@ pytest.importorskip("deepspeed")
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never another process's Ray
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def survey():
     table, _ = SyntheticWorld(n_questions=12, n_groups=2, seed=3).build()
     return select(table, "all")
