@@ -116,16 +116,16 @@ def context_sizes(cfg: ExperimentConfig) -> list[int]:
 
 
 def select(prep: Prepared, cfg: ExperimentConfig, candidates: dict[str, Method], reference: Method,
-           label: str) -> dict[int, tuple[str, float, float]]:
+           label: str, groups: list[str]) -> dict[int, tuple[str, float, float]]:
     """For every k of context_sizes: the candidate and shrink weight (SHRINK, or 0 only when
-    eval.shrink is off) with the best mean alignment on the validation groups, as
-    {k: (candidate key, weight, validation score)}. Weight 1 (the reference alone) is always a
-    choice, so on validation a shrunk method never scores below its reference."""
-    points, labels, basis, val = prep.points, prep.labels, prep.basis, prep.index(prep.split.val)
+    eval.shrink is off) with the best mean alignment on `groups`, as {k: (candidate key,
+    weight, score)}. Weight 1 (the reference alone) is always a choice, so on those groups a
+    shrunk method never scores below its reference."""
+    points, labels, basis, val = prep.points, prep.labels, prep.basis, prep.index(groups)
     weights = SHRINK if cfg.eval.shrink else (0.0,)
     ks = context_sizes(cfg)
     chosen = {}
-    with progress(total=len(ks) * len(candidates), desc=f"choose {label} on validation groups", unit="setting") as bar:
+    with progress(total=len(ks) * len(candidates), desc=f"choose {label}", unit="setting") as bar:
         for k in ks:
             rows, q = episodes(points, val, k, cfg.eval.draws, cfg.eval.seed + 1)
             scored = q.tar_ok.any(1)  # rows of groups with something left to predict at this k
@@ -142,21 +142,24 @@ def select(prep: Prepared, cfg: ExperimentConfig, candidates: dict[str, Method],
                 chosen[k] = best
     if not chosen:
         raise ConfigError(f"eval.ks: no validation group has anything left to predict at any of {ks}")
-    log.info("%s, chosen on validation groups: %s", label,
+    log.info("%s, chosen on %d groups: %s", label, len(groups),
              "; ".join(f"k={k}: {key or ''}{' ' if key else ''}{w:.0%} reference (val {v:.4f})" for k, (key, w, v) in chosen.items()))
     return chosen
 
 
 def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, dict]:
-    """A baseline's settings per k, chosen on the validation groups: its hyperparameters (from
-    GRIDS) and, unless it ignores the context, its shrink toward the mean prior.
+    """A baseline's settings per k, chosen on the validation and training groups: its
+    hyperparameters (from GRIDS) and, unless it ignores the context, its shrink toward the mean prior.
     Returns {k: {"params": ..., "shrink": w}} (stored with a residual GPO's checkpoints)."""
     grid = GRIDS.get(name, {})
     candidates = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
     if name in NO_CONTEXT:
         return {k: {"params": candidates[0], "shrink": 0.0} for k in context_sizes(cfg)}
     by_key = {", ".join(f"{p}={v}" for p, v in c.items()): c for c in candidates}
-    chosen = select(prep, cfg, {key: baseline_method(name, **c) for key, c in by_key.items()}, baseline_method("mean"), name)
+    # a baseline trains nothing, so the training groups, each predicted from the basis without
+    # itself (as a test group is), choose its settings too: several times the validation groups
+    chosen = select(prep, cfg, {key: baseline_method(name, **c) for key, c in by_key.items()}, baseline_method("mean"), name,
+                    prep.split.val + prep.split.train)
     return {k: {"params": by_key[key], "shrink": w} for k, (key, w, _) in chosen.items()}
 
 
@@ -177,7 +180,7 @@ def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method,
     on the validation groups; GPO itself when eval.shrink is off."""
     if not cfg.eval.shrink:
         return method
-    chosen = select(prep, cfg, {"": method}, reference, name)
+    chosen = select(prep, cfg, {"": method}, reference, name, prep.split.val)  # GPO has seen its training groups
     return PerK({k: shrunk(method, reference, w) for k, (_, w, _) in chosen.items()})
 
 
@@ -200,7 +203,7 @@ def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
     """Every method a run evaluates, GPO's training totals, and the methods that cannot run
     here with the reason. GPO comes from `checkpoints` (their predictions averaged when there
     are several), shrunk toward its reference; each of eval.baselines with its settings
-    chosen per k on validation groups; the LLM baselines (`llm_names`, default
+    chosen per k on validation (and training) groups; the LLM baselines (`llm_names`, default
     eval.llm_baselines). Methods that combine the training groups' answers need them on the
     test groups' questions: where no training group answered any (a survey with other
     questions), they are listed as unable to run, never guessed."""

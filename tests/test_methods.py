@@ -26,21 +26,20 @@ def test_a_per_k_method_takes_the_settings_of_the_nearest_k():
 
 
 def the_mean_is_right_world(seed=0):
-    """Four diverse training groups; every other group answers their mean plus sampling noise
-    of 200 respondents: the no-context mean prior is as good as it gets, and a pool fitted on
-    a few noisy context answers can only lose to it."""
+    """Every group answers each question's population distribution up to the sampling noise
+    of 100 respondents: the no-context mean of the training groups is as good as it gets, and
+    a pool fitted on a few noisy context answers can only lose to it."""
     rng = np.random.default_rng(seed)
     rows = []
+    groups = ["a", "b", "c", "d", "e", "f"] + [f"t{i}" for i in range(8)]
     for q in range(60):
         n = int(rng.integers(3, 6))
-        base = {g: rng.dirichlet(np.ones(n) * 0.5) for g in "abcd"}
-        mean = np.mean(list(base.values()), 0)
-        for i in range(8):
-            base[f"t{i}"] = rng.multinomial(200, mean) / 200
-        for g, dist in base.items():
-            rows.append(make_row("t", f"Q{q:03d}", f"q{q}?", [f"o{i}" for i in range(n)], list(range(n)), "X", g, dist, 200))
+        population = rng.dirichlet(np.ones(n))
+        for g in groups:
+            dist = rng.multinomial(100, population) / 100
+            rows.append(make_row("t", f"Q{q:03d}", f"q{q}?", [f"o{i}" for i in range(n)], list(range(n)), "X", g, dist, 100))
     data = select_groups(pd.DataFrame(rows), "all")
-    split = GroupSplit(train=list("abcd"), val=["t0", "t1", "t2", "t3"], test=["t4", "t5", "t6", "t7"])
+    split = GroupSplit(train=list("abcdef"), val=["t0", "t1", "t2", "t3"], test=["t4", "t5", "t6", "t7"])
     return assemble(data, split, np.zeros((data.n_points, 4), np.float32), "cpu")
 
 
@@ -48,18 +47,19 @@ def the_mean_is_right_world(seed=0):
 def test_shrinking_toward_the_mean_is_chosen_where_the_context_misleads(name):
     prep = the_mean_is_right_world()
     cfg = load_config(None, ["eval.ks=[5]", "train.val_k=5", "eval.draws=4"])
-    val = prep.index(prep.split.val)
+    chooser = prep.index(prep.split.val + prep.split.train)  # a baseline's settings are chosen on both
 
-    def on_validation(method):
-        results = evaluate({"m": method}, prep.points, prep.labels, prep.basis, val, prep.data.groups, [5], 4, cfg.eval.seed + 1)
+    def where_chosen(method):
+        results = evaluate({"m": method}, prep.points, prep.labels, prep.basis, chooser, prep.data.groups, [5], 4,
+                           cfg.eval.seed + 1)
         return results["alignment"].mean()
 
-    mean = on_validation(baseline_method("mean"))
+    mean = where_chosen(baseline_method("mean"))
     unshrunk = choose(prep, load_config(None, ["eval.ks=[5]", "train.val_k=5", "eval.draws=4", "eval.shrink=false"]), name)
-    assert unshrunk[5]["shrink"] == 0 and on_validation(baseline(name, unshrunk)) < mean  # the failure being guarded
+    assert unshrunk[5]["shrink"] == 0 and where_chosen(baseline(name, unshrunk)) < mean  # the failure being guarded
     chosen = choose(prep, cfg, name)
     assert chosen[5]["shrink"] > 0
-    assert on_validation(baseline(name, chosen)) >= mean  # by construction: the mean alone is a choice
+    assert where_chosen(baseline(name, chosen)) >= mean  # by construction: the mean alone is a choice
     test = prep.index(prep.split.test)
     scored = evaluate({"shrunk": baseline(name, chosen), "plain": baseline(name, unshrunk), "mean": baseline_method("mean")},
                       prep.points, prep.labels, prep.basis, test, prep.data.groups, [5], 4, 0).groupby("method")["alignment"].mean()
