@@ -117,34 +117,44 @@ def context_sizes(cfg: ExperimentConfig) -> list[int]:
 
 def select(prep: Prepared, cfg: ExperimentConfig, candidates: dict[str, Method], reference: Method,
            label: str, groups: list[str]) -> dict[int, tuple[str, float, float]]:
-    """For every k of context_sizes: the candidate and shrink weight (SHRINK, or 0 only when
-    eval.shrink is off) with the best mean alignment on `groups`, as {k: (candidate key,
-    weight, score)}. Weight 1 (the reference alone) is always a choice, so on those groups a
-    shrunk method never scores below its reference."""
-    points, labels, basis, val = prep.points, prep.labels, prep.basis, prep.index(groups)
+    """For every k of context_sizes: a candidate and a shrink weight (SHRINK, or 0 only when
+    eval.shrink is off), as {k: (candidate key, weight, score)}, scored by mean alignment on
+    `groups`. The choice is the most shrunk setting within one standard error (over the
+    groups) of the best one: a few groups cannot tell settings that close apart, and shrinking
+    is the safer side. Weight 1 (the reference alone) is always a choice, so on `groups` a
+    shrunk method never scores clearly below its reference."""
+    points, labels, basis, rows_of = prep.points, prep.labels, prep.basis, prep.index(groups)
     weights = SHRINK if cfg.eval.shrink else (0.0,)
     ks = context_sizes(cfg)
     chosen = {}
     with progress(total=len(ks) * len(candidates), desc=f"choose {label}", unit="setting") as bar:
         for k in ks:
-            rows, q = episodes(points, val, k, cfg.eval.draws, cfg.eval.seed + 1)
-            scored = q.tar_ok.any(1)  # rows of groups with something left to predict at this k
+            rows, q = episodes(points, rows_of, k, cfg.eval.draws, cfg.eval.seed + 1)
+            scored = q.tar_ok.reshape(len(rows_of), -1).any(-1)  # groups with something left to predict at this k
             reference_p = predictions(reference, points, labels, basis, rows, q)
-            best = None
+            options = []  # (key, weight, per-group scores)
             for key, method in candidates.items():
                 p = predictions(method, points, labels, basis, rows, q)
                 for w in weights:
-                    value = float(score(points, labels, (1 - w) * p + w * reference_p, rows, q)[scored].mean())
-                    if best is None or value > best[2]:
-                        best = (key, w, value)
+                    per_group = score(points, labels, (1 - w) * p + w * reference_p, rows, q).reshape(len(rows_of), -1).mean(1)
+                    options.append((key, w, per_group[scored].double()))
                 bar.update(1)
             if scored.any():
-                chosen[k] = best
+                best = max(options, key=lambda o: o[2].mean())
+                close = [o for o in options if o[2].mean() >= best[2].mean() - standard_error(best[2] - o[2])]
+                key, w, per_group = max(close, key=lambda o: (o[1], o[2].mean()))
+                chosen[k] = (key, w, float(per_group.mean()))
     if not chosen:
-        raise ConfigError(f"eval.ks: no validation group has anything left to predict at any of {ks}")
+        raise ConfigError(f"eval.ks: no group to choose on has anything left to predict at any of {ks}")
     log.info("%s, chosen on %d groups: %s", label, len(groups),
-             "; ".join(f"k={k}: {key or ''}{' ' if key else ''}{w:.0%} reference (val {v:.4f})" for k, (key, w, v) in chosen.items()))
+             "; ".join(f"k={k}: {key or ''}{' ' if key else ''}{w:.0%} reference ({v:.4f})" for k, (key, w, v) in chosen.items()))
     return chosen
+
+
+def standard_error(differences: torch.Tensor) -> float:
+    """Standard error of the mean of paired per-group differences (0 for a single group)."""
+    n = differences.numel()
+    return float(differences.std() / n**0.5) if n > 1 else 0.0
 
 
 def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, dict]:
