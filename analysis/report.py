@@ -270,6 +270,14 @@ def sweep_reference(val: pd.DataFrame, references: pd.DataFrame, study: str, bas
     return name, float(score)
 
 
+def save_bench_report(text: str, results: pd.DataFrame, out: Path, table: str) -> None:
+    """Print a benchmark's report and keep it, with the per-group results it was computed from, in `out`."""
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_parquet(out / table)
+    (out / "report.txt").write_text(text + "\n")
+
+
 def render_markdown(sections: list[Section]) -> str:
     parts = ["# GPO study report\n"]
     for s in sections:

@@ -23,11 +23,11 @@ import itertools
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from quality import paired, save_report  # bench/ is the script's folder
 
+from gpo.analysis.paired import paired
+from gpo.analysis.report import save_bench_report
 from gpo.baselines import centred_log
 from gpo.config import load_config
 from gpo.evaluate import baseline_method, evaluate
@@ -88,13 +88,12 @@ def main() -> None:
     lines = [f"{args.config}, split seeds {args.seeds}, {args.draws} draws per test group",
              "mean over seeds of the mean over test groups:", table["mean"].round(4).to_string(),
              "worst test group (mean over seeds):", table["min"].round(4).to_string(), ""]
-    rng = np.random.default_rng(0)
     for (split, k), part in results.groupby(["split", "k"]):
         for a, b in [("kernel", "logit"), ("kernel", "mixture"), ("logit", "mixture"), ("oracle-pool", "logit")]:
             if {a, b} <= set(part.method):
-                d, lo, hi = paired(part, a, b, rng)
-                lines.append(f"split {split} k={k}: {a} - {b}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
-    save_report("\n".join(lines), results, Path(args.out), "results.parquet")
+                d = paired(part, a, b)
+                lines.append(f"split {split} k={k}: {a} - {b}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]")
+    save_bench_report("\n".join(lines), results, Path(args.out), "results.parquet")
 
 
 if __name__ == "__main__":
