@@ -192,3 +192,18 @@ def test_no_figure_is_written_when_there_is_nothing_to_show(tmp_path):
     unrecorded = analyze([write_run(tmp_path / "zero", study_frame(LEAK, flops=0.0))], tmp_path / "zero-report",
                          command="gpo analyze runs").report.read_text()
     assert "No run recorded a positive training compute" in unrecorded
+
+
+def test_sweep_section_shows_the_reference_validation_score(tmp_path):
+    rng = np.random.default_rng(0)
+    trials = pd.DataFrame({"kind": "trial", "study": "s", "base_model": "synthetic", "k": 5, "status": "completed",
+                           "val_alignment": 0.9 + 0.01 * rng.normal(size=6), "param/train.lr": rng.uniform(1e-4, 1e-3, 6),
+                           "param/model.d_model": [64, 128, 64, 128, 64, 128]})
+    tests = study_frame(LEAK).assign(kind="test", study="s", base_model="synthetic", base_layers=0)
+    study = tmp_path / "sweeps" / "s"
+    study.mkdir(parents=True)
+    pd.concat([trials, tests], ignore_index=True).to_parquet(study / "study.parquet")
+    report = analyze([tmp_path / "sweeps"], tmp_path / "report", command="gpo analyze sweeps").report.read_text()
+    val_mixture = tests[(tests.role == "val") & (tests.method == "mixture")]["alignment"].mean()
+    assert f"the best baseline on the same validation groups, mixture, scores {val_mixture:.4f}" in report
+    assert (tmp_path / "report" / "figures" / "sweep-s-synthetic-k5.png").is_file()
