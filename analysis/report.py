@@ -1,7 +1,12 @@
-"""`gpo analyze <results...> --out DIR`: tables, scaling fits and figures as report.md + report.html.
+"""`gpo analyze <results...> --out DIR`: a summary, tables, scaling fits and figures as
+report.md + report.html.
 
-The report states where every number came from: the files read, the resolved configs of the
-runs found beside them, the command that made it, and the range each fit is valid on.
+The report opens with the summary (`summary.py`: who wins, by how much, GPO against the
+reference baseline, whether the scaling fit means anything). Every comparison is paired
+against a reference chosen on validation rows (`paired.py`); reported numbers come from test
+rows only. The report states where every number came from: the files read, the resolved
+configs of the runs found beside them, the command that made it, and the range each fit is
+valid on.
 """
 
 from __future__ import annotations
@@ -146,7 +151,7 @@ def compute_runs(tests: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
         cell = tests[(tests.dataset == ref.dataset) & (tests.base == ref.base) & (tests.k == ref.k)]
         for (method, *key), run in gpo[(gpo.dataset == ref.dataset) & (gpo.base == ref.base) & (gpo.k == ref.k)].groupby(
                 ["method", *unit], dropna=False):
-            rows_of_run = cell[(cell[unit] == pd.Series(dict(zip(unit, key)))).all(axis=1)]
+            rows_of_run = cell.merge(pd.DataFrame([dict(zip(unit, key))]), on=unit)  # (a merge matches missing values too)
             rows.append({"dataset": ref.dataset, "base": ref.base, "k": ref.k, "method": method, "reference": ref.reference,
                          "chosen_on": ref.chosen_on, "train_flops": run["train_flops"].iloc[0],
                          "label": ref.base, **paired(rows_of_run, method, ref.reference)})
