@@ -43,8 +43,8 @@ def main() -> None:
         print(f"GPO (configs/demo.yaml, {cfg.train.steps} steps): training {gpo_s:.1f}s")
         for name in ("sft", "reward", "icft"):
             start = time.perf_counter()
-            method = make(name, llm, prep.data, prep.points, prep.index(prep.split.train), args.k)
-            evaluate({name: method}, prep.points, prep.basis, test, prep.data.groups, [args.k], 1, cfg.eval.seed,
+            method = make(name, llm, prep.data.text, prep.points, prep.basis, args.k)
+            evaluate({name: method}, prep.points, prep.labels, prep.basis, test, prep.data.groups, [args.k], 1, cfg.eval.seed,
                      max_targets=args.max_targets)
             total = time.perf_counter() - start
             per = f" ({method.train_seconds / len(test):.1f}s per test group)" if name != "icft" else ""

@@ -23,7 +23,7 @@ from gpo.config import load_config
 from gpo.losses import gaussian_nll
 from gpo.model import GPO
 from gpo.pipeline import prepare
-from gpo.tasks import make_batch, sample_questions
+from gpo.tasks import gpo_inputs, make_episode, sample_questions, shares_at
 
 
 class LoopGPO(nn.Module):
@@ -43,13 +43,14 @@ class LoopGPO(nn.Module):
             layers.append(ref)
         self.layers = nn.ModuleList(layers)
 
-    def loss(self, batch) -> torch.Tensor:
+    def loss(self, inputs: dict, y_targets: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        X, Y, valid, n_ctx_all = inputs["x"], inputs["y"], inputs["valid"], inputs["n_ctx"]
         total = 0.0
-        for b in range(batch.x.shape[0]):
-            ctx = batch.valid[b, : batch.n_ctx]
-            tar = batch.valid[b, batch.n_ctx:]
-            x = torch.cat([batch.x[b, : batch.n_ctx][ctx], batch.x[b, batch.n_ctx:][tar]])
-            y = torch.cat([batch.y[b, : batch.n_ctx][ctx], torch.zeros(int(tar.sum()))])
+        for b in range(X.shape[0]):
+            ctx = valid[b, :n_ctx_all]
+            tar = valid[b, n_ctx_all:]
+            x = torch.cat([X[b, :n_ctx_all][ctx], X[b, n_ctx_all:][tar]])
+            y = torch.cat([Y[b, :n_ctx_all][ctx], torch.zeros(int(tar.sum()))])
             n_ctx, n = int(ctx.sum()), x.shape[0]
             blocked = torch.ones(n, n, dtype=torch.bool)
             blocked[:, :n_ctx] = False  # every token attends to the context only
@@ -57,15 +58,15 @@ class LoopGPO(nn.Module):
             for layer in self.layers:
                 h = layer(h, src_mask=blocked)
             mean, log_std = self.head(h[0, n_ctx:]).unbind(-1)
-            segment = batch.segment[b][tar]
-            y_tar = batch.y[b, batch.n_ctx:][tar]
+            segment = segments[b][tar]
+            y_tar = y_targets[b][tar]
             for s in segment.unique().tolist():
                 idx = (segment == s).nonzero().flatten()
                 p = torch.softmax(mean[idx], 0)
                 for j, i in enumerate(idx.tolist()):
                     sd = log_std[i].exp()
                     total = total + 0.5 * ((y_tar[i] - p[j]) / sd) ** 2 + log_std[i] + 0.5 * math.log(2 * math.pi)
-        return total / batch.x.shape[0]
+        return total / X.shape[0]
 
 
 def main() -> None:
@@ -85,13 +86,14 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     train = torch.as_tensor(prep.index(prep.split.train))
     rows = train[torch.randint(len(train), (args.groups,), generator=g)]
-    batch = make_batch(prep.points, rows, sample_questions(prep.points.available[rows], args.ctx, args.tar, g))
+    episode = make_episode(prep.points, prep.labels, rows, sample_questions(prep.points.available[rows], args.ctx, args.tar, g))
+    inputs, y_tar = gpo_inputs(prep.points, prep.basis, episode), shares_at(prep.labels, rows, episode.tar)
 
     def vectorised_loss():
-        mean, log_std = model(batch.x, batch.y, batch.valid, batch.n_ctx)
-        return gaussian_nll(mean, log_std, batch.y_tar, batch.segment)
+        mean, log_std = model(**inputs)
+        return gaussian_nll(mean, log_std, y_tar, episode.segment)
 
-    a, b = vectorised_loss().item(), loop.loss(batch).item()
+    a, b = vectorised_loss().item(), loop.loss(inputs, y_tar, episode.segment).item()
     assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), f"the two implementations disagree: {a} vs {b}"
     opt = torch.optim.Adam(model.parameters(), lr=0.0)  # lr 0: identical batches every step
 
@@ -103,11 +105,11 @@ def main() -> None:
         return time.perf_counter() - start
 
     times = {"vectorised": [], "loop": []}
-    step(vectorised_loss), step(lambda: loop.loss(batch))  # warm-up
+    step(vectorised_loss), step(lambda: loop.loss(inputs, y_tar, episode.segment))  # warm-up
     for _ in range(args.steps):
         times["vectorised"].append(step(vectorised_loss))
-        times["loop"].append(step(lambda: loop.loss(batch)))
-    tokens = int(batch.valid.sum())
+        times["loop"].append(step(lambda: loop.loss(inputs, y_tar, episode.segment)))
+    tokens = int(inputs["valid"].sum())
     print(f"batch: {args.groups} groups x ({args.ctx} context + {args.tar} target questions) = {tokens} points, "
           f"d_x {prep.points.x.shape[1]}, {torch.get_num_threads()} threads; same loss {a:.4f} vs {b:.4f}")
     for name, t in times.items():

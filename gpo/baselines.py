@@ -1,4 +1,5 @@
-"""Cheap baselines, evaluated on the same tasks as GPO; each returns (B, P) probabilities.
+"""Cheap baselines, evaluated on the same episodes as GPO; each maps (points, basis, episode)
+to (B, P) probabilities.
 
 - uniform: every option of a question equally likely.
 - mean: the mean distribution of the training groups (no context at all).
@@ -15,21 +16,18 @@
   centred log-shares) on each point's embedding and basis log-shares: a nonlinear, local
   correction, so a group's answers on similar context questions move its prediction.
 
-The training groups form the *basis*. A group inside the basis (a training task) never
-sees its own column: its mean and mixture leave it out, so training matches test.
-Missing shares (GlobalOpinionQA: countries answer different questions) are imputed by the
-mean of the basis groups that answered, and by the uniform distribution where none did.
+The training groups form the basis (gpo/data/basis.py). A group inside the basis (a
+training task) never reads its own column: its mean, mixture and pools leave it out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+from gpo.data.basis import Basis
 from gpo.ops import nnls, segment_softmax
-from gpo.tasks import Batch, Points
+from gpo.tasks import Episode, Points
 
 
 def per_question_normalise(p: torch.Tensor, point_question: torch.Tensor) -> torch.Tensor:
@@ -39,59 +37,29 @@ def per_question_normalise(p: torch.Tensor, point_question: torch.Tensor) -> tor
     return p / totals[:, point_question].clamp_min(1e-12)
 
 
-def uniform_shares(points: Points) -> torch.Tensor:
-    n_options = (points.question_points >= 0).sum(1)  # (Q,)
-    return 1.0 / n_options[points.point_question].to(torch.float32)  # (P,)
+def at(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, J, M) values (B, J, P) at each row's point ids (B, M)."""
+    return values.gather(2, ids.clamp_min(0)[:, None, :].expand(-1, values.shape[1], -1))
 
 
-@dataclass
-class Basis:
-    y: torch.Tensor  # (J, P) shares of the basis groups, imputed
-    column: torch.Tensor  # (G,) basis column of each group of the survey, -1 if not in it
-
-    @classmethod
-    def build(cls, points: Points, groups: list[int]) -> "Basis":
-        y = points.y[groups]
-        answered = ~y.isnan()
-        mean = y.nan_to_num(0).sum(0) / answered.sum(0).clamp_min(1)
-        mean = torch.where(answered.any(0), mean, uniform_shares(points))
-        column = torch.full((points.y.shape[0],), -1, dtype=torch.long, device=points.device)
-        column[groups] = torch.arange(len(groups), device=points.device)
-        return cls(torch.where(answered, y, mean), column)
-
-    def features(self, batch: Batch) -> torch.Tensor:
-        """(B, N, J) basis shares of every token; a row's own column is the mean of the others."""
-        feats = self.y[:, batch.points.clamp_min(0)].permute(1, 2, 0)
-        own = self.own(batch.groups)[:, None, :]
-        others = (feats.sum(-1, keepdim=True) - (feats * own).sum(-1, keepdim=True)) / max(self.y.shape[0] - 1, 1)
-        return torch.where(own, others, feats)
-
-    def own(self, groups: torch.Tensor) -> torch.Tensor:
-        """(B, J) True at each row's own column (training tasks leave it out)."""
-        cols = self.column[groups]
-        return torch.arange(self.y.shape[0], device=cols.device)[None] == cols[:, None]
+def uniform(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
+    return points.uniform().expand(episode.groups.shape[0], -1)
 
 
-def uniform(points: Points, basis: Basis, batch: Batch) -> torch.Tensor:
-    return uniform_shares(points).expand(batch.x.shape[0], -1)
+def mean(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
+    weights = (~basis.own(episode.groups)).float()
+    return ((weights / weights.sum(1, keepdim=True))[:, None, :] @ basis.rows(episode.groups)).squeeze(1)
 
 
-def mean(points: Points, basis: Basis, batch: Batch) -> torch.Tensor:
-    weights = (~basis.own(batch.groups)).float()
-    return (weights / weights.sum(1, keepdim=True)) @ basis.y
-
-
-def mixture(points: Points, basis: Basis, batch: Batch) -> torch.Tensor:
-    ctx = batch.points[:, : batch.n_ctx]  # (B, M)
-    ok = ctx >= 0
-    own = basis.own(batch.groups)
-    A = basis.y[:, ctx.clamp_min(0)].permute(1, 2, 0)  # (B, M, J)
-    A = A * (ok[..., None] & ~own[:, None, :])
-    b = batch.y[:, : batch.n_ctx] * ok
-    w = nnls(A.double(), b.double()).float()
+def mixture(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
+    ok = episode.ctx >= 0  # (B, M)
+    own = basis.own(episode.groups)
+    rows = basis.rows(episode.groups)  # (B, J, P)
+    A = at(rows, episode.ctx).transpose(1, 2) * (ok[..., None] & ~own[:, None, :])  # (B, M, J)
+    w = nnls(A.double(), (episode.ctx_y * ok).double()).float()
     fallback = (~own).float()  # no context, or nothing fitted: the mean of the basis
     w = torch.where(w.sum(1, keepdim=True) > 0, w, fallback)
-    return (w / w.sum(1, keepdim=True)) @ basis.y
+    return ((w / w.sum(1, keepdim=True))[:, None, :] @ rows).squeeze(1)
 
 
 def centred_log(y: torch.Tensor, point_question: torch.Tensor, eps: float) -> torch.Tensor:
@@ -104,43 +72,40 @@ def centred_log(y: torch.Tensor, point_question: torch.Tensor, eps: float) -> to
     return (flat - (totals / counts)[:, point_question]).reshape(logs.shape)
 
 
-def context_centred_log(points: Points, batch: Batch, eps: float) -> torch.Tensor:
+def context_centred_log(points: Points, episode: Episode, eps: float) -> torch.Tensor:
     """(B, M) centred log-shares of the context points, centred within each context question."""
-    ctx = batch.points[:, : batch.n_ctx]
-    ok = ctx >= 0
-    ctx_y = torch.zeros(batch.x.shape[0], points.x.shape[0], device=points.device)
-    ctx_y = ctx_y.scatter(1, ctx.clamp_min(0), torch.where(ok, batch.y[:, : batch.n_ctx], 0.0))
-    return centred_log(ctx_y, points.point_question, eps).gather(1, ctx.clamp_min(0)) * ok
+    ok = episode.ctx >= 0
+    ctx = episode.ctx.clamp_min(0)
+    ctx_y = torch.zeros(ctx.shape[0], points.x.shape[0], device=points.device).scatter(1, ctx, episode.ctx_y * ok)
+    return centred_log(ctx_y, points.point_question, eps).gather(1, ctx) * ok
 
 
-def logit(points: Points, basis: Basis, batch: Batch, alpha: float = 0.1, eps: float = 0.003) -> torch.Tensor:
-    return segment_softmax(pool_logits(points, basis, batch, alpha, eps), points.point_question.expand(batch.x.shape[0], -1))
+def logit(points: Points, basis: Basis, episode: Episode, alpha: float = 0.1, eps: float = 0.003) -> torch.Tensor:
+    B = episode.groups.shape[0]
+    return segment_softmax(pool_logits(points, basis, episode, alpha, eps), points.point_question.expand(B, -1))
 
 
-def pool_logits(points: Points, basis: Basis, batch: Batch, alpha: float, eps: float) -> torch.Tensor:
+def pool_logits(points: Points, basis: Basis, episode: Episode, alpha: float, eps: float) -> torch.Tensor:
     """(B, P) the log-linear pool's logits, centred within each question."""
-    pq = points.point_question
-    L = centred_log(basis.y, pq, eps)  # (J, P)
-    ctx = batch.points[:, : batch.n_ctx]
-    ok = ctx >= 0
-    own = basis.own(batch.groups)
-    A = L[:, ctx.clamp_min(0)].permute(1, 2, 0) * (ok[..., None] & ~own[:, None, :])  # (B, M, J)
-    b = context_centred_log(points, batch, eps)
+    L = centred_log(basis.rows(episode.groups), points.point_question, eps)  # (B, J, P)
+    ok = episode.ctx >= 0
+    own = basis.own(episode.groups)
+    A = at(L, episode.ctx).transpose(1, 2) * (ok[..., None] & ~own[:, None, :])  # (B, M, J)
+    b = context_centred_log(points, episode, eps)
     w0 = (~own).float() / (~own).sum(1, keepdim=True)
-    eye = torch.eye(L.shape[0], device=L.device)
+    eye = torch.eye(basis.size, device=L.device)
     lhs = A.transpose(1, 2) @ A + alpha * eye
     rhs = (A.transpose(1, 2) @ b[..., None]).squeeze(-1) + alpha * w0
     w = torch.linalg.solve(lhs.double(), rhs.double()).float() * (~own)
-    return w @ L
+    return (w[:, None, :] @ L).squeeze(1)
 
 
-def ridge(points: Points, basis: Basis, batch: Batch, alpha: float = 1.0) -> torch.Tensor:
-    prior = mean(points, basis, batch)  # (B, P)
+def ridge(points: Points, basis: Basis, episode: Episode, alpha: float = 1.0) -> torch.Tensor:
+    prior = mean(points, basis, episode)  # (B, P)
     z = F.normalize(points.x - points.x.mean(0), dim=-1)  # (P, d): centred, or the shared template dominates
-    ctx = batch.points[:, : batch.n_ctx]
-    ok = (ctx >= 0).float()
-    zc = z[ctx.clamp_min(0)] * ok[..., None]  # (B, M, d)
-    residual = (batch.y[:, : batch.n_ctx] - prior.gather(1, ctx.clamp_min(0))) * ok
+    ok = (episode.ctx >= 0).float()
+    zc = z[episode.ctx.clamp_min(0)] * ok[..., None]  # (B, M, d)
+    residual = (episode.ctx_y - prior.gather(1, episode.ctx.clamp_min(0))) * ok
     K = zc @ zc.transpose(1, 2) + alpha * torch.eye(zc.shape[1], device=z.device)
     coef = torch.linalg.solve(K, residual[..., None])  # (B, M, 1)
     correction = torch.einsum("pd,bmd,bm->bp", z, zc, coef.squeeze(-1))
@@ -148,18 +113,18 @@ def ridge(points: Points, basis: Basis, batch: Batch, alpha: float = 1.0) -> tor
     return per_question_normalise(p, points.point_question)
 
 
-def kernel(points: Points, basis: Basis, batch: Batch, bandwidth: float = 0.6, alpha: float = 1.0,
+def kernel(points: Points, basis: Basis, episode: Episode, bandwidth: float = 0.6, alpha: float = 1.0,
            pool_alpha: float = 0.1, eps: float = 0.003) -> torch.Tensor:
     pq = points.point_question
-    pool = pool_logits(points, basis, batch, pool_alpha, eps)  # (B, P)
-    ctx = batch.points[:, : batch.n_ctx].clamp_min(0)
-    ok = batch.points[:, : batch.n_ctx] >= 0
-    residual = (context_centred_log(points, batch, eps) - pool.gather(1, ctx)) * ok  # (B, M)
+    pool = pool_logits(points, basis, episode, pool_alpha, eps)  # (B, P)
+    ctx = episode.ctx.clamp_min(0)
+    ok = episode.ctx >= 0
+    residual = (context_centred_log(points, episode, eps) - pool.gather(1, ctx)) * ok  # (B, M)
     # squared distances: embeddings by cosine, basis log-shares standardised and averaged over
     # groups; a row never reads its own basis column (training tasks), so features are per row
     z = F.normalize(points.x - points.x.mean(0), dim=-1)  # (P, d)
-    others = ~basis.own(batch.groups)  # (B, J)
-    b = centred_log(basis.y, pq, eps).T[None] * others[:, None, :]  # (B, P, J)
+    others = ~basis.own(episode.groups)  # (B, J)
+    b = centred_log(basis.rows(episode.groups), pq, eps).transpose(1, 2) * others[:, None, :]  # (B, P, J)
     b = b / (b.square().sum((1, 2), keepdim=True) / (b.shape[1] * others.sum(1)[:, None, None])).sqrt()  # unit RMS
     bc = b.gather(1, ctx[..., None].expand(-1, -1, b.shape[2]))  # (B, M, J)
     d_basis = (bc.square().sum(-1)[..., None] + b.square().sum(-1)[:, None] - 2 * bc @ b.transpose(1, 2)) / others.sum(1)[:, None, None]

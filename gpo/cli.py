@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from gpo.errors import GPOError
+from gpo.llm import LLM_BASELINES
 
 log = logging.getLogger("gpo")
 
@@ -26,6 +27,7 @@ def cmd_run(args) -> None:
 
 
 def cmd_data(args) -> None:
+    from gpo.data.schema import bad_rows
     from gpo.pipeline import load_source, load_survey
 
     cfg = _config(args)
@@ -34,16 +36,24 @@ def cmd_data(args) -> None:
     print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.groups)} groups "
           f"({len(eval_groups)} for evaluation); answered questions per group: "
           f"min {data.available.sum(1).min()}, max {data.available.sum(1).max()}")
+    bad = bad_rows(table)
+    if len(bad):
+        by_reason = bad.groupby(["field", "reason"]).size().sort_values(ascending=False)
+        print(f"skipped {len(bad)} malformed row(s):")
+        for (field, reason), n in by_reason.items():
+            print(f"  {n:6d}  {field}: {reason}")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        table.to_parquet(tmp)
-        tmp.replace(out)
-        bad = table.attrs.get("bad_rows")
-        if bad is not None and len(bad):
-            bad.to_csv(out.with_suffix(".bad_rows.csv"), index=False)
-        print(f"wrote {out} ({len(table)} rows)")
+        written = [(out, table.to_parquet)] + ([(out.with_suffix(".bad_rows.csv"), lambda p: bad.to_csv(p, index=False))]
+                                                if len(bad) else [])
+        for path, write in written:  # each file whole or absent
+            tmp = path.with_name(path.name + ".tmp")
+            write(tmp)
+            tmp.replace(path)
+        print("wrote " + " and ".join(f"{p} ({n} rows)" for (p, _), n in zip(written, [len(table), len(bad)])))
+    elif len(bad):
+        print("  (every skipped row, with file, row and field: gpo data ... --out TABLE.parquet writes TABLE.bad_rows.csv)")
 
 
 DATASETS = {"opinionqa": "configs/demo.yaml", "globalopinionqa": "configs/globalopinionqa.yaml",
@@ -71,7 +81,9 @@ def cmd_train(args) -> None:
     from gpo.pipeline import prepare, run_training
 
     cfg = _config(args)
-    print(run_training(prepare(cfg), cfg))
+    checkpoints = run_training(prepare(cfg), cfg)
+    print(f"trained {len(checkpoints)} model(s); best checkpoint(s): {', '.join(map(str, checkpoints))}; "
+          f"evaluate with `gpo eval {cfg.run_dir}`")
 
 
 def cmd_eval(args) -> None:
@@ -93,17 +105,13 @@ def cmd_eval(args) -> None:
 def cmd_baseline(args) -> None:
     import pandas as pd
 
-    from gpo.evaluate import evaluate
-    from gpo.pipeline import llm_baselines, prepare, write_results
+    from gpo.methods import llm_baselines
+    from gpo.pipeline import evaluate_roles, prepare, write_results
 
     cfg = _config(args)
     prep = prepare(cfg)
-    methods = llm_baselines(prep, cfg, [args.name])
-    results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
-                       cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, max_targets=cfg.eval.max_targets)
-    results = results.assign(run=cfg.name, dataset=prep.data.dataset, embed_model=cfg.llm.model, embed_layers=0,
-                             train_fraction=cfg.data.train_fraction, split_seed=cfg.data.split_seed,
-                             seed=cfg.train.seed, role="test")
+    results = evaluate_roles(prep, cfg, llm_baselines(prep, cfg, [args.name]))
+    results = results.assign(embed_model=cfg.llm.model, embed_layers=0)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     existing = cfg.run_dir / "results.parquet"
     if existing.is_file():  # next to GPO's results, replacing an earlier run of this baseline
@@ -150,7 +158,7 @@ def main(argv=None) -> int:
     p.add_argument("run_dir", help="run folder (holds config.yaml and checkpoints/)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     add("baseline", cmd_baseline, "evaluate one of the paper's LLM baselines (llm.model) next to the run's results",
-        leading=("name", {"choices": ["zero_shot", "steered", "few_shot", "sft", "reward", "icft"]}))
+        leading=("name", {"choices": LLM_BASELINES}))
     p = sub.add_parser("analyze", help="tables, scaling fits and figures from study/run results -> report.md/.html")
     p.add_argument("results", nargs="+", help="study or run folders, or result parquet files")
     p.add_argument("--out", required=True, help="report folder")

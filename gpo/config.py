@@ -17,10 +17,15 @@ from pathlib import Path
 import yaml
 
 from gpo.data.synthetic import SyntheticWorld
-from gpo.errors import ConfigError
+from gpo.errors import ConfigError, require
 from gpo.model import ModelConfig
 
 DEFAULT_DATA_DIR = "../shared/data"  # the shared data beside a checkout; GPO_DATA_DIR overrides
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_device(device: str, key: str) -> None:
+    require(device in ("auto", "cpu") or device.split(":")[0] == "cuda", key, "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
 
 
 @dataclass
@@ -36,6 +41,12 @@ class DataConfig:
     val_fraction: float = 0.25  # share of the seen groups kept for model selection
     split_seed: int = 0
     synthetic: SyntheticWorld = field(default_factory=SyntheticWorld)
+
+    def __post_init__(self):
+        require(self.on_bad_rows in ("skip", "error"), "on_bad_rows", "'skip' or 'error'", self.on_bad_rows)
+        require(0 < self.train_fraction < 1, "train_fraction", "a fraction in (0, 1)", self.train_fraction)
+        require(0 <= self.val_fraction < 1, "val_fraction", "a fraction in [0, 1)", self.val_fraction)
+        require(self.min_groups >= 1, "min_groups", "at least 1", self.min_groups)
 
     def resolved_source(self) -> str:
         if self.source == "synthetic":
@@ -63,6 +74,19 @@ class EmbedConfig:
     shard_size: int = 64  # questions per cache shard (the unit of work)
     cache_dir: str = ".cache/embeddings"
 
+    def __post_init__(self):
+        from gpo.embed.prompts import TEMPLATES
+
+        require(self.template in TEMPLATES, "template", f"one of {sorted(TEMPLATES)}", self.template)
+        require(self.dtype in DTYPES, "dtype", f"one of {DTYPES}", self.dtype)
+        require(self.backend in ("hf", "deepspeed", "auto"), "backend", "'hf', 'deepspeed' or 'auto'", self.backend)
+        require(self.prefix_sharing in ("auto", "on", "off"), "prefix_sharing", "'auto', 'on' or 'off'", self.prefix_sharing)
+        check_device(self.device, "device")
+        for key in ("layers", "batch_tokens", "workers", "threads"):
+            require(getattr(self, key) >= 0, key, "at least 0", getattr(self, key))
+        for key in ("tp", "shard_size", "max_tokens"):
+            require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
+
 
 @dataclass
 class TrainConfig:
@@ -84,6 +108,19 @@ class TrainConfig:
     val_k: int = 20  # context questions when scoring validation groups
     device: str = "auto"
 
+    def __post_init__(self):
+        from gpo.losses import LOSSES
+
+        for key in ("steps", "batch_groups", "tar_min", "ensemble", "eval_every"):
+            require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
+        for key in ("weight_decay", "warmup", "grad_clip", "ctx_min", "ctx_curriculum", "val_k"):
+            require(getattr(self, key) >= 0, key, "at least 0", getattr(self, key))
+        require(self.lr > 0, "lr", "a positive learning rate", self.lr)
+        require(self.ctx_max >= self.ctx_min, "ctx_max", f"at least ctx_min ({self.ctx_min})", self.ctx_max)
+        require(self.tar_max >= self.tar_min, "tar_max", f"at least tar_min ({self.tar_min})", self.tar_max)
+        require(self.loss in LOSSES, "loss", f"one of {sorted(LOSSES)}", self.loss)
+        check_device(self.device, "device")
+
 
 @dataclass
 class EvalConfig:
@@ -93,6 +130,17 @@ class EvalConfig:
     max_targets: int = 0  # target questions per episode (0 = all the rest); LLM baselines need a cap
     baselines: list = field(default_factory=lambda: ["uniform", "mean", "ridge", "mixture", "logit", "kernel"])
     llm_baselines: list = field(default_factory=list)  # zero_shot, steered, few_shot, sft, reward, icft (needs llm.model)
+
+    def __post_init__(self):
+        from gpo.baselines import BASELINES
+        from gpo.llm import LLM_BASELINES
+
+        require(len(self.ks) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in self.ks),
+                "ks", "a list of context sizes (integers >= 0)", self.ks)
+        require(self.draws >= 1, "draws", "at least 1", self.draws)
+        require(self.max_targets >= 0, "max_targets", "at least 0", self.max_targets)
+        require(set(self.baselines) <= set(BASELINES), "baselines", f"names from {sorted(BASELINES)}", self.baselines)
+        require(set(self.llm_baselines) <= set(LLM_BASELINES), "llm_baselines", f"names from {list(LLM_BASELINES)}", self.llm_baselines)
 
 
 @dataclass
@@ -109,6 +157,18 @@ class LLMConfig:
     lora_steps: int = 20  # per-episode steps of the per-group SFT and reward model
     samples_per_question: int = 20  # answers sampled from a group's distribution for SFT
     icft_steps: int = 200  # meta-training steps of in-context fine-tuning
+
+    def __post_init__(self):
+        from gpo.llm.prompts import STYLES
+
+        require(self.dtype in DTYPES, "dtype", f"one of {DTYPES}", self.dtype)
+        require(self.steer in STYLES, "steer", f"one of {STYLES}", self.steer)
+        check_device(self.device, "device")
+        for key in ("batch_size", "max_tokens", "lora_r", "samples_per_question"):
+            require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
+        for key in ("lora_steps", "icft_steps"):
+            require(getattr(self, key) >= 0, key, "at least 0", getattr(self, key))
+        require(self.lora_lr > 0, "lora_lr", "a positive learning rate", self.lora_lr)
 
 
 @dataclass
@@ -155,7 +215,11 @@ def from_dict(cls, values: dict, prefix: str = ""):
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]}; known: {sorted(names)}")
-    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
+    fields = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
+    try:
+        return cls(**fields)
+    except ConfigError as e:  # a range check of the section (__post_init__) names its key without the section
+        raise ConfigError(prefix + str(e)) from None
 
 
 def to_dict(cfg) -> dict:

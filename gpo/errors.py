@@ -11,3 +11,9 @@ class DataError(GPOError):
 
 class ConfigError(GPOError):
     """A configuration file or override that does not match the config dataclasses."""
+
+
+def require(ok: bool, key: str, expected: str, value) -> None:
+    """One config check: `key: expected <expected>, got <value>` unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")

@@ -2,8 +2,9 @@
 
 Every method (GPO and each baseline) sees the same episodes: for each group, `draws`
 random context sets per k, drawn from a generator seeded by the eval seed. A method maps
-an episode batch to (B, P) probabilities; scores are per (group, question) alignments
-(metrics.py) averaged over the target questions, then over draws.
+an episode (gpo/tasks.py: the context's shares, never the targets') to (B, P)
+probabilities; scores are per (group, question) alignments (metrics.py) averaged over the
+target questions, then over draws. The labels stay here, for building episodes and scoring.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from gpo.baselines import BASELINES, Basis
+from gpo.data.basis import Basis
 from gpo.metrics import alignment
-from gpo.model import GPO
-from gpo.ops import segment_softmax
-from gpo.tasks import Batch, Points, Questions, make_batch, sample_questions
-from gpo.train import model_inputs
+from gpo.progress import progress
+from gpo.tasks import Episode, Points, Questions, make_episode, sample_questions
 
-Method = Callable[[Points, Basis, Batch], torch.Tensor]  # -> (B, P) probabilities
+Method = Callable[[Points, Basis, Episode], torch.Tensor]  # -> (B, P) probabilities
 log = logging.getLogger(__name__)
 
 
@@ -30,28 +29,6 @@ log = logging.getLogger(__name__)
 def warn_once(message: str) -> None:
     """Validation evaluates the same episodes for every candidate: say each thing once."""
     log.warning(message)
-
-
-def gpo_method(model: GPO, prior: Method | None = None) -> Method:
-    @torch.no_grad()
-    def predict(points: Points, basis: Basis, batch: Batch) -> torch.Tensor:
-        batch = model_inputs(model, prior, points, basis, batch)
-        mean, _ = model(batch.x, batch.y, batch.valid, batch.n_ctx, batch.prior, batch.basis)
-        p_tar = segment_softmax(mean, batch.segment)
-        out = torch.zeros(batch.x.shape[0], points.x.shape[0] + 1, device=points.device)
-        tar_points = torch.where(batch.segment >= 0, batch.points[:, batch.n_ctx:], points.x.shape[0])
-        return out.scatter(1, tar_points, p_tar)[:, :-1]  # padding lands in the spare last column
-    return predict
-
-
-def ensemble_method(members: list[Method]) -> Method:
-    """The average of the members' predicted distributions (a mixture of their predictions)."""
-    return lambda points, basis, batch: torch.stack([m(points, basis, batch) for m in members]).mean(0)
-
-
-def baseline_method(name: str, **params) -> Method:
-    fn = BASELINES[name]
-    return lambda points, basis, batch: fn(points, basis, batch, **params)
 
 
 def episodes(points: Points, groups: list[int], k: int, draws: int, seed: int, max_targets: int = 0) -> tuple[torch.Tensor, Questions]:
@@ -62,7 +39,13 @@ def episodes(points: Points, groups: list[int], k: int, draws: int, seed: int, m
     return rows, sample_questions(points.available[rows], k, max_targets or None, generator)
 
 
-def score(points: Points, p: torch.Tensor, rows: torch.Tensor, q: Questions) -> torch.Tensor:
+def predict(method: Method, points: Points, labels: torch.Tensor, basis: Basis, rows: torch.Tensor, q: Questions) -> torch.Tensor:
+    """(B, P) a method's predictions for rows `rows` with questions `q`: it reads the labels
+    of the context questions only, through the episode."""
+    return method(points, basis, make_episode(points, labels, rows, q))
+
+
+def score(points: Points, labels: torch.Tensor, p: torch.Tensor, rows: torch.Tensor, q: Questions) -> torch.Tensor:
     """Mean alignment over each row's target questions: (B, P) probabilities -> (B,)."""
     B, Q = rows.shape[0], points.question_points.shape[0]
     target = torch.zeros(B, Q + 1, dtype=torch.bool, device=p.device)
@@ -70,7 +53,7 @@ def score(points: Points, p: torch.Tensor, rows: torch.Tensor, q: Questions) -> 
     qp = points.question_points
     mask = (qp >= 0).expand(B, -1, -1)
     pred = p[:, qp.clamp_min(0)] * mask  # (B, Q, O)
-    true = points.y[rows][:, qp.clamp_min(0)].nan_to_num(0.0) * mask
+    true = labels[rows][:, qp.clamp_min(0)].nan_to_num(0.0) * mask
     ordinal = points.ordinal.expand(B, -1, -1)
     per_question = alignment(pred.reshape(B * Q, -1).double(), true.reshape(B * Q, -1).double(),
                              ordinal.reshape(B * Q, -1), mask.reshape(B * Q, -1),
@@ -78,10 +61,13 @@ def score(points: Points, p: torch.Tensor, rows: torch.Tensor, q: Questions) -> 
     return torch.where(target, per_question, 0.0).sum(1) / target.sum(1).clamp_min(1)
 
 
-def evaluate(methods: dict[str, Method], points: Points, basis: Basis, groups: list[int], group_names: list[str],
-             ks: list[int], draws: int, seed: int, chunk: int = 32, max_targets: int = 0) -> pd.DataFrame:
-    """One row per (method, k, group): alignment averaged over the draws."""
+def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, basis: Basis, groups: list[int],
+             group_names: list[str], ks: list[int], draws: int, seed: int, chunk: int = 32, max_targets: int = 0,
+             desc: str | None = None) -> pd.DataFrame:
+    """One row per (method, k, group): alignment averaged over the draws. `desc` names a
+    progress bar over (method, k) pairs (none when None: validation runs inside training)."""
     records = []
+    bar = progress(total=len(ks) * len(methods), desc=desc, unit="method x k", disable=desc is None)
     for k in ks:
         rows, q = episodes(points, groups, k, draws, seed, max_targets)
         n_targets = q.tar_ok.sum(1).float().reshape(len(groups), draws).mean(1).tolist()
@@ -89,11 +75,12 @@ def evaluate(methods: dict[str, Method], points: Points, basis: Basis, groups: l
         if short:
             warn_once(f"k={k}: {', '.join(short)} answered at most {k} questions, so nothing is left to predict: left out at this k")
         for name, method in methods.items():
+            bar.set_postfix(method=name, k=k)
             scores = []
             for s in range(0, rows.shape[0], chunk):
-                part = Questions(q.ctx[s:s + chunk], q.ctx_ok[s:s + chunk], q.tar[s:s + chunk], q.tar_ok[s:s + chunk])
-                batch = make_batch(points, rows[s:s + chunk], part)
-                scores.append(score(points, method(points, basis, batch), rows[s:s + chunk], part))
+                part, part_rows = q.rows(slice(s, s + chunk)), rows[s:s + chunk]
+                p = predict(method, points, labels, basis, part_rows, part)
+                scores.append(score(points, labels, p, part_rows, part))
             per_group = torch.cat(scores).reshape(len(groups), draws)
             spread = per_group.std(1) if draws > 1 else torch.zeros(len(groups))
             for g, value, sd, n in zip(groups, per_group.mean(1).tolist(), spread.tolist(), n_targets):
@@ -102,6 +89,8 @@ def evaluate(methods: dict[str, Method], points: Points, basis: Basis, groups: l
                 records.append({"method": name, "k": k, "group": group_names[g], "alignment": value,
                                 "alignment_sd_draws": sd, "n_targets": n, "draws": draws,
                                 "train_s": getattr(method, "train_seconds", None)})
+            bar.update(1)
+    bar.close()
     return pd.DataFrame.from_records(records)
 
 

@@ -25,6 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpo.errors import require
+
+PRIORS = ("none", "mean", "mixture", "logit")  # baselines a residual GPO can correct
+
 
 @dataclass
 class ModelConfig:
@@ -36,6 +40,13 @@ class ModelConfig:
     dropout: float = 0.0
     prior: str = "none"  # "none" (the paper), or a baseline to correct: "mean", "mixture", "logit"
     basis: bool = False  # also read the training groups' shares of every point
+
+    def __post_init__(self):
+        for key in ("d_model", "n_layers", "n_heads", "d_ff", "embed_depth"):
+            require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
+        require(self.d_model % self.n_heads == 0, "d_model", f"a multiple of n_heads ({self.n_heads})", self.d_model)
+        require(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)", self.dropout)
+        require(self.prior in PRIORS, "prior", f"one of {PRIORS}", self.prior)
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, depth: int) -> nn.Sequential:
@@ -86,8 +97,6 @@ class Block(nn.Module):
 class GPO(nn.Module):
     def __init__(self, cfg: ModelConfig, d_x: int, n_basis: int = 0):
         super().__init__()
-        if cfg.d_model % cfg.n_heads:
-            raise ValueError(f"model.d_model ({cfg.d_model}) must be divisible by model.n_heads ({cfg.n_heads})")
         self.cfg, self.d_x, self.n_basis = cfg, d_x, n_basis if cfg.basis else 0
         d_in = d_x + (3 if cfg.prior != "none" else 1) + self.n_basis
         self.embed = mlp(d_in, cfg.d_model, cfg.d_model, cfg.embed_depth)

@@ -8,7 +8,6 @@ config, the split, checkpoints, the training history and the results.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -18,26 +17,31 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gpo.baselines import GRIDS, Basis
+from gpo import methods
 from gpo.config import ExperimentConfig, save_config, to_dict
 from gpo.data import load_table
+from gpo.data.basis import Basis
 from gpo.data.splits import GroupSplit, split_groups
 from gpo.data.survey import SurveyData, resolve_groups, select
 from gpo.embed.survey import embed_survey, pick_device
 from gpo.errors import ConfigError
-from gpo.evaluate import baseline_method, ensemble_method, evaluate, gpo_method, summarise
+from gpo.evaluate import evaluate, summarise
 from gpo.model import GPO
-from gpo.tasks import Points
-from gpo.train import load_model, train
+from gpo.tasks import Points, labels_of
+from gpo.train import train
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Prepared:
+    """A run's inputs on its device: the survey, its split, the label-free points, every
+    group's shares (for sampling and scoring only) and the training groups' basis."""
+
     data: SurveyData
     split: GroupSplit
     points: Points
+    labels: torch.Tensor  # (G, P)
     basis: Basis
 
     def index(self, names: list[str]) -> list[int]:
@@ -66,6 +70,7 @@ def load_inputs(cfg: ExperimentConfig) -> tuple[SurveyData, GroupSplit, np.ndarr
     data, eval_groups, features = load_survey(cfg)
     extra = [g for g in data.groups if g not in eval_groups]
     split = split_groups(eval_groups, cfg.data.train_fraction, cfg.data.val_fraction, cfg.data.split_seed, extra)
+    check_context_sizes(data, split, cfg)
     if cfg.embed.model == "synthetic":
         if features is None:
             raise ConfigError("embed.model 'synthetic' needs data.source 'synthetic'")
@@ -73,42 +78,31 @@ def load_inputs(cfg: ExperimentConfig) -> tuple[SurveyData, GroupSplit, np.ndarr
     return data, split, embed_survey(data, cfg.embed)
 
 
+def check_context_sizes(data: SurveyData, split: GroupSplit, cfg: ExperimentConfig) -> None:
+    """Every k must leave some group something to predict (a group with at most k questions
+    is left out at that k, with a warning; if every group would be, k is a config error)."""
+    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
+    checks = (("eval.ks", cfg.eval.ks, "test", split.test), ("train.val_k", [cfg.train.val_k], "validation", split.val))
+    for key, ks, role, groups in checks:
+        most = max(answered[g] for g in groups)
+        too_large = [k for k in ks if k >= most]
+        if too_large:
+            raise ConfigError(f"{key}: {too_large[0] if len(ks) == 1 else too_large} context questions leave no {role} group "
+                              f"anything to predict (the most questions a {role} group answered is {most})")
+
+
 def assemble(data: SurveyData, split: GroupSplit, x: np.ndarray, device: str) -> Prepared:
     points = Points.build(data, x, device)
-    basis = Basis.build(points, [data.groups.index(g) for g in split.train])
+    labels = labels_of(data, device)
+    basis = Basis.build(labels, [data.groups.index(g) for g in split.train], points.uniform())
     log.info("%s: %d questions, %d points, %d groups (train %d, val %d, test %d), x dim %d",
              data.dataset, len(data.qids), data.n_points, len(data.groups), len(split.train),
              len(split.val), len(split.test), x.shape[1])
-    return Prepared(data, split, points, basis)
+    return Prepared(data, split, points, labels, basis)
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:
     return assemble(*load_inputs(cfg), pick_device(cfg.train.device))
-
-
-def validation_score(prep: Prepared, cfg: ExperimentConfig, method) -> float:
-    """Mean alignment on the validation groups at k = train.val_k (fixed episodes)."""
-    val = prep.index(prep.split.val)
-    results = evaluate({"m": method}, prep.points, prep.basis, val, prep.data.groups,
-                       [cfg.train.val_k], cfg.eval.draws, cfg.eval.seed + 1)
-    if results.empty:
-        raise ConfigError(f"train.val_k: {cfg.train.val_k} context questions leave no validation group anything to predict")
-    return float(results["alignment"].mean())
-
-
-def tune(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict:
-    """A baseline's hyperparameters, chosen from its grid on the validation groups."""
-    grid = GRIDS.get(name, {})
-    candidates = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    if len(candidates) <= 1:
-        return candidates[0] if candidates else {}
-    best = max(candidates, key=lambda p: validation_score(prep, cfg, baseline_method(name, **p)))
-    log.info("%s: %s chosen on validation groups", name, best)
-    return best
-
-
-def baselines(prep: Prepared, cfg: ExperimentConfig) -> dict:
-    return {name: baseline_method(name, **tune(prep, cfg, name)) for name in cfg.eval.baselines}
 
 
 def member_dirs(run_dir: Path, ensemble: int) -> list[Path]:
@@ -128,17 +122,20 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
     (run_dir / "split.json").write_text(json.dumps(prep.split.as_dict(), indent=1))
     prior, params = None, {}
     if cfg.model.prior != "none":
-        params = tune(prep, cfg, cfg.model.prior)
-        prior = baseline_method(cfg.model.prior, **params)
+        params = methods.choose(prep, cfg, cfg.model.prior)
+        prior = methods.baseline_method(cfg.model.prior, **params)
+    train_labels = torch.full_like(prep.labels, torch.nan)  # training reads the training groups' shares only
+    train_rows = prep.index(prep.split.train)
+    train_labels[train_rows] = prep.labels[train_rows]
     histories = []
     for member, ckpt_dir in enumerate(member_dirs(run_dir, cfg.train.ensemble)):
         seed = cfg.train.seed + member
         torch.manual_seed(seed)  # the model's initialisation
-        model = GPO(cfg.model, prep.points.x.shape[1], prep.basis.y.shape[0]).to(prep.points.device)
+        model = GPO(cfg.model, prep.points.x.shape[1], prep.basis.size).to(prep.points.device)
         log.info("GPO: %d parameters", model.n_params())
         desc = f"meta-train {member + 1}/{cfg.train.ensemble}" if cfg.train.ensemble > 1 else "meta-train"
-        state = train(model, prep.points, prep.basis, prep.index(prep.split.train),
-                      lambda m: validation_score(prep, cfg, gpo_method(m, prior)), replace(cfg.train, seed=seed),
+        state = train(model, prep.points, train_labels, prep.basis, train_rows,
+                      lambda m: methods.validation_score(prep, cfg, methods.gpo_method(m, prior)), replace(cfg.train, seed=seed),
                       ckpt_dir, to_dict(cfg), prior, params, on_validate, desc)
         log.info("best validation alignment %.4f at step %d", state.best_score, state.best_step)
         histories.append(pd.DataFrame(state.history).assign(seed=seed))
@@ -147,77 +144,44 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
     # the score of what will be tested, what studies choose on: one model's best checkpoint
     # was scored in training; an ensemble scores more than its best member, so it is scored here
     if len(checkpoints) == 1:
-        name, score = gpo_name(cfg.model), state.best_score
+        name, score = methods.gpo_name(cfg.model), state.best_score
     else:
-        name, method, _ = load_gpo(checkpoints, prep.points.device)
-        score = validation_score(prep, cfg, method)
+        name, method, _ = methods.load_gpo(checkpoints, prep.points.device)
+        score = methods.validation_score(prep, cfg, method)
     (run_dir / "validation.json").write_text(json.dumps({"method": name, "val_alignment": score}) + "\n")
     log.info("%s: validation alignment %.4f", name, score)
     return checkpoints
 
 
-def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> dict:
-    """The paper's LLM baselines on `llm.model` (they share one loaded model)."""
-    if not names:
-        return {}
-    if not cfg.llm.model:
-        raise ConfigError("eval.llm_baselines needs llm.model (a causal LM hub id or local folder)")
-    from gpo.llm.methods import LLM, make
-
-    llm = LLM(cfg.llm, pick_device(cfg.llm.device))
-    k = max(cfg.eval.ks)
-    return {f"llm-{name}": make(name, llm, prep.data, prep.points, prep.index(prep.split.train), k) for name in names}
-
-
-def gpo_name(model_cfg) -> str:
-    """'gpo' for the paper's architecture; 'gpo[logit]', 'gpo[basis]', 'gpo[logit+basis]' for variants."""
-    parts = ([model_cfg.prior] if model_cfg.prior != "none" else []) + (["basis"] if model_cfg.basis else [])
-    return f"gpo[{'+'.join(parts)}]" if parts else "gpo"
-
-
-def load_gpo(checkpoints: list[Path], device) -> tuple[str, object, dict]:
-    """The GPO method of one checkpoint, or of several averaged (an ensemble): its name,
-    the method, and its training totals (steps per member; the rest summed over members)."""
-    members, totals = [], dict.fromkeys(["gpo_params", "train_tokens", "train_flops", "train_s"], 0.0)
-    for path in checkpoints:
-        model, ckpt = load_model(path, device)
-        prior = baseline_method(model.cfg.prior, **ckpt["prior_params"]) if model.cfg.prior != "none" else None
-        members.append(gpo_method(model, prior))
-        tokens, history = ckpt["state"].get("tokens", 0), ckpt["state"]["history"]
-        # dense training FLOPs ~ 6 x parameters x tokens (attention's share is left out)
-        for key, value in (("gpo_params", model.n_params()), ("train_tokens", tokens),
-                           ("train_flops", 6.0 * model.n_params() * tokens),
-                           ("train_s", history[-1]["wall_s"] if history else 0.0)):
-            totals[key] += value
-    name = gpo_name(model.cfg) + (f"-ens{len(members)}" if len(members) > 1 else "")
-    method = members[0] if len(members) == 1 else ensemble_method(members)
-    return name, method, {**totals, "train_steps": ckpt["state"]["step"]}
+def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict) -> pd.DataFrame:
+    """Every method on the validation groups (role "val": what choices may read) and on the
+    test groups (role "test": what is reported), at every k of eval.ks, on the same episodes."""
+    frames = []
+    for role, groups in (("val", prep.split.val), ("test", prep.split.test)):
+        frames.append(evaluate(built, prep.points, prep.labels, prep.basis, prep.index(groups), prep.data.groups,
+                               cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, max_targets=cfg.eval.max_targets,
+                               desc=f"evaluate {role} groups").assign(role=role))
+    return pd.concat(frames, ignore_index=True).assign(
+        run=cfg.name, dataset=prep.data.dataset, train_fraction=cfg.data.train_fraction, split_seed=cfg.data.split_seed,
+        seed=cfg.train.seed)
 
 
 def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path]) -> pd.DataFrame:
     """GPO (averaging the members' predictions, when `checkpoints` holds several) and the
-    baselines on the test groups at every k of eval.ks."""
-    methods, training = {}, {}
-    if checkpoints:
-        name, methods[name], training = load_gpo(checkpoints, prep.points.device)
-    methods.update(baselines(prep, cfg))
-    methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines))
-    results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
-                       cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, max_targets=cfg.eval.max_targets)
+    baselines on the validation and test groups at every k of eval.ks."""
+    built, training = methods.build(prep, cfg, checkpoints)
+    results = evaluate_roles(prep, cfg, built)
     for column, value in training.items():  # GPO's rows only: baselines train nothing
         results[column] = results["method"].str.startswith("gpo").map({True: value, False: None})
-    return results.assign(
-        run=cfg.name, dataset=prep.data.dataset, embed_model=cfg.embed.model, embed_layers=cfg.embed.layers,
-        train_fraction=cfg.data.train_fraction, split_seed=cfg.data.split_seed, seed=cfg.train.seed, role="test",
-    )
+    return results.assign(embed_model=cfg.embed.model, embed_layers=cfg.embed.layers)
 
 
 def write_results(results: pd.DataFrame, run_dir: Path) -> str:
-    """Save results.parquet and results.md; return the printed table."""
+    """Save results.parquet (every role) and results.md (test groups); return the printed table."""
     tmp = run_dir / "results.parquet.tmp"
     results.to_parquet(tmp)
     tmp.replace(run_dir / "results.parquet")
-    table = format_table(summarise(results))
+    table = format_table(summarise(results[results.role == "test"]))
     (run_dir / "results.md").write_text(table + "\n")
     return table
 

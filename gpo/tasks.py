@@ -1,8 +1,11 @@
 """Few-shot tasks: sample context and target questions per group, and gather their points.
 
-Everything is batched over groups: question choices are argsorts of random keys, points
-are gathered through the (Q, O) question-to-point table and packed to the front of each
-row (ops.compact), so no Python loop runs over points, questions or groups.
+A method reads an `Episode`: each row's context points with the group's shares, and its
+target points without them. The shares (`labels`) stay with whoever samples (training,
+evaluation), so no method can read a target's share or another group's answers.
+Everything is batched over groups: question choices are argsorts of random keys, points are
+gathered through the (Q, O) question-to-point table and packed to the front of each row
+(ops.compact), so no Python loop runs over points, questions or groups.
 """
 
 from __future__ import annotations
@@ -17,13 +20,12 @@ from gpo.ops import compact
 
 @dataclass
 class Points:
-    """A survey on a device: embeddings, shares and the question/point index tables."""
+    """A survey on a device without anyone's shares: embeddings and the index tables."""
 
     x: torch.Tensor  # (P, d_x) embeddings
-    y: torch.Tensor  # (G, P) shares, NaN where the group lacks the question
     question_points: torch.Tensor  # (Q, O) point ids, -1 pads
     point_question: torch.Tensor  # (P,)
-    available: torch.Tensor  # (G, Q) bool
+    available: torch.Tensor  # (G, Q) bool: which questions each group answered
     ordinal: torch.Tensor  # (Q, O) ordinal values (NaN pads / unordered)
     is_ordinal: torch.Tensor  # (Q,) bool
 
@@ -36,7 +38,6 @@ class Points:
                 ordinal[q, : len(values)] = torch.tensor(values, dtype=torch.float64)
         return cls(
             x=torch.tensor(x, dtype=torch.float32, device=device),  # a copy: x may be a read-only shared view
-            y=torch.tensor(data.y, device=device),
             question_points=qp.to(device),
             point_question=torch.as_tensor(data.point_question).to(device),
             available=torch.as_tensor(data.available).to(device),
@@ -48,6 +49,16 @@ class Points:
     def device(self):
         return self.x.device
 
+    def uniform(self) -> torch.Tensor:
+        """(P,) every option of a question equally likely."""
+        n_options = (self.question_points >= 0).sum(1)  # (Q,)
+        return 1.0 / n_options[self.point_question].to(torch.float32)
+
+
+def labels_of(data: SurveyData, device="cpu") -> torch.Tensor:
+    """(G, P) every group's shares, NaN where it did not answer: for sampling and scoring only."""
+    return torch.tensor(data.y, device=device)
+
 
 @dataclass
 class Questions:
@@ -57,6 +68,9 @@ class Questions:
     ctx_ok: torch.Tensor
     tar: torch.Tensor  # (B, n_tar)
     tar_ok: torch.Tensor
+
+    def rows(self, s: slice) -> "Questions":
+        return Questions(self.ctx[s], self.ctx_ok[s], self.tar[s], self.tar_ok[s])
 
 
 def sample_questions(available: torch.Tensor, n_ctx: int, n_tar: int | None, generator: torch.Generator) -> Questions:
@@ -71,20 +85,23 @@ def sample_questions(available: torch.Tensor, n_ctx: int, n_tar: int | None, gen
 
 
 @dataclass
-class Batch:
-    x: torch.Tensor  # (B, N, d_x), context tokens first
-    y: torch.Tensor  # (B, N) shares (0 on padding); the targets' are labels only
-    valid: torch.Tensor  # (B, N)
-    points: torch.Tensor  # (B, N) point ids, -1 on padding
-    segment: torch.Tensor  # (B, N - n_ctx) target question slot, -1 on padding
-    n_ctx: int
-    groups: torch.Tensor  # (B,) group index per row
-    prior: torch.Tensor | None = None  # (B, N) a baseline's probability per token
-    basis: torch.Tensor | None = None  # (B, N, J) the training groups' shares per token
+class Episode:
+    """What a method may read about a batch of few-shot tasks (one row per task)."""
+
+    groups: torch.Tensor  # (B,) the survey group of each row
+    ctx: torch.Tensor  # (B, M) point ids of the context questions, -1 pads
+    ctx_y: torch.Tensor  # (B, M) the group's shares of them, 0 on padding
+    tar: torch.Tensor  # (B, T) point ids of the target questions, -1 pads: no shares
+    segment: torch.Tensor  # (B, T) each target's question slot within its row, -1 on padding
 
     @property
-    def y_tar(self):
-        return self.y[:, self.n_ctx:]
+    def n_ctx(self) -> int:
+        return self.ctx.shape[1]
+
+    @property
+    def points(self) -> torch.Tensor:
+        """(B, M + T) context then target point ids, -1 pads."""
+        return torch.cat([self.ctx, self.tar], 1)
 
 
 def question_tokens(points: Points, questions: torch.Tensor, ok: torch.Tensor):
@@ -99,19 +116,28 @@ def question_tokens(points: Points, questions: torch.Tensor, ok: torch.Tensor):
     return torch.where(valid, pts, -1), torch.where(valid, slot, -1)
 
 
-def make_batch(points: Points, groups: torch.Tensor, q: Questions) -> Batch:
-    ctx_pts, _ = question_tokens(points, q.ctx, q.ctx_ok)
-    tar_pts, segment = question_tokens(points, q.tar, q.tar_ok)
-    pts = torch.cat([ctx_pts, tar_pts], 1)
-    valid = pts >= 0
-    safe = pts.clamp_min(0)
-    y = points.y[groups[:, None], safe]
-    return Batch(
-        x=points.x[safe],
-        y=torch.where(valid, y.nan_to_num(0.0), 0.0),
-        valid=valid,
-        points=pts,
-        segment=segment,
-        n_ctx=ctx_pts.shape[1],
-        groups=groups,
-    )
+def shares_at(labels: torch.Tensor, groups: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, N) each row's group's shares at point ids `ids`, 0 on padding."""
+    y = labels[groups[:, None], ids.clamp_min(0)]
+    return torch.where(ids >= 0, y.nan_to_num(0.0), 0.0)
+
+
+def make_episode(points: Points, labels: torch.Tensor, groups: torch.Tensor, q: Questions) -> Episode:
+    """The episode of rows `groups` with questions `q`: `labels` are read at context points only."""
+    ctx, _ = question_tokens(points, q.ctx, q.ctx_ok)
+    tar, segment = question_tokens(points, q.tar, q.tar_ok)
+    return Episode(groups, ctx, shares_at(labels, groups, ctx), tar, segment)
+
+
+def gpo_inputs(points: Points, basis, episode: Episode, prior=None, with_basis: bool = False) -> dict:
+    """GPO's inputs for an episode (keyword arguments of GPO.forward): context tokens [x; y],
+    targets [x; 0], and what the variants read: the prior's probability of every token
+    (prior: a method, see evaluate.Method) and the basis shares (basis: gpo.data.basis.Basis)."""
+    ids = episode.points
+    inputs = {"x": points.x[ids.clamp_min(0)], "valid": ids >= 0, "n_ctx": episode.n_ctx,
+              "y": torch.cat([episode.ctx_y, torch.zeros(episode.tar.shape, device=ids.device)], 1)}
+    if prior is not None:
+        inputs["prior"] = prior(points, basis, episode).gather(1, ids.clamp_min(0))
+    if with_basis:
+        inputs["basis"] = basis.features(episode.groups, ids)
+    return inputs

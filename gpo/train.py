@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from gpo.baselines import Basis
+from gpo.data.basis import Basis
 from gpo.losses import LOSSES
 from gpo.model import GPO
 from gpo.progress import progress
-from gpo.tasks import Batch, Points, make_batch, sample_questions
+from gpo.tasks import Points, gpo_inputs, make_episode, sample_questions, shares_at
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,6 @@ def context_range(step: int, cfg) -> tuple[int, int]:
         return cfg.ctx_min, cfg.ctx_max
     grown = min(1.0, step / cfg.ctx_curriculum)
     return cfg.ctx_min, cfg.ctx_min + round(grown * (cfg.ctx_max - cfg.ctx_min))
-
-
-def model_inputs(model: GPO, prior, points: Points, basis: Basis, batch: Batch) -> Batch:
-    """Attach what a variant reads besides (x, y): the prior's probability of every token
-    (prior may be None) and the group-basis features."""
-    if prior is not None:
-        batch.prior = prior(points, basis, batch).gather(1, batch.points.clamp_min(0))
-    if model.n_basis:
-        batch.basis = basis.features(batch)
-    return batch
 
 
 @dataclass
@@ -76,12 +66,14 @@ def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, 
     os.replace(tmp, path)
 
 
-def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], validate, cfg, ckpt_dir: Path,
-          config: dict, prior=None, prior_params: dict | None = None, on_validate=None, desc: str = "meta-train") -> TrainState:
-    """Meta-train `model` in place, resuming from ckpt_dir/last.pt if present.
+def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, train_groups: list[int], validate, cfg,
+          ckpt_dir: Path, config: dict, prior=None, prior_params: dict | None = None, on_validate=None,
+          desc: str = "meta-train") -> TrainState:
+    """Meta-train `model` in place on the training groups' rows of `labels` (G, P), resuming
+    from ckpt_dir/last.pt if present.
 
     validate(model) -> float scores the validation groups (higher is better). prior: the
-    baseline (points, basis, batch) -> (B, P) that residual variants correct, with the
+    baseline (points, basis, episode) -> (B, P) that residual variants correct, with the
     hyperparameters `prior_params` it was built with (kept in checkpoints).
     on_validate(state, checkpoint_dir) runs after each validation's checkpoint is written
     (sweeps report to Ray Tune there).
@@ -137,16 +129,17 @@ def train(model: GPO, points: Points, basis: Basis, train_groups: list[int], val
             n_ctx = int(torch.randint(lo, hi + 1, (1,), generator=generator, device=device))
             n_tar = int(torch.randint(cfg.tar_min, cfg.tar_max + 1, (1,), generator=generator, device=device))
             questions = sample_questions(available[rows], n_ctx, n_tar, generator)
-            batch = model_inputs(model, prior, points, basis, make_batch(points, groups[rows], questions))
-            mean, log_std = model(batch.x, batch.y, batch.valid, batch.n_ctx, batch.prior, batch.basis)
-            loss = loss_fn(mean, log_std, batch.y_tar, batch.segment)
+            episode = make_episode(points, labels, groups[rows], questions)
+            inputs = gpo_inputs(points, basis, episode, prior, model.n_basis > 0)
+            mean, log_std = model(**inputs)
+            loss = loss_fn(mean, log_std, shares_at(labels, episode.groups, episode.tar), episode.segment)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             state.step += 1
-            state.tokens += int(batch.valid.sum())
+            state.tokens += int(inputs["valid"].sum())
             bar.update(1)
             r = state.running_loss
             state.running_loss = loss.item() if math.isnan(r) else 0.95 * r + 0.05 * loss.item()

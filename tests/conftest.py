@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 # searches afresh.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("explore", deadline=None)
+settings.register_profile("explore", deadline=None, max_examples=1000)
 settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]

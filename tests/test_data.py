@@ -4,12 +4,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpo.data import load_table
+from gpo.data.schema import COLUMNS, bad_rows
 from gpo.data.splits import split_groups
 from gpo.data.survey import select
 from gpo.data.synthetic import SyntheticWorld
-from gpo.errors import ConfigError, DataError
+from gpo.errors import ConfigError, DataError, GPOError
 
 
 def write_release(root, answers_q1, mapping=True):
@@ -63,7 +66,7 @@ def test_opinionqa_release_reports_bad_weights_and_unknown_answers(tmp_path):
     frame.loc[0, "WEIGHT_W99"] = -1
     frame.to_csv(responses, index=False)
     table = load_table(root)
-    problems = table.attrs["bad_rows"]
+    problems = bad_rows(table)
     assert {(r.row, r.field) for r in problems.itertuples()} == {(1, "WEIGHT_W99"), (2, "Q1_W99")}
     assert "'Maybe' is not an option" in problems[problems.field == "Q1_W99"].reason.iloc[0]
 
@@ -105,7 +108,7 @@ def test_jsonl_reports_each_malformed_row_and_skips_it(tmp_path):
     table = load_table(path)
     assert sorted(table.group) == ["Democrat", "Republican"]
     assert table[table.group == "Republican"].distribution.iloc[0] == pytest.approx([0.301 / 1.001, 0.7 / 1.001])
-    problems = table.attrs["bad_rows"]
+    problems = bad_rows(table)
     assert problems.row.tolist() == [2, 3, 4, 5, 6, 7, 8, 10, 11]
     assert (problems.file == str(path)).all()
     reasons = dict(zip(problems.row, problems.field + ": " + problems.reason))
@@ -150,7 +153,7 @@ def test_globalopinionqa_csv(tmp_path):
     assert sorted(zip(table.question, table.group)) == [("Is X good?", "France"), ("Is Y good?", "France")]
     assert table.iloc[0].distribution == pytest.approx([0.25, 0.75])
     assert table.iloc[0].ordinal is None and table.iloc[0].attribute == "COUNTRY"
-    problems = table.attrs["bad_rows"]
+    problems = bad_rows(table)
     assert problems.row.tolist() == [1] and problems.field.iloc[0] == "distribution (Japan)"
 
 
@@ -211,6 +214,79 @@ def test_shared_opinionqa_and_globalopinionqa(shared_data):
     assert (len(data.qids), len(data.groups)) == (668, 17)  # as measured in ../shared/GPO.md
     assert np.allclose(np.nansum(data.y, 1), len(data.qids), atol=1e-3)
     goqa = load_table(shared_data / "globalopinionqa" / "country_distributions.jsonl.gz")
-    assert len(goqa.attrs["bad_rows"]) == 18  # the upstream malformed rows (data/README.md)
+    assert len(bad_rows(goqa)) == 18  # the upstream malformed rows (data/README.md)
     countries = select(goqa, "paper14", require_all_groups=False)
     assert len(countries.groups) == 14 and countries.available.sum(1).min() >= 60
+
+
+# Whatever bytes a data file holds, a loader answers with a clean GPOError or a valid table.
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                           max_leaves=12)
+rows = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"qkey": json_values, "question": json_values, "options": json_values, "attribute": json_values,
+                           "option_ordinal": json_values, "group": json_values, "distribution": json_values}),
+    st.builds(lambda o: oqa(**o), st.fixed_dictionaries({}, optional={
+        "options": st.lists(st.text(max_size=3), max_size=3), "dist": st.lists(st.floats(-1, 2), max_size=3),
+        "ordinal": st.lists(st.integers(0, 3) | st.none(), max_size=3), "group": st.text(max_size=3)})),
+)
+
+
+def loads_or_fails_cleanly(path):
+    try:
+        table = load_table(path)
+    except GPOError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+        return
+    assert list(table.columns) == COLUMNS and len(table)
+    for dist in table.distribution:
+        assert abs(sum(dist) - 1) < 1e-6 and min(dist) >= 0
+
+
+@settings(max_examples=60)
+@given(st.lists(rows, max_size=6), st.booleans())
+def test_any_json_rows_load_or_fail_with_one_line(tmp_path_factory, records, gz):
+    path = tmp_path_factory.mktemp("j") / ("d.jsonl.gz" if gz else "d.jsonl")
+    opener = gzip.open if gz else open
+    with opener(path, "wt") as f:
+        for r in records:
+            f.write(json.dumps(r, allow_nan=True) + "\n")
+    loads_or_fails_cleanly(path)
+
+
+@settings(max_examples=80)
+@given(st.binary(max_size=300), st.sampled_from(["d.jsonl", "d.jsonl.gz", "d.csv", "d.parquet", "release"]), st.booleans())
+def test_any_bytes_load_or_fail_with_one_line(tmp_path_factory, data, name, valid_start):
+    root = tmp_path_factory.mktemp("b")
+    if name == "release":  # the official OpinionQA layout with one of its files replaced by the bytes
+        path = write_release(root, ["Yes", "No", "Refused", "Yes", "Yes", "No"])
+        survey = path / "human_resp" / "American_Trends_Panel_W99"
+        target = survey / ["info.csv", "metadata.csv", "responses.csv"][len(data) % 3]
+        target.write_bytes(target.read_bytes()[: len(data)] + data if valid_start else data)
+    else:
+        path = root / name
+        if name == "d.jsonl.gz" and valid_start:  # a gzip stream cut short, or with junk after it
+            good = gzip.compress((json.dumps(oqa()) + "\n").encode() * 5)
+            data = good[: len(data) % len(good)] + data
+        path.write_bytes(data)
+    loads_or_fails_cleanly(path)
+
+
+def test_unreadable_files_are_one_line_errors(tmp_path):
+    truncated = tmp_path / "t.jsonl.gz"
+    truncated.write_bytes(gzip.compress((json.dumps(oqa()) + "\n").encode() * 50)[:-30])
+    binary = tmp_path / "b.jsonl"
+    binary.write_bytes(b"\x89PNG\r\n" + bytes(range(128, 256)) * 4)
+    not_gzip = tmp_path / "n.jsonl.gz"
+    not_gzip.write_text(json.dumps(oqa()) + "\n")
+    numbers = tmp_path / "x.jsonl"
+    numbers.write_text("3\n" + json.dumps(oqa()) + "\n")
+    with pytest.raises(DataError, match=r"t\.jsonl\.gz: unreadable after line \d+ \(EOFError"):
+        load_table(truncated)
+    with pytest.raises(DataError, match=r"b\.jsonl: no valid rows \(\d+ malformed; e\.g\. .*b\.jsonl: row 1: field 'json': not UTF-8 text"):
+        load_table(binary)
+    with pytest.raises(DataError, match=r"n\.jsonl\.gz: unreadable after line 0 \(BadGzipFile"):
+        load_table(not_gzip)
+    table = load_table(numbers)  # a row that is a number, not an object, is one bad row
+    assert bad_rows(table).to_dict("records") == [{"file": str(numbers), "row": 1, "field": "json", "reason": "a JSON int, not an object"}]

@@ -87,3 +87,19 @@ def test_cache_rejects_a_shard_of_other_questions(tmp_path, monkeypatch):
     cache.write(b, np.ones((len(b.points), 384), np.float32))
     cache.path(b).rename(cache.path(a))  # shard 1's rows where shard 0 belongs
     assert a in cache.missing()
+
+
+def test_a_single_flipped_bit_anywhere_in_a_shard_is_detected_and_recomputed(tmp_path, survey):
+    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=0, shard_size=4)  # 12 questions, 3 shards
+    first = embed_survey(survey, cfg)
+    cache = open_cache(survey, cfg)
+    shard = cache.shards[1]
+    path = cache.path(shard)
+    clean = path.read_bytes()
+    for position in np.random.default_rng(0).choice(len(clean), 6, replace=False):
+        flipped = bytearray(clean)
+        flipped[position] ^= 1 << int(position % 8)
+        path.write_bytes(bytes(flipped))
+        assert cache.missing() == [shard], position
+    assert np.allclose(embed_survey(survey, cfg), first, atol=1e-5)  # recomputed, equal to the clean run
+    assert path.read_bytes() != bytes(flipped)

@@ -56,36 +56,37 @@ def test_option_probs_renormalise_over_options_and_floor_missing_letters():
 
 def run(methods, prep, k=2, draws=1):
     test = prep.index(prep.split.test)[:3]
-    return evaluate(methods, prep.points, prep.basis, test, prep.data.groups, [k], draws, 0, max_targets=3)
+    return evaluate(methods, prep.points, prep.labels, prep.basis, test, prep.data.groups, [k], draws, 0, max_targets=3)
 
 
 @pytest.mark.parametrize("name", ["zero_shot", "steered", "few_shot"])
 def test_prompting_baselines_give_distributions(llm_dir, prep, name):
     llm = small(llm_dir)
-    method = make(name, llm, prep.data, prep.points, prep.index(prep.split.train), 2)
+    method = make(name, llm, prep.data.text, prep.points, prep.basis, 2)
     results = run({name: method}, prep)
     assert results["alignment"].between(0, 1).all() and (results["n_targets"] == 3).all()
 
 
 def predictions(method, prep, group):
-    from gpo.tasks import make_batch, sample_questions
+    from gpo.evaluate import predict
+    from gpo.tasks import sample_questions
 
     rows = torch.tensor([group])
     q = sample_questions(prep.points.available[rows], 2, 3, torch.Generator().manual_seed(1))
-    return method(prep.points, prep.basis, make_batch(prep.points, rows, q))
+    return predict(method, prep.points, prep.labels, prep.basis, rows, q)
 
 
 def test_lora_baselines_train_change_outputs_and_do_not_leak_across_groups(llm_dir, prep):
     llm = small(llm_dir, lora_lr=0.05)
-    zero = make("zero_shot", llm, prep.data, prep.points, [], 2)
-    sft = make("sft", llm, prep.data, prep.points, [], 2)
+    zero = make("zero_shot", llm, prep.data.text, prep.points, prep.basis, 2)
+    sft = make("sft", llm, prep.data.text, prep.points, prep.basis, 2)
     test = prep.index(prep.split.test)
     a = predictions(sft, prep, test[0])
     assert sft.train_seconds > 0
     assert not torch.allclose(a, predictions(zero, prep, test[0]), atol=1e-4)  # the adapter trained
     predictions(sft, prep, test[1])  # another group in between
     assert torch.allclose(a, predictions(sft, prep, test[0]), atol=1e-5)  # ... leaves no trace
-    reward = make("reward", llm, prep.data, prep.points, [], 2)
+    reward = make("reward", llm, prep.data.text, prep.points, prep.basis, 2)
     r = predictions(reward, prep, test[0])
     sums = torch.zeros(1, len(prep.data.qids)).index_add(1, prep.points.point_question, r)
     assert set(np.round(sums[sums > 0].numpy(), 5)) == {1.0}
@@ -94,9 +95,9 @@ def test_lora_baselines_train_change_outputs_and_do_not_leak_across_groups(llm_d
 
 def test_in_context_fine_tuning_meta_trains_on_training_groups(llm_dir, prep):
     llm = small(llm_dir, lora_lr=0.05)
-    few = make("few_shot", llm, prep.data, prep.points, [], 2)
+    few = make("few_shot", llm, prep.data.text, prep.points, prep.basis, 2)
     before = predictions(few, prep, prep.index(prep.split.test)[0])
-    icft = make("icft", llm, prep.data, prep.points, prep.index(prep.split.train), 2)
+    icft = make("icft", llm, prep.data.text, prep.points, prep.basis, 2)
     assert icft.train_seconds > 0
     assert not torch.allclose(before, predictions(icft, prep, prep.index(prep.split.test)[0]), atol=1e-4)
     assert torch.allclose(before, predictions(few, prep, prep.index(prep.split.test)[0]), atol=1e-6)

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from gpo.errors import ConfigError
 from gpo.model import GPO, ModelConfig
 
 
@@ -110,5 +111,5 @@ def test_model_runs_on_the_device_of_its_inputs():
 
 
 def test_heads_must_divide_width():
-    with pytest.raises(ValueError, match="divisible"):
-        GPO(ModelConfig(d_model=30, n_heads=4), d_x=8)
+    with pytest.raises(ConfigError, match=r"d_model: expected a multiple of n_heads \(4\), got 30"):
+        ModelConfig(d_model=30, n_heads=4)

@@ -8,9 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpo.config import load_config, to_dict
-from gpo.evaluate import baseline_method, evaluate, gpo_method, summarise
+from gpo.evaluate import evaluate, summarise
+from gpo.methods import baseline_method, gpo_method, validation_score
 from gpo.model import GPO
-from gpo.pipeline import prepare, run_evaluation, run_training, validation_score
+from gpo.pipeline import prepare, run_evaluation, run_training
 from gpo.train import context_range, load_model, train
 
 
@@ -23,7 +24,7 @@ def fit(cfg, prep, validate=None):
     torch.manual_seed(cfg.train.seed)
     model = GPO(cfg.model, prep.points.x.shape[1])
     validate = validate or (lambda m: validation_score(prep, cfg, gpo_method(m)))
-    state = train(model, prep.points, prep.basis, prep.index(prep.split.train), validate, cfg.train,
+    state = train(model, prep.points, prep.labels, prep.basis, prep.index(prep.split.train), validate, cfg.train,
                   cfg.run_dir / "checkpoints", to_dict(cfg))
     return model, state
 
@@ -59,7 +60,7 @@ def test_gpo_learns_in_context_on_the_synthetic_world(tmp_path):
     _, state = fit(cfg, prep)
     model, _ = load_model(cfg.run_dir / "checkpoints" / "best.pt")
     methods = {"gpo": gpo_method(model), "mean": baseline_method("mean")}
-    results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups, [20], 3, 0)
+    results = evaluate(methods, prep.points, prep.labels, prep.basis, prep.index(prep.split.test), prep.data.groups, [20], 3, 0)
     summary = summarise(results).set_index("method")["mean"]
     # the mean prior cannot use the context; a GPO that reads it must beat it clearly
     assert summary["gpo"] > summary["mean"] + 0.05, summary

@@ -76,9 +76,9 @@ class StudyConfig:
     def experiment(self, base_model: BaseModel, k: int, params: dict | None = None, extra=()) -> ExperimentConfig:
         """The experiment config of one run: base + overrides + base model + k + trial params."""
         values = {"embed.model": base_model.model, "embed.layers": base_model.layers, "train.val_k": k, **(params or {})}
-        cfg = load_config(self.base, [*self.overrides, *extra], values)
-        cfg.train.ctx_min = min(cfg.train.ctx_min, cfg.train.ctx_max)  # a searched range may come out crossed
-        return cfg
+        if values.get("train.ctx_min", 0) > values.get("train.ctx_max", float("inf")):  # a searched range came out crossed
+            values["train.ctx_min"] = values["train.ctx_max"]
+        return load_config(self.base, [*self.overrides, *extra], values)
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from gpo.data.globalopinionqa import load_globalopinionqa_csv
 from gpo.data.jsonl import load_jsonl
 from gpo.data.opinionqa import load_opinionqa_release
+from gpo.data.schema import COLUMNS
 from gpo.errors import DataError
 
 
@@ -31,5 +33,17 @@ def load_table(path: str | Path, on_bad_rows: str = "skip") -> pd.DataFrame:
     if name.endswith(".csv"):
         return load_globalopinionqa_csv(path, on_bad_rows)
     if name.endswith(".parquet"):
-        return pd.read_parquet(path)
+        return read_table(path)
     raise DataError(f"{path}: unknown data format (expected a folder, .jsonl[.gz], .csv or .parquet)")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A canonical table written by `gpo data --out`."""
+    try:
+        table = pd.read_parquet(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing} of the canonical table (written by `gpo data --out`)")
+    return table

@@ -15,14 +15,13 @@ Rows of responses.csv are numbered from 1 at the first respondent.
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from gpo.data.schema import BadRows, RowProblem, check_distribution, finish, make_row
+from gpo.data.schema import BadRows, RowProblem, check_distribution, finish, literal, make_row, numbers, read_csv
 from gpo.errors import DataError
 
 REFUSALS = {"refused"}
@@ -42,21 +41,19 @@ def survey_dirs(root: Path) -> list[Path]:
 
 
 def _read_csv(path: Path, columns) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     # Only empty cells are missing: "None" and "NA" are real answer texts in Pew surveys.
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}")
-    return frame
+    return read_csv(path, columns, keep_default_na=False, na_values=[""])
 
 
-def _literal(text, path: Path, row: int, field: str):
+def _list(text, path: Path, row: int, field: str) -> list | None:
+    """A list literal of info.csv / metadata.csv (None stays None: no ordinal scale)."""
     try:
-        return ast.literal_eval(text) if isinstance(text, str) else text
-    except (ValueError, SyntaxError):
-        raise DataError(f"{path}: row {row}: field '{field}': not a Python literal: {text!r}") from None
+        value = literal(text)
+    except ValueError:
+        value = text
+    if value is None or isinstance(value, list):
+        return value
+    raise DataError(f"{path}: row {row}: field '{field}': not a Python list literal: {str(text)[:80]!r}")
 
 
 def load_opinionqa_release(root: str | Path, on_bad_rows: str = "skip") -> pd.DataFrame:
@@ -82,7 +79,7 @@ def _survey_rows(survey: Path, bad: BadRows) -> list[tuple[dict, int]]:
     metadata = _read_csv(survey / "metadata.csv", METADATA_COLUMNS)
     responses_path = survey / "responses.csv"
     attributes = {
-        row.key: _literal(row.options, survey / "metadata.csv", i, "options")
+        row.key: _list(row.options, survey / "metadata.csv", i, "options") or []
         for i, row in enumerate(metadata.itertuples(index=False), start=1)
     }
     needed = [weight_col, *attributes]
@@ -94,8 +91,8 @@ def _survey_rows(survey: Path, bad: BadRows) -> list[tuple[dict, int]]:
 
     rows = []
     for i, q in enumerate(info.itertuples(index=False), start=1):
-        references = _literal(q.references, survey / "info.csv", i, "references")
-        ordinal = _literal(q.option_ordinal, survey / "info.csv", i, "option_ordinal")
+        references = _list(q.references, survey / "info.csv", i, "references") or []
+        ordinal = _list(q.option_ordinal, survey / "info.csv", i, "option_ordinal")
         options = [o for o in references if str(o).strip().lower() not in REFUSALS]
         problem = check_distribution(options, [1.0 / max(len(options), 1)] * len(options), ordinal)
         if problem is not None:
@@ -104,7 +101,11 @@ def _survey_rows(survey: Path, bad: BadRows) -> list[tuple[dict, int]]:
         if q.key not in responses.columns:
             bad.add(RowProblem(str(responses_path), 0, q.key, "question column missing"))
             continue
-        answers = _answer_texts(responses[q.key], getattr(q, "option_mapping", None))
+        try:
+            answers = _answer_texts(responses[q.key], getattr(q, "option_mapping", None))
+        except ValueError as e:
+            bad.add(RowProblem(str(survey / "info.csv"), i, "option_mapping", str(e)))
+            continue
         unknown = answers.notna() & ~answers.isin(references)
         for r in np.flatnonzero(unknown.to_numpy()):
             bad.add(RowProblem(str(responses_path), int(r) + 1, q.key, f"answer {answers.iloc[r]!r} is not an option"))
@@ -133,5 +134,9 @@ def _answer_texts(column: pd.Series, option_mapping) -> pd.Series:
     """Answers as option texts; numeric codes are mapped through info.csv's option_mapping."""
     if not pd.api.types.is_numeric_dtype(column) or not isinstance(option_mapping, str) or not option_mapping:
         return column.astype("object").where(column.notna())
-    mapping = {float(k): v for k, v in ast.literal_eval(option_mapping).items()}
+    mapping = literal(option_mapping)
+    codes = numbers(mapping) if isinstance(mapping, dict) else None
+    if codes is None:
+        raise ValueError("not a {numeric code: option text} literal")
+    mapping = dict(zip(codes, mapping.values()))
     return pd.to_numeric(column, errors="coerce").map(mapping)

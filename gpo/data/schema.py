@@ -9,9 +9,11 @@ to three decimals); anything further off is malformed.
 
 from __future__ import annotations
 
+import ast
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -68,8 +70,35 @@ class BadRows:
         for p in self.problems[:show]:
             log.warning("  %s", p)
 
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([vars(p) for p in self.problems], columns=["file", "row", "field", "reason"])
+    def records(self) -> list[dict]:
+        return [vars(p) for p in self.problems]
+
+
+def read_csv(path: Path, columns=(), **kwargs) -> pd.DataFrame:
+    """A CSV file with the given columns, or one error naming the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        frame = pd.read_csv(path, encoding="utf-8", **kwargs)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: not a readable CSV file ({str(e).strip().splitlines()[0]})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}")
+    return frame
+
+
+def literal(text):
+    """A Python literal written as text (upstream CSVs store lists and dicts this way);
+    ValueError when the text is not one."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (SyntaxError, TypeError, MemoryError, RecursionError) as e:
+        raise ValueError(str(e)) from None
 
 
 def check_distribution(options, distribution, ordinal) -> tuple[str, str] | None:
@@ -82,9 +111,8 @@ def check_distribution(options, distribution, ordinal) -> tuple[str, str] | None
         return "distribution", "not a list of shares"
     if len(distribution) != len(options):
         return "distribution", f"{len(options)} options but {len(distribution)} shares"
-    try:
-        shares = [float(s) for s in distribution]
-    except (TypeError, ValueError):
+    shares = numbers(distribution)
+    if shares is None:
         return "distribution", "a share is not a number"
     if any(math.isnan(s) or s < 0 for s in shares):
         return "distribution", "negative or NaN share"
@@ -95,9 +123,18 @@ def check_distribution(options, distribution, ordinal) -> tuple[str, str] | None
         if not isinstance(ordinal, (list, tuple)) or len(ordinal) != len(options):
             n = len(ordinal) if isinstance(ordinal, (list, tuple)) else "no"
             return "ordinal", f"{len(options)} options but {n} ordinal values"
-        if any(o is None or not math.isfinite(float(o)) for o in ordinal):
+        values = numbers(ordinal)
+        if values is None or not all(map(math.isfinite, values)):
             return "ordinal", "an ordinal value is missing or not finite"
     return None
+
+
+def numbers(values) -> list[float] | None:
+    """`values` as floats, or None if one is not a number (None, a list, a word, too large)."""
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def option_text(option) -> str:
@@ -128,18 +165,25 @@ def make_row(dataset, qid, question, options, ordinal, attribute, group, distrib
     }
 
 
-def to_frame(rows: list[dict], source: str) -> pd.DataFrame:
+def to_frame(rows: list[dict], source: str, bad: BadRows) -> pd.DataFrame:
     if not rows:
-        raise DataError(f"{source}: no valid rows")
+        example = f"; e.g. {bad.problems[0]}" if bad.problems else ""
+        raise DataError(f"{source}: no valid rows ({len(bad.problems)} malformed{example})")
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def finish(rows: list[dict], row_numbers: list[int], source: str, bad: BadRows) -> pd.DataFrame:
-    """The loaded table, consistency-checked; skipped rows are logged and kept in attrs["bad_rows"]."""
-    table = check_consistent(to_frame(rows, source), row_numbers, source, bad)
+    """The loaded table, consistency-checked. Skipped rows are logged and kept in
+    attrs["bad_rows"] as records (file, row, field, reason), which parquet can store."""
+    table = check_consistent(to_frame(rows, source, bad), row_numbers, source, bad)
     bad.report()
-    table.attrs["bad_rows"] = bad.frame()
+    table.attrs["bad_rows"] = bad.records()
     return table
+
+
+def bad_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows a loader skipped (file, row, field, reason), one per problem."""
+    return pd.DataFrame(table.attrs.get("bad_rows", []), columns=["file", "row", "field", "reason"])
 
 
 def check_consistent(table: pd.DataFrame, row_numbers: list[int], source: str, bad: BadRows) -> pd.DataFrame:

@@ -34,6 +34,16 @@ GROUP_PRESETS = {
 }
 
 
+@dataclass(frozen=True)
+class SurveyText:
+    """What a survey says, without anyone's answers: what prompt-based methods may read."""
+
+    questions: list[str]
+    options: list[list[str]]
+    groups: list[str]
+    attributes: list[str]
+
+
 @dataclass
 class SurveyData:
     dataset: str
@@ -63,6 +73,10 @@ class SurveyData:
     @cached_property
     def available(self) -> np.ndarray:  # (G, Q) bool: the group answered the question
         return ~np.isnan(self.y[:, self.question_points[:, 0]])
+
+    @property
+    def text(self) -> SurveyText:
+        return SurveyText(self.questions, self.options, self.groups, self.attributes)
 
     @property
     def n_points(self) -> int:

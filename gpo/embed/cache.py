@@ -2,12 +2,14 @@
 
 A cache folder is keyed by everything the numbers depend on (model weights digest, prompt
 template, pooling, dtype, the questions and options). Inside it:
-- manifest.json: that identity, the embedding dimension and the shard layout;
+- manifest.json: that identity, the embedding dimension, the shard layout and each written
+  shard's SHA-256;
 - shard-00000.parquet, ...: the points of `shard_size` consecutive questions, written to a
   temp file and renamed, so a shard is either whole or absent.
-A rerun computes only shards that are missing; a shard that cannot be read or does not
-match the manifest (rows, question ids, dimension, finite values) is reported and
-recomputed, never used. Reading memory-maps each shard and views its values without a copy.
+A rerun computes only shards that are missing; a shard whose bytes do not match its checksum
+(a flipped bit anywhere), or that cannot be read or does not match the manifest (rows,
+question ids, dimension, finite values), is reported and recomputed, never used. Reading
+memory-maps each shard and views its values without a copy.
 """
 
 from __future__ import annotations
@@ -47,20 +49,20 @@ class EmbeddingCache:
         cache = cls(Path(cache_dir) / key, identity, list(qids), [int(n) for n in n_options], shard_size)
         cache.root.mkdir(parents=True, exist_ok=True)
         manifest = cache.root / "manifest.json"
-        expected = cache.manifest(dim=None)
-        if manifest.is_file():
-            found = json.loads(manifest.read_text())
-            if {k: v for k, v in found.items() if k != "dim"} != {k: v for k, v in expected.items() if k != "dim"}:
-                log.warning("%s does not match this data; its shards will be recomputed", manifest)
-                for shard in cache.root.glob("shard-*.parquet"):
-                    shard.unlink()
-                _atomic_write_text(manifest, json.dumps(expected, indent=1))
-        else:
-            _atomic_write_text(manifest, json.dumps(expected, indent=1))
+        expected = cache.layout()
+        found = json.loads(manifest.read_text()) if manifest.is_file() else None
+        if found is not None and {k: found.get(k) for k in expected} != expected:
+            log.warning("%s does not match this data; its shards will be recomputed", manifest)
+            for shard in cache.root.glob("shard-*.parquet"):
+                shard.unlink()
+            found = None
+        if found is None:
+            _atomic_write_text(manifest, json.dumps({**expected, "dim": None, "checksums": {}}, indent=1))
         return cache
 
-    def manifest(self, dim) -> dict:
-        return {**self.identity, "pooling": "mean", "dim": dim, "n_questions": len(self.qids),
+    def layout(self) -> dict:
+        """What the shards must match: the identity, pooling and the questions' layout."""
+        return {**self.identity, "pooling": "mean", "n_questions": len(self.qids),
                 "n_points": sum(self.n_options), "shard_size": self.shard_size,
                 "qids_digest": hashlib.sha1("\n".join(self.qids).encode()).hexdigest()[:16]}
 
@@ -92,18 +94,26 @@ class EmbeddingCache:
         })
         tmp = self.path(shard).with_suffix(f".tmp{os.getpid()}")
         pq.write_table(table, tmp)
+        checksum = _sha256(tmp)
         os.replace(tmp, self.path(shard))
-        self._set_dim(vectors.shape[1])
+        # the checksum is recorded after the shard is in place: a crash in between leaves a shard
+        # without one, which is recomputed, never trusted
+        found = self._manifest()
+        found["dim"] = vectors.shape[1]
+        found.setdefault("checksums", {})[str(shard.index)] = checksum
+        _atomic_write_text(self.root / "manifest.json", json.dumps(found, indent=1))
 
-    def _set_dim(self, dim: int) -> None:
-        manifest = self.root / "manifest.json"
-        found = json.loads(manifest.read_text())
-        if found.get("dim") != dim:
-            _atomic_write_text(manifest, json.dumps({**found, "dim": dim}, indent=1))
+    def _manifest(self) -> dict:
+        return json.loads((self.root / "manifest.json").read_text())
 
     def _read(self, shard: Shard) -> np.ndarray | None:
         path = self.path(shard)
         if not path.is_file():
+            return None
+        manifest = self._manifest()
+        if manifest.get("checksums", {}).get(str(shard.index)) != _sha256(path):
+            log.warning("%s: its bytes do not match the checksum in the manifest (corrupted, or written by an "
+                        "interrupted run); recomputing it", path)
             return None
         try:
             table = pq.read_table(path, memory_map=True)
@@ -115,8 +125,7 @@ class EmbeddingCache:
             log.warning("%s: unreadable (%s); recomputing it", path, e)
             return None
         expected = [self.qids[q] for q in shard.questions for _ in range(self.n_options[q])]
-        want_dim = json.loads((self.root / "manifest.json").read_text()).get("dim")
-        if qids != expected or (want_dim and dim != want_dim) or not np.isfinite(vectors).all():
+        if qids != expected or dim != manifest.get("dim") or not np.isfinite(vectors).all():
             log.warning("%s: does not match the manifest (questions, dimension or values); recomputing it", path)
             return None
         return vectors
@@ -128,6 +137,10 @@ class EmbeddingCache:
         if missing:
             raise RuntimeError(f"{self.root}: shards {missing} are missing; run extraction first")
         return np.concatenate(parts)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -19,23 +19,22 @@ import time
 import numpy as np
 import torch
 
-from gpo.data.survey import SurveyData
-from gpo.llm import prompts
+from gpo.data.basis import Basis
+from gpo.data.survey import SurveyText
+from gpo.llm import LLM_BASELINES, prompts
 from gpo.llm.scoring import last_logits, letter_token_ids, option_probs, score
-from gpo.tasks import Batch, Points
+from gpo.tasks import Episode, Points
 
 
-def episode_questions(points: Points, batch: Batch):
+def episode_questions(points: Points, episode: Episode):
     """Per row: context question ids, their shares (in option order) and target question ids."""
     pq = points.point_question.cpu().numpy()
-    pts, y = batch.points.cpu().numpy(), batch.y.cpu().numpy()
+    ctx_points, ctx_y, tar_points = episode.ctx.cpu().numpy(), episode.ctx_y.cpu().numpy(), episode.tar.cpu().numpy()
     rows = []
-    for r in range(len(pts)):  # rows of an episode batch: prompts are built per row
-        ctx = pts[r, : batch.n_ctx]
+    for ctx, y, tar in zip(ctx_points, ctx_y, tar_points):  # rows of an episode: prompts are built per row
         ok = ctx >= 0
-        ctx_questions, ctx_shares = pq[ctx[ok]], y[r, : batch.n_ctx][ok]
+        ctx_questions, ctx_shares = pq[ctx[ok]], y[ok]
         order = list(dict.fromkeys(ctx_questions.tolist()))
-        tar = pts[r, batch.n_ctx:]
         rows.append((order, {q: ctx_shares[ctx_questions == q] for q in order}, list(dict.fromkeys(pq[tar[tar >= 0]].tolist()))))
     return rows
 
@@ -45,7 +44,7 @@ class LLMMethod:
 
     adapter: str | None = None  # the LoRA adapter this method runs with (None: the base model)
 
-    def __init__(self, llm, data: SurveyData):
+    def __init__(self, llm, data: SurveyText):
         self.llm, self.data, self.train_seconds = llm, data, 0.0
 
     @contextlib.contextmanager
@@ -61,8 +60,8 @@ class LLMMethod:
         else:
             yield
 
-    def fill(self, points: Points, batch: Batch, per_row: list[dict]) -> torch.Tensor:
-        out = torch.zeros(batch.x.shape[0], points.x.shape[0], device=points.device)
+    def fill(self, points: Points, per_row: list[dict]) -> torch.Tensor:
+        out = torch.zeros(len(per_row), points.x.shape[0], device=points.device)
         qp = points.question_points.cpu().numpy()
         for r, probs in enumerate(per_row):
             for q, p in probs.items():
@@ -72,13 +71,15 @@ class LLMMethod:
     def question_prompt(self, q: int) -> str:
         return prompts.question(self.data.questions[q], self.data.options[q])
 
-    def __call__(self, points: Points, basis, batch: Batch) -> torch.Tensor:
-        rows = episode_questions(points, batch)
+    def __call__(self, points: Points, basis, episode: Episode) -> torch.Tensor:
+        rows = episode_questions(points, episode)
         with self.using():
-            per_row = [self.row(g, ctx_q, shares, targets) for g, (ctx_q, shares, targets) in zip(batch.groups.tolist(), rows)]
-        return self.fill(points, batch, per_row)
+            per_row = [self.row(g, ctx_q, shares, targets) for g, (ctx_q, shares, targets) in zip(episode.groups.tolist(), rows)]
+        return self.fill(points, per_row)
 
     def score(self, texts: list[str], questions: list[int]) -> dict:
+        if not questions:
+            return {}
         n = [len(self.data.options[q]) for q in questions]
         return dict(zip(questions, score(self.llm.model, self.llm.tokenizer, texts, n, self.llm.cfg.batch_size, self.llm.cfg.max_tokens)))
 
@@ -148,6 +149,12 @@ class LoRAMethod(LLMMethod):
         return option_probs(logits, letter_token_ids(tok, max(n_options)), torch.tensor(n_options, device=logits.device))
 
 
+def distribution(shares) -> np.ndarray:
+    """Shares as float64 probabilities summing to one (numpy's multinomial checks the sum in float64)."""
+    p = np.clip(np.asarray(shares, dtype=np.float64), 0, None)
+    return p / max(p.sum(), 1e-12)
+
+
 def soft_cross_entropy(p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * p.clamp_min(1e-9).log()).sum(1).mean()
 
@@ -166,7 +173,7 @@ class SFT(LoRAMethod):
         self.reset()
         rng = np.random.default_rng(group)
         n = self.llm.cfg.samples_per_question
-        sampled = [rng.multinomial(n, np.clip(shares[q], 0, None) / max(np.sum(shares[q]), 1e-9)) / n for q in ctx_q]
+        sampled = [rng.multinomial(n, distribution(shares[q])) / n for q in ctx_q]
         texts = [self.question_prompt(q) for q in ctx_q]
         n_opt = [len(self.data.options[q]) for q in ctx_q]
         target = padded_shares(sampled, max(n_opt), self.llm.model.device)
@@ -210,17 +217,17 @@ class Reward(LoRAMethod):
 
 
 class InContextFineTuned(LoRAMethod, FewShot):
-    """LoRA meta-trained over the training groups on few-shot prompts, then used few-shot."""
+    """LoRA meta-trained over the training groups (the basis) on few-shot prompts, then used few-shot."""
 
-    def __init__(self, llm, data, points: Points, train_groups: list[int], k: int):
+    def __init__(self, llm, data, points: Points, basis: Basis, k: int):
         super().__init__(llm, data)
         generator = torch.Generator().manual_seed(0)
-        available = points.available.cpu()
-        y = points.y.cpu().numpy()
+        y = basis.y.cpu().numpy()  # (J, P) the training groups' shares
         qp = points.question_points.cpu().numpy()
+        available = basis.answered[:, qp[:, 0]].cpu()  # (J, Q)
 
         def loss():
-            g = train_groups[int(torch.randint(len(train_groups), (1,), generator=generator))]
+            g = int(torch.randint(basis.size, (1,), generator=generator))
             order = [int(q) for q in torch.randperm(available.shape[1], generator=generator) if available[g, q]]
             ctx, targets = order[:k], order[k:k + self.llm.cfg.batch_size]
             context = [(data.questions[q], data.options[q], y[g, qp[q, : len(data.options[q])]]) for q in ctx]
@@ -260,7 +267,7 @@ class LLM:
         self.model.eval()
 
 
-def make(name: str, llm: LLM, data: SurveyData, points: Points, train_groups: list[int], k: int):
+def make(name: str, llm: LLM, data: SurveyText, points: Points, basis: Basis, k: int):
     if name == "zero_shot":
         return ZeroShot(llm, data)
     if name == "steered":
@@ -272,5 +279,5 @@ def make(name: str, llm: LLM, data: SurveyData, points: Points, train_groups: li
     if name == "reward":
         return Reward(llm, data)
     if name == "icft":
-        return InContextFineTuned(llm, data, points, train_groups, k)
-    raise ValueError(f"unknown LLM baseline {name!r}; one of zero_shot, steered, few_shot, sft, reward, icft")
+        return InContextFineTuned(llm, data, points, basis, k)
+    raise ValueError(f"unknown LLM baseline {name!r}; one of {LLM_BASELINES}")
