@@ -61,20 +61,28 @@ def fmt_summary(summary: pd.DataFrame) -> pd.DataFrame:
 AXES = {"base_params": "base-model parameters", "gpo_params": "GPO parameters", "train_flops": "training FLOPs"}
 
 
+def budget(rows: pd.DataFrame) -> pd.Series:
+    """A GPO run's training configuration as far as compute goes (its size and steps): runs
+    that differ only by seed spend slightly different FLOPs, which is no scaling axis."""
+    parts = [rows[c].astype(str) for c in ("base_params", "gpo_params", "train_steps") if c in rows]
+    return pd.concat(parts, axis=1).agg("|".join, axis=1) if parts else rows["train_flops"].astype(str)
+
+
 def scaling_fits(tests: pd.DataFrame) -> tuple[dict, pd.DataFrame, list[str]]:
     """Fits per (dataset, method, k) against base parameters, and for GPO against its own size
-    and training compute, wherever there are enough distinct sizes. Methods that score the
-    same at every size (they do not read the embeddings) are listed, not fitted."""
+    and training compute, wherever there are enough distinct sizes (for GPO's own: distinct
+    configurations, not seeds). Methods that score the same at every size (they do not read
+    the embeddings) are listed, not fitted."""
     fits, rows, constant = {}, [], set()
-    unit_means = tests.groupby(["dataset", "method", "k", "base_params", "seed", "split_seed", "train_fraction"],
-                               dropna=False)["alignment"].mean().reset_index()
-    for axis, frame in (("base_params", unit_means), *(
-            (col, tests[tests.method.str.startswith("gpo")].groupby(["dataset", "method", "k", col, "seed", "split_seed", "train_fraction"],
-                                                       dropna=False)["alignment"].mean().reset_index())
+    unit = ["seed", "split_seed", "train_fraction"]
+    unit_means = tests.groupby(["dataset", "method", "k", "base_params", *unit], dropna=False)["alignment"].mean().reset_index()
+    gpo = tests[is_gpo(tests.method)].assign(budget=budget)
+    for axis, frame in (("base_params", unit_means.assign(budget=unit_means["base_params"])), *(
+            (col, gpo.groupby(["dataset", "method", "k", col, "budget", *unit], dropna=False)["alignment"].mean().reset_index())
             for col in ("gpo_params", "train_flops") if col in tests and tests[col].notna().any())):
         for (dataset, method, k), cell in frame.dropna(subset=[axis]).groupby(["dataset", "method", "k"]):
             cell = cell[cell[axis] > 0]
-            if cell[axis].nunique() < min(MIN_SIZES.values()):
+            if min(cell[axis].nunique(), cell["budget"].nunique()) < min(MIN_SIZES.values()):
                 continue
             if np.ptp(cell.groupby(axis)["alignment"].mean()) < 1e-9:
                 constant.add(method)
@@ -153,7 +161,7 @@ def compute_runs(tests: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
                 ["method", *unit], dropna=False):
             rows_of_run = cell.merge(pd.DataFrame([dict(zip(unit, key))]), on=unit)  # (a merge matches missing values too)
             rows.append({"dataset": ref.dataset, "base": ref.base, "k": ref.k, "method": method, "reference": ref.reference,
-                         "chosen_on": ref.chosen_on, "train_flops": run["train_flops"].iloc[0],
+                         "chosen_on": ref.chosen_on, "train_flops": run["train_flops"].iloc[0], "budget": budget(run).iloc[0],
                          "label": ref.base, **paired(rows_of_run, method, ref.reference)})
     return pd.DataFrame(rows)
 
@@ -216,14 +224,14 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
     sections.append(Section("Per group", "Each test group: each method minus the reference on that group (mean over "
                             "units), for the largest base model.", None, heat))
     runs = compute_runs(tests, references)
-    budgets = runs.groupby("dataset")["train_flops"].nunique() if len(runs) else pd.Series(dtype=int)
+    budgets = runs.groupby("dataset")["budget"].nunique() if len(runs) else pd.Series(dtype=int)
     compute_figs = [plots.compute(runs, d, figures) for d in budgets.index if budgets[d] >= 2]
     if compute_figs:
         compute_text = "Each GPO run minus the reference (paired over its test groups) against its training compute."
     elif len(runs):
         compute_text = (f"{runs.drop_duplicates(['dataset', 'base', 'method', 'train_flops']).shape[0]} GPO run(s), each dataset's "
-                        f"at one training compute ({', '.join(f'{f:.3g}' for f in sorted(runs['train_flops'].unique()))} FLOPs): "
-                        "nothing to plot against compute.")
+                        f"from one training configuration ({', '.join(f'{f:.3g}' for f in sorted(runs['train_flops'].unique()))} "
+                        "FLOPs; runs that differ only by seed differ a little): nothing to plot against compute.")
     else:
         compute_text = "No run recorded a positive training compute: no figure against compute."
     sections.append(Section("Compute", compute_text, None, compute_figs))

@@ -112,8 +112,14 @@ def study_frame(offsets: dict, roles=("test", "val"), ks=(5,), units=1, n_groups
                         rows.append({"method": method, "k": k, "group": f"{role}{g}", "role": role, "seed": unit,
                                      "split_seed": unit, "train_fraction": 0.4, "dataset": "synth", "embed_model": "synthetic",
                                      "embed_layers": 0, "run": f"u{unit}", "alignment": 0.9 + offset + difficulty[g]
-                                     + 0.001 * rng.normal(), "train_flops": flops if method.startswith("gpo") else None})
+                                     + 0.001 * rng.normal(), **gpo_training(method, flops * (1 + 0.1 * unit))})
     return pd.DataFrame(rows)
+
+
+def gpo_training(method: str, flops: float) -> dict:
+    """Training totals on GPO's rows; a seed changes the tokens drawn, so the FLOPs, a little."""
+    gpo = method.startswith("gpo")
+    return {"train_flops": flops if gpo else None, "gpo_params": 1e5 if gpo else None, "train_steps": 600 if gpo else None}
 
 
 # on validation mixture is the best baseline, on test logit: only a leak would pick logit
@@ -180,15 +186,17 @@ def test_summary_says_when_the_reference_is_the_mean_prior(tmp_path):
 
 
 def test_no_figure_is_written_when_there_is_nothing_to_show(tmp_path):
-    """One base model, one k, one run: no scaling, few-shot or compute figure, and the
-    report says why; the per-group figure (something to show) is written."""
-    frame = study_frame(LEAK)
+    """One base model, one k, one configuration trained from three seeds: no scaling,
+    few-shot or compute figure or fit, and the report says why; the per-group figure
+    (something to show) is written."""
+    frame = study_frame(LEAK, units=3)
     analyze([write_run(tmp_path, frame)], tmp_path / "report", command="gpo analyze runs")
     written = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
     assert written == ["groups-synth.png", "groups-synth.svg"]
     report = (tmp_path / "report" / "report.md").read_text()
     assert "No figure against base-model size" in report and "No few-shot figure" in report
     assert "nothing to plot against compute" in report
+    assert json.loads((tmp_path / "report" / "fits.json").read_text()) == {}  # three seeds' FLOPs are no scaling axis
     unrecorded = analyze([write_run(tmp_path / "zero", study_frame(LEAK, flops=0.0))], tmp_path / "zero-report",
                          command="gpo analyze runs").report.read_text()
     assert "No run recorded a positive training compute" in unrecorded
