@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -303,12 +304,30 @@ def render_markdown(sections: list[Section]) -> str:
     return "\n".join(parts)
 
 
+def text_html(text: str) -> str:
+    """The little markdown a section's text uses: ### headings, - lists, **bold**, `code`, ``` blocks."""
+    out = []
+    for part in re.split(r"(```.*?```)", text, flags=re.S):
+        if part.startswith("```"):
+            out.append("<pre>" + html.escape(re.sub(r"^```\w*\n|```$", "", part)) + "</pre>")
+            continue
+        for block in filter(None, (b.strip("\n") for b in part.split("\n\n"))):
+            inline = re.sub(r"`([^`]+)`", r"<code>\1</code>", re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(block)))
+            if inline.startswith("### "):
+                out.append(f"<h3>{inline[4:]}</h3>")
+            elif inline.startswith("- "):
+                out.append("<ul>" + "".join(f"<li>{item}</li>" for item in inline[2:].split("\n- ")) + "</ul>")
+            else:
+                out.append(f"<p>{inline}</p>")
+    return "".join(out)
+
+
 def render_html(sections: list[Section]) -> str:
     body = ["<h1>GPO study report</h1>"]
     for s in sections:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
         if s.text:
-            body.append("<pre style='white-space: pre-wrap'>" + html.escape(s.text) + "</pre>")
+            body.append(text_html(s.text))
         if s.table is not None:
             body.append(s.table.to_html(index=False, border=0))
         body += [f"<p><img src='figures/{f}' style='max-width: 100%'></p>" for f in s.figures]

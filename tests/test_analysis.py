@@ -177,6 +177,8 @@ def test_summary_names_the_winner_and_gpo_against_the_validation_reference_with_
     margin = paired(test[test.k == 5], "gpo", "logit")
     assert f"{margin['mean']:+.4f} [{margin['lo']:+.4f}, {margin['hi']:+.4f}] vs logit" in report
     assert margin["mean"] == pytest.approx(0.005, abs=0.001)
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>Summary</h2><h3>synth: " in page and "<li><b>Which method wins:</b>" in page
 
 
 def test_summary_says_when_the_reference_is_the_mean_prior(tmp_path):
