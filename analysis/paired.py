@@ -19,7 +19,7 @@ import pandas as pd
 from gpo.analysis.aggregate import UNIT, bootstrap
 
 FALLBACK = "mean"
-CHOSEN_ON_VAL = "the best baseline on the validation groups"
+CHOSEN_ON_VAL = "the best baseline on the"  # ... 2 validation groups (how few, the reader should see)
 CHOSEN_BY_FALLBACK = "the mean prior: these results have no validation rows to choose a best baseline on"
 
 
@@ -59,15 +59,19 @@ def choose_reference(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     prior, or no row at all if the results have no `mean` either."""
     tests, val = split_roles(rows)
     val = val[~is_gpo(val.method)]
-    scores = (val.groupby([*by, "method", *(c for c in UNIT if c in val)])["alignment"].mean()
+    units = [c for c in UNIT if c in val]
+    scores = (val.groupby([*by, "method", *units])["alignment"].mean()
               .groupby([*by, "method"]).mean().reset_index())
     best = scores.loc[scores.groupby(by)["alignment"].idxmax()] if len(scores) else scores
     best = {tuple(row[by]): row["method"] for _, row in best.iterrows()}
+    n_groups = val.groupby([*by, *units])["group"].nunique().groupby(by).mean().round().astype(int) if len(val) else {}
     out = []
     for key, cell in tests.groupby(by):
         key = key if isinstance(key, tuple) else (key,)
         if key in best:
-            out.append({**dict(zip(by, key)), "reference": best[key], "chosen_on": CHOSEN_ON_VAL})
+            n = n_groups[key[0] if len(key) == 1 else key]
+            out.append({**dict(zip(by, key)), "reference": best[key],
+                        "chosen_on": f"{CHOSEN_ON_VAL} {n} validation group{'s' if n != 1 else ''}"})
         elif (cell.method == FALLBACK).any():
             out.append({**dict(zip(by, key)), "reference": FALLBACK, "chosen_on": CHOSEN_BY_FALLBACK})
     return pd.DataFrame(out, columns=[*by, "reference", "chosen_on"])

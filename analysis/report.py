@@ -276,7 +276,7 @@ def sweep_reference(val: pd.DataFrame, references: pd.DataFrame, study: str, bas
         return None
     rows = val[(val.study == study) & (val.base_model == base_model) & (val.k == k)]
     chosen = references[(references.base.isin(rows.base.unique())) & (references.k == k) &
-                        (references.chosen_on == CHOSEN_ON_VAL)]
+                        references.chosen_on.str.startswith(CHOSEN_ON_VAL)]
     if rows.empty or chosen.empty:
         return None
     name = chosen["reference"].iloc[0]

@@ -145,7 +145,7 @@ def test_paired_difference_cancels_group_difficulty_and_resamples_units_then_gro
 def test_reference_is_chosen_on_validation_rows_never_on_test_rows():
     frame = study_frame(LEAK)
     chosen = choose_reference(frame, ["dataset", "k"])
-    assert chosen[["reference", "chosen_on"]].values.tolist() == [["mixture", CHOSEN_ON_VAL]]
+    assert chosen[["reference", "chosen_on"]].values.tolist() == [["mixture", f"{CHOSEN_ON_VAL} 12 validation groups"]]
     # the same results without validation rows: the mean prior, saying why
     fallback = choose_reference(frame[frame.role == "test"], ["dataset", "k"])
     assert fallback[["reference", "chosen_on"]].values.tolist() == [["mean", CHOSEN_BY_FALLBACK]]
@@ -168,7 +168,7 @@ def test_summary_names_the_winner_and_gpo_against_the_validation_reference_with_
     span = f"{at20['mean']:+.4f} [{at20['lo']:+.4f}, {at20['hi']:+.4f}]"
     for text in (report, analysis.summary):
         assert "the highest mean test alignment is gpo's in all 2 settings" in text
-        assert "mixture, the best baseline on the validation groups" in text  # not logit, the test-best
+        assert "mixture, the best baseline on the 12 validation groups" in text  # not logit, the test-best
         assert span in text  # gpo - mixture at k = 20, paired interval
         assert "above it in 2" in text
         assert "One seed x group split per setting" in text  # a single unit: intervals from groups only
