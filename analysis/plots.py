@@ -25,6 +25,7 @@ LEFT_OUT = ("uniform",)  # never a contender; its difference would flatten the o
 BASELINE_COLOURS = {"logit": "tab:orange", "mixture": "tab:green", "mean": "tab:gray", "ridge": "tab:brown",
                     "kernel": "tab:olive", "uniform": "black"}
 GPO_COLOURS = ["tab:blue", "tab:red", "tab:purple", "tab:cyan", "tab:pink"]
+MIN_WIDTH = 7.5  # inches: room for the title and the legend beside a single panel
 DIFF_LABEL = "alignment − reference\n(paired mean, 95% CI)"
 
 
@@ -98,7 +99,7 @@ def _legend_and_note(fig, axes, diffs, stars: bool = True):
 
 def _line_panels(diffs: pd.DataFrame, n_panels: int, width: float, height: float):
     """(figure, axes, styles, methods): panels side by side, shared y."""
-    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels + 1.8, height), sharey=True, squeeze=False,
+    fig, axes = plt.subplots(1, n_panels, figsize=(max(width * n_panels + 1.8, MIN_WIDTH), height), sharey=True, squeeze=False,
                              layout="constrained")
     shown = diffs[~diffs.method.isin(LEFT_OUT)]
     return fig, axes[0], styles(shown.method.unique()), order(shown.method.unique())
@@ -166,7 +167,7 @@ def groups(group_diffs: pd.DataFrame, dataset: str, base: str, out: Path) -> str
     rows = rows.append(pd.concat(tables.values()).index.unique().difference(rows))
     scale = max(float(np.nanmax(np.abs(t.to_numpy()))) for t in tables.values()) or 1.0
     widths = [t.shape[1] for t in tables.values()]
-    fig, axes = plt.subplots(1, len(ks), figsize=(0.62 * sum(widths) + 3.5, 0.28 * len(rows) + 2.4), sharey=True,
+    fig, axes = plt.subplots(1, len(ks), figsize=(max(0.62 * sum(widths) + 3.5, MIN_WIDTH), 0.28 * len(rows) + 2.4), sharey=True,
                              squeeze=False, layout="constrained", gridspec_kw={"width_ratios": widths})
     axes = axes[0]
     for ax, k in zip(axes, ks):
@@ -189,7 +190,8 @@ def compute(runs: pd.DataFrame, dataset: str, out: Path) -> str:
     labelled with their base model; the front of runs that no cheaper run beats."""
     part = runs[runs.dataset == dataset]
     ks = sorted(part["k"].unique())
-    fig, axes = plt.subplots(1, len(ks), figsize=(4.0 * len(ks) + 1.8, 4.4), sharey=True, squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(ks), figsize=(max(4.0 * len(ks) + 1.8, MIN_WIDTH), 4.4), sharey=True, squeeze=False,
+                             layout="constrained")
     axes = axes[0]
     style = styles(part.method.unique())
     for ax, k in zip(axes, ks):
