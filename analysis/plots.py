@@ -217,7 +217,8 @@ def compute(runs: pd.DataFrame, dataset: str, out: Path) -> str:
 def sweep_diagnostics(trials: pd.DataFrame, importances: dict, name: str, out: Path, reference: tuple | None = None) -> str:
     """Validation score per trial in launch order (with the reference baseline's validation
     score when known), and parameter importances when there are enough finished trials."""
-    fig, axes = plt.subplots(1, 2 if importances else 1, figsize=(11 if importances else 6.5, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if importances else 1, figsize=(11 if importances else 6.5, 3.8), squeeze=False,
+                             layout="constrained")
     a = axes[0, 0]
     scores = trials["val_alignment"].to_numpy()
     colors = ["C0" if s == "completed" else "C7" for s in trials["status"]]

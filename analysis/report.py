@@ -63,9 +63,10 @@ AXES = {"base_params": "base-model parameters", "gpo_params": "GPO parameters", 
 
 
 def budget(rows: pd.DataFrame) -> pd.Series:
-    """A GPO run's training configuration as far as compute goes (its size and steps): runs
-    that differ only by seed spend slightly different FLOPs, which is no scaling axis."""
-    parts = [rows[c].astype(str) for c in ("base_params", "gpo_params", "train_steps") if c in rows]
+    """A GPO run's training configuration as far as compute goes (its base model, its size, a
+    sweep's chosen config): runs that differ only by seed spend different FLOPs (the tokens
+    drawn, the step of the best checkpoint), which is no scaling axis."""
+    parts = [rows[c].astype(str) for c in ("base_params", "gpo_params", "config") if c in rows]
     return pd.concat(parts, axis=1).agg("|".join, axis=1) if parts else rows["train_flops"].astype(str)
 
 
@@ -191,15 +192,16 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
     summary = summarise(tests)
     fits, fit_table, constant = scaling_fits(tests)
     summary_text, summary_table = summarise_study(tests, comparisons, wins, fits)
-    sections = [Section("Summary", summary_text, summary_table)]
-    sections.append(Section("Results", "Alignment on the test groups: the mean over groups and the worst group, each "
+    sections = [Section("Results", "Alignment on the test groups: the mean over groups and the worst group, each "
                             "averaged over units (seed x group split) with a 95% two-level bootstrap interval "
                             "(units, then groups). A resampled worst group is never below the sample's, so the worst group's "
-                            "interval is one-sided: read its upper end as the spread.", fmt_summary(summary)))
+                            "interval is one-sided: read its upper end as the spread.", fmt_summary(summary))]
     paired_text = ("The figures plot each method minus the reference baseline (the black zero line), paired per "
-                   "(unit, test group), with a 95% two-level bootstrap interval. The reference: " + "; ".join(
+                   "(unit, test group), with a 95% two-level bootstrap interval; `uniform` is left out of them. The "
+                   "reference: " + "; ".join(
                        f"{r} ({c})" for r, c in dict.fromkeys(zip(references["reference"], references["chosen_on"]))) + "."
                    if len(references) else "No reference baseline (no validation rows, no mean prior): no paired figures.")
+    sections.insert(0, Section("Summary", f"{summary_text}\n\n{paired_text}", summary_table))
     compared = set(comparisons["dataset"])
     sizes = tests.groupby("dataset")["base_params"].nunique()
     scaling_figs = [plots.scaling(comparisons, d, figures) for d in sizes.index if sizes[d] >= 2 and d in compared]
@@ -210,7 +212,7 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
         fit_text += f" Not fitted, identical at every size (they do not read the embeddings): {', '.join(constant)}."
     if not scaling_figs:
         fit_text += " No figure against base-model size (one base model per dataset, or no reference)."
-    sections.append(Section("Scaling with the base model", f"{paired_text} {fit_text}",
+    sections.append(Section("Scaling with the base model", fit_text,
                             fit_table if len(fit_table) else None, scaling_figs))
     ks = tests.groupby("dataset")["k"].nunique()
     few = [plots.fewshot(comparisons, d, figures) for d in ks.index if ks[d] >= 2 and d in compared]
@@ -232,7 +234,8 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
     elif len(runs):
         compute_text = (f"{runs.drop_duplicates(['dataset', 'base', 'method', 'train_flops']).shape[0]} GPO run(s), each dataset's "
                         f"from one training configuration ({', '.join(f'{f:.3g}' for f in sorted(runs['train_flops'].unique()))} "
-                        "FLOPs; runs that differ only by seed differ a little): nothing to plot against compute.")
+                        "FLOPs: runs of one configuration differ by seed only, in the tokens drawn and the step of the best "
+                        "checkpoint): nothing to plot against compute.")
     else:
         compute_text = "No run recorded a positive training compute: no figure against compute."
     sections.append(Section("Compute", compute_text, None, compute_figs))

@@ -117,9 +117,10 @@ def study_frame(offsets: dict, roles=("test", "val"), ks=(5,), units=1, n_groups
 
 
 def gpo_training(method: str, flops: float) -> dict:
-    """Training totals on GPO's rows; a seed changes the tokens drawn, so the FLOPs, a little."""
+    """Training totals on GPO's rows; a seed changes the tokens drawn and the step of the best
+    checkpoint, so the FLOPs and the steps."""
     gpo = method.startswith("gpo")
-    return {"train_flops": flops if gpo else None, "gpo_params": 1e5 if gpo else None, "train_steps": 600 if gpo else None}
+    return {"train_flops": flops if gpo else None, "gpo_params": 1e5 if gpo else None, "train_steps": int(flops / 1e10) if gpo else None}
 
 
 # on validation mixture is the best baseline, on test logit: only a leak would pick logit
