@@ -140,9 +140,10 @@ def summarise_study(tests: pd.DataFrame, comparisons: pd.DataFrame, wins: pd.Dat
         n_groups = str(groups.min()) if groups.min() == groups.max() else f"{groups.min()} to {groups.max()}"
         units = groups.groupby(CELL).size()
         n_units = str(units.min()) if units.min() == units.max() else f"{units.min()} to {units.max()}"
+        runs = f"{n_units} (seed, group split) run{'s' if n_units != '1' else ''}"
         lines = [f"{dataset}: {len(sizes)} base model{'s' if len(sizes) > 1 else ''} "
                  f"({', '.join(f'{b} {n / 1e6:.0f}M' for b, n in zip(sizes['base'], sizes['base_params']))}); "
-                 f"k = {', '.join(map(str, sorted(part['k'].unique())))}; {n_groups} test groups in each of {n_units} (seed, group split) run{'s' if n_units != '1' else ''}",
+                 f"k = {', '.join(map(str, sorted(part['k'].unique())))}; {n_groups} test groups in each of {runs}",
                  _winner_text(wins[wins.dataset == dataset]),
                  *(_gpo_text(comparisons[comparisons.dataset == dataset]) if (comparisons.dataset == dataset).any() else
                    ["**No reference baseline:** these results have neither validation rows nor the mean prior: "
