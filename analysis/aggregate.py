@@ -13,21 +13,30 @@ import pandas as pd
 UNIT = ["seed", "split_seed", "train_fraction"]
 
 
-def bootstrap(cell: pd.DataFrame, boots: int = 1000, seed: int = 0) -> dict:
-    units = [g["alignment"].to_numpy() for _, g in cell.groupby([c for c in UNIT if c in cell], dropna=False)]
-    mean = float(np.mean([u.mean() for u in units]))
-    worst = float(np.mean([u.min() for u in units]))
+def bootstrap(cell: pd.DataFrame, boots: int = 1000, seed: int = 0, value: str = "alignment") -> dict:
+    """Mean and worst group of `value` (the mean over units of each unit's mean and minimum),
+    with two-level bootstrap intervals.
+
+    Units are resampled, then groups within each unit: a trained model's luck is shared by all
+    groups of its unit, so resampling (unit, group) pairs alone would count one lucky model as
+    many independent results. Units may hold different numbers of groups."""
+    units = [g[value].to_numpy(float) for _, g in cell.groupby([c for c in UNIT if c in cell], dropna=False)]
+    n = np.array([len(u) for u in units])
+    values = np.full((len(units), n.max()), np.nan)  # (units, groups), padded
+    for i, u in enumerate(units):
+        values[i, : len(u)] = u
     rng = np.random.default_rng(seed)
-    means, worsts = np.empty(boots), np.empty(boots)
-    for b in range(boots):
-        picked = [units[i] for i in rng.integers(0, len(units), len(units))]
-        resampled = [u[rng.integers(0, len(u), len(u))] for u in picked]
-        means[b] = np.mean([u.mean() for u in resampled])
-        worsts[b] = np.mean([u.min() for u in resampled])
+    picked = rng.integers(len(units), size=(boots, len(units)))  # (boots, units)
+    size = n[picked][..., None]
+    drawn = values[picked[..., None], rng.integers(0, size, size=(*picked.shape, n.max()))]  # (boots, units, groups)
+    within = np.arange(n.max()) < size  # a resampled unit keeps its own number of groups
+    means = (np.where(within, drawn, 0).sum(2) / size[..., 0]).mean(1)
+    worsts = np.where(within, drawn, np.inf).min(2).mean(1)
     lo, hi = np.quantile(means, [0.025, 0.975])
     wlo, whi = np.quantile(worsts, [0.025, 0.975])
-    return {"mean": mean, "lo": lo, "hi": hi, "worst": worst, "worst_lo": wlo, "worst_hi": whi,
-            "units": len(units), "groups": int(np.mean([len(u) for u in units]))}
+    return {"mean": float(np.mean([u.mean() for u in units])), "lo": lo, "hi": hi,
+            "worst": float(np.mean([u.min() for u in units])), "worst_lo": wlo, "worst_hi": whi,
+            "units": len(units), "groups": int(np.mean(n))}
 
 
 def summarise(tests: pd.DataFrame, by=("dataset", "base", "base_params", "method", "k"), boots: int = 1000) -> pd.DataFrame:
@@ -36,7 +45,3 @@ def summarise(tests: pd.DataFrame, by=("dataset", "base", "base_params", "method
             for key, cell in tests.groupby(by, dropna=False)]
     return pd.DataFrame(rows)
 
-
-def per_group(tests: pd.DataFrame, by=("dataset", "base", "method", "k", "group")) -> pd.DataFrame:
-    by = [c for c in by if c in tests]
-    return tests.groupby(by, dropna=False)["alignment"].agg(["mean", "std", "count"]).reset_index()

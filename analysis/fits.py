@@ -97,6 +97,8 @@ def fit(kind: str, size, score, boots: int = 500, seed: int = 0) -> Fit:
             failed += 1
     interval = {k: tuple(np.quantile([s[k] for s in samples], [0.025, 0.975])) if samples else (np.nan, np.nan) for k in coef}
     notes = []
+    if size.max() / size.min() < 10:
+        notes.append(f"narrow: the sizes span a factor {size.max() / size.min():.2g}, under one decade")
     if kind == "power_law" and (coef["A"] <= 0 or not ALPHA_BOUNDS[0] * 1.01 < coef["alpha"] < ALPHA_BOUNDS[1] * 0.99):
         notes.append("degenerate: the error does not fall as a power of N over this range (A = 0 or alpha at a search bound)")
     return Fit(kind, coef, interval, (float(size.min()), float(size.max())), len(size), failed, notes)

@@ -71,6 +71,6 @@ def load(paths) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
                          for m, n in tests[["base_model", "base_layers"]].drop_duplicates().itertuples(index=False)])
     tests = tests.drop(columns=[c for c in meta.columns if c in tests and c not in ("base_model", "base_layers")])
     tests = tests.merge(meta, on=["base_model", "base_layers"], how="left")
-    tests["base"] = tests["base_model"] + tests["base_layers"].map(lambda n: f" (first {n} layers)" if n else "")
+    tests["base"] = tests["base_model"] + tests["base_layers"].map(lambda n: f" (first {n} layer{'s' if n > 1 else ''})" if n else "")
     trials = pd.concat(trials, ignore_index=True) if trials else pd.DataFrame()
     return tests, trials, files

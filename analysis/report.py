@@ -1,13 +1,19 @@
-"""`gpo analyze <results...> --out DIR`: tables, scaling fits and figures as report.md + report.html.
+"""`gpo analyze <results...> --out DIR`: a summary, tables, scaling fits and figures as
+report.md + report.html.
 
-The report states where every number came from: the files read, the resolved configs of the
-runs found beside them, the command that made it, and the range each fit is valid on.
+The report opens with the summary (`summary.py`: who wins, by how much, GPO against the
+reference baseline, whether the scaling fit means anything). Every comparison is paired
+against a reference chosen on validation rows (`paired.py`); reported numbers come from test
+rows only. The report states where every number came from: the files read, the resolved
+configs of the runs found beside them, the command that made it, and the range each fit is
+valid on.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -17,9 +23,11 @@ import numpy as np
 import pandas as pd
 
 from gpo.analysis import plots
-from gpo.analysis.aggregate import per_group, summarise
+from gpo.analysis.aggregate import UNIT, summarise
 from gpo.analysis.fits import MIN_SIZES, fit
 from gpo.analysis.load import load
+from gpo.analysis.paired import CHOSEN_ON_VAL, against_reference, choose_reference, differences, is_gpo, paired, split_roles
+from gpo.analysis.summary import CELL, summarise_study, winners
 
 
 @dataclass
@@ -54,20 +62,29 @@ def fmt_summary(summary: pd.DataFrame) -> pd.DataFrame:
 AXES = {"base_params": "base-model parameters", "gpo_params": "GPO parameters", "train_flops": "training FLOPs"}
 
 
+def budget(rows: pd.DataFrame) -> pd.Series:
+    """A GPO run's training configuration as far as compute goes (its base model, its size, a
+    sweep's chosen config): runs that differ only by seed spend different FLOPs (the tokens
+    drawn, the step of the best checkpoint), which is no scaling axis."""
+    parts = [rows[c].astype(str) for c in ("base_params", "gpo_params", "config") if c in rows]
+    return pd.concat(parts, axis=1).agg("|".join, axis=1) if parts else rows["train_flops"].astype(str)
+
+
 def scaling_fits(tests: pd.DataFrame) -> tuple[dict, pd.DataFrame, list[str]]:
     """Fits per (dataset, method, k) against base parameters, and for GPO against its own size
-    and training compute, wherever there are enough distinct sizes. Methods that score the
-    same at every size (they do not read the embeddings) are listed, not fitted."""
+    and training compute, wherever there are enough distinct sizes (for GPO's own: distinct
+    configurations, not seeds). Methods that score the same at every size (they do not read
+    the embeddings) are listed, not fitted."""
     fits, rows, constant = {}, [], set()
-    unit_means = tests.groupby(["dataset", "method", "k", "base_params", "seed", "split_seed", "train_fraction"],
-                               dropna=False)["alignment"].mean().reset_index()
-    for axis, frame in (("base_params", unit_means), *(
-            (col, tests[tests.method.str.startswith("gpo")].groupby(["dataset", "method", "k", col, "seed", "split_seed", "train_fraction"],
-                                                       dropna=False)["alignment"].mean().reset_index())
+    unit = ["seed", "split_seed", "train_fraction"]
+    unit_means = tests.groupby(["dataset", "method", "k", "base_params", *unit], dropna=False)["alignment"].mean().reset_index()
+    gpo = tests[is_gpo(tests.method)].assign(budget=budget)
+    for axis, frame in (("base_params", unit_means.assign(budget=unit_means["base_params"])), *(
+            (col, gpo.groupby(["dataset", "method", "k", col, "budget", *unit], dropna=False)["alignment"].mean().reset_index())
             for col in ("gpo_params", "train_flops") if col in tests and tests[col].notna().any())):
         for (dataset, method, k), cell in frame.dropna(subset=[axis]).groupby(["dataset", "method", "k"]):
             cell = cell[cell[axis] > 0]
-            if cell[axis].nunique() < min(MIN_SIZES.values()):
+            if min(cell[axis].nunique(), cell["budget"].nunique()) < min(MIN_SIZES.values()):
                 continue
             if np.ptp(cell.groupby(axis)["alignment"].mean()) < 1e-9:
                 constant.add(method)
@@ -128,40 +145,100 @@ def configs_beside(files: list[Path]) -> list[tuple[str, str]]:
     return out
 
 
-def analyze(paths, out: str | Path, command: str | None = None) -> Path:
+@dataclass
+class Analysis:
+    report: Path  # report.md (report.html beside it)
+    summary: str  # the first screen, as plain text for a terminal
+
+
+def compute_runs(tests: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
+    """Each GPO run (unit) with its training compute and its paired difference to its
+    setting's reference over the run's own test groups."""
+    unit = ["source", *(c for c in UNIT if c in tests)]
+    gpo = tests[is_gpo(tests.method) & (tests.get("train_flops", pd.Series(0.0, index=tests.index)).fillna(0) > 0)]
+    rows = []
+    for ref in references.itertuples(index=False):
+        cell = tests[(tests.dataset == ref.dataset) & (tests.base == ref.base) & (tests.k == ref.k)]
+        for (method, *key), run in gpo[(gpo.dataset == ref.dataset) & (gpo.base == ref.base) & (gpo.k == ref.k)].groupby(
+                ["method", *unit], dropna=False):
+            rows_of_run = cell.merge(pd.DataFrame([dict(zip(unit, key))]), on=unit)  # (a merge matches missing values too)
+            rows.append({"dataset": ref.dataset, "base": ref.base, "k": ref.k, "method": method, "reference": ref.reference,
+                         "chosen_on": ref.chosen_on, "train_flops": run["train_flops"].iloc[0], "budget": budget(run).iloc[0],
+                         "label": ref.base, **paired(rows_of_run, method, ref.reference)})
+    return pd.DataFrame(rows)
+
+
+def group_differences(tests: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, method, test group): method - reference, the mean over units."""
+    out = []
+    for ref in references.itertuples(index=False):
+        cell = tests[(tests.dataset == ref.dataset) & (tests.base == ref.base) & (tests.k == ref.k)]
+        for method in set(cell.method) - {ref.reference}:
+            d = differences(cell, method, ref.reference).groupby("group")["alignment"].mean().rename("mean").reset_index()
+            out.append(d.assign(dataset=ref.dataset, base=ref.base, k=ref.k, method=method, reference=ref.reference,
+                                chosen_on=ref.chosen_on))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
     out = Path(out)
     figures = out / "figures"
-    tests, trials, files = load(paths)
+    rows, trials, files = load(paths)
+    tests, val = split_roles(rows)  # reported numbers come from test rows only
+    references = choose_reference(rows, CELL)
+    comparisons = against_reference(rows, references, CELL).merge(
+        tests[["dataset", "base", "base_params"]].drop_duplicates(), on=["dataset", "base"])
+    wins = winners(tests)
     summary = summarise(tests)
-    groups = per_group(tests)
     fits, fit_table, constant = scaling_fits(tests)
+    summary_text, summary_table = summarise_study(tests, comparisons, wins, fits)
     sections = [Section("Results", "Alignment on the test groups: the mean over groups and the worst group, each "
-                        "averaged over units (seed x group split) with a 95% two-level bootstrap interval "
-                        "(units, then groups). A resampled worst group is never below the sample's, so the worst group's "
-                        "interval is one-sided: read its upper end as the spread.", fmt_summary(summary))]
-    scaling_figs = []
-    for (dataset, k), part in summary.groupby(["dataset", "k"]):
-        if part["base_params"].nunique() >= 2:
-            scaling_figs.append(plots.scaling(summary, fits, dataset, k, figures))
+                            "averaged over units (seed x group split) with a 95% two-level bootstrap interval "
+                            "(units, then groups). A resampled worst group is never below the sample's, so the worst group's "
+                            "interval is one-sided: read its upper end as the spread.", fmt_summary(summary))]
+    paired_text = ("The figures plot each method minus the reference baseline (the black zero line), paired per "
+                   "(unit, test group), with a 95% two-level bootstrap interval; `uniform` is left out of them. The "
+                   "reference: " + "; ".join(
+                       f"{r} ({c})" for r, c in dict.fromkeys(zip(references["reference"], references["chosen_on"]))) + "."
+                   if len(references) else "No reference baseline (no validation rows, no mean prior): no paired figures.")
+    sections.insert(0, Section("Summary", f"{summary_text}\n\n{paired_text}", summary_table))
+    compared = set(comparisons["dataset"])
+    sizes = tests.groupby("dataset")["base_params"].nunique()
+    scaling_figs = [plots.scaling(comparisons, d, figures) for d in sizes.index if sizes[d] >= 2 and d in compared]
     fit_text = ("95% bootstrap intervals over the observations (units x sizes); a fit says nothing outside "
                 "the range of N it was fitted on." if len(fit_table) else
                 "Fewer than three base-model sizes (or GPO sizes / compute budgets): nothing to fit.")
     if constant:
         fit_text += f" Not fitted, identical at every size (they do not read the embeddings): {', '.join(constant)}."
-    sections.append(Section("Scaling fits", fit_text, fit_table if len(fit_table) else None, scaling_figs))
-    few = [plots.fewshot(summary, d, figures) for d, part in summary.groupby("dataset") if part["k"].nunique() >= 2]
-    if few:
-        sections.append(Section("Few-shot curves", "Alignment against the number of context questions k.", None, few))
+    if not scaling_figs:
+        fit_text += " No figure against base-model size (one base model per dataset, or no reference)."
+    sections.append(Section("Scaling with the base model", fit_text,
+                            fit_table if len(fit_table) else None, scaling_figs))
+    ks = tests.groupby("dataset")["k"].nunique()
+    few = [plots.fewshot(comparisons, d, figures) for d in ks.index if ks[d] >= 2 and d in compared]
+    sections.append(Section("Few-shot curves", "Each method minus the reference against the number of context questions k."
+                            if few else "No few-shot figure (one context size k per dataset, or no reference).", None, few))
+    group_diffs = group_differences(tests, references)
     heat = []
-    for (dataset, k), part in summary.groupby(["dataset", "k"]):
+    for dataset, part in tests.groupby("dataset"):
         largest = part.sort_values("base_params")["base"].iloc[-1]
-        heat.append(plots.group_heatmap(groups, dataset, largest, k, figures))
-    sections.append(Section("Per group", "Mean alignment of each test group (largest base model).", None, heat))
-    if "train_flops" in tests and tests["train_flops"].notna().any():
-        key = ["dataset", "k", "source", "seed", "split_seed", "train_fraction", "train_flops"]
-        runs = tests[tests.method.str.startswith("gpo")].groupby(key, dropna=False)["alignment"].mean().reset_index()
-        sections.append(Section("Compute", "Each GPO run's alignment against its training compute.", None,
-                                [plots.pareto(runs, d, k, figures) for (d, k), _ in runs.groupby(["dataset", "k"])]))
+        if len(group_diffs) and ((group_diffs.dataset == dataset) & (group_diffs.base == largest)).any():
+            heat.append(plots.groups(group_diffs, dataset, largest, figures))
+    sections.append(Section("Per group", "Each test group: each method minus the reference on that group (mean over "
+                            "units), for the largest base model.", None, heat))
+    runs = compute_runs(tests, references)
+    budgets = runs.groupby("dataset")["budget"].nunique() if len(runs) else pd.Series(dtype=int)
+    compute_figs = [plots.compute(runs, d, figures) for d in budgets.index if budgets[d] >= 2]
+    if compute_figs:
+        compute_text = "Each GPO run minus the reference (paired over its test groups) against its training compute."
+    elif len(runs):
+        compute_text = (f"{runs.drop_duplicates(['dataset', 'base', 'method', 'train_flops']).shape[0]} GPO run(s), each dataset's "
+                        f"from one training configuration ({', '.join(f'{f:.3g}' for f in sorted(runs['train_flops'].unique()))} "
+                        "FLOPs: runs of one configuration differ by seed only, in the tokens drawn and the step of the best "
+                        "checkpoint): nothing to plot against compute.")
+    else:
+        compute_text = "No run recorded a positive training compute: no figure against compute."
+    sections.append(Section("Compute", compute_text, None, compute_figs))
     if not trials.empty:
         for (name, base, k), part in trials.groupby(["study", "base_model", "k"]):
             label = f"{name}-{Path(str(base)).name}-k{k}"
@@ -171,7 +248,12 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Path:
             text = (f"{len(part)} trials ({int((part.status == 'completed').sum())} completed, "
                     f"{int((part.status == 'stopped early').sum())} stopped early); best validation "
                     f"{best['val_alignment']:.4f} with {chosen}")
-            sections.append(Section(f"Sweep {label}", text, None, [plots.sweep_diagnostics(part, imp, label, figures)]))
+            reference = sweep_reference(val, references, name, base, k)
+            if reference:
+                text += f"; the best baseline on the same validation groups, {reference[0]}, scores {reference[1]:.4f}"
+            if not imp:
+                text += "; too few finished trials for parameter importances"
+            sections.append(Section(f"Sweep {label}", text, None, [plots.sweep_diagnostics(part, imp, label, figures, reference)]))
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
     provenance = [f"- command: `{command}`", *(f"- read: `{f}`" for f in files)]
     if "embed_model" in tests:
@@ -182,10 +264,35 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Path:
         sections.append(Section("Configs", "\n\n".join(f"`{p}`:\n\n```yaml\n{t}```" for p, t in configs[:6])))
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / "summary.csv", index=False)
+    comparisons.to_csv(out / "paired.csv", index=False)
     (out / "fits.json").write_text(json.dumps({" | ".join(map(str, k)): vars(v) for k, v in fits.items()}, indent=1, default=float))
     (out / "report.md").write_text(render_markdown(sections))
     (out / "report.html").write_text(render_html(sections))
-    return out / "report.md"
+    terminal = summary_text.replace("**", "") + "\n\n" + summary_table.to_string(index=False)
+    return Analysis(out / "report.md", terminal)
+
+
+def sweep_reference(val: pd.DataFrame, references: pd.DataFrame, study: str, base_model: str, k: int) -> tuple | None:
+    """(name, validation alignment) of the reference baseline of a sweep's final runs, when
+    it was chosen on their validation rows."""
+    if val.empty or "study" not in val:
+        return None
+    rows = val[(val.study == study) & (val.base_model == base_model) & (val.k == k)]
+    chosen = references[(references.base.isin(rows.base.unique())) & (references.k == k) &
+                        references.chosen_on.str.startswith(CHOSEN_ON_VAL)]
+    if rows.empty or chosen.empty:
+        return None
+    name = chosen["reference"].iloc[0]
+    score = rows[rows.method == name].groupby([c for c in UNIT if c in rows])["alignment"].mean().mean()
+    return name, float(score)
+
+
+def save_bench_report(text: str, results: pd.DataFrame, out: Path, table: str) -> None:
+    """Print a benchmark's report and keep it, with the per-group results it was computed from, in `out`."""
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_parquet(out / table)
+    (out / "report.txt").write_text(text + "\n")
 
 
 def render_markdown(sections: list[Section]) -> str:
@@ -200,12 +307,30 @@ def render_markdown(sections: list[Section]) -> str:
     return "\n".join(parts)
 
 
+def text_html(text: str) -> str:
+    """The little markdown a section's text uses: ### headings, - lists, **bold**, `code`, ``` blocks."""
+    out = []
+    for part in re.split(r"(```.*?```)", text, flags=re.S):
+        if part.startswith("```"):
+            out.append("<pre>" + html.escape(re.sub(r"^```\w*\n|```$", "", part)) + "</pre>")
+            continue
+        for block in filter(None, (b.strip("\n") for b in part.split("\n\n"))):
+            inline = re.sub(r"`([^`]+)`", r"<code>\1</code>", re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(block)))
+            if inline.startswith("### "):
+                out.append(f"<h3>{inline[4:]}</h3>")
+            elif inline.startswith("- "):
+                out.append("<ul>" + "".join(f"<li>{item}</li>" for item in inline[2:].split("\n- ")) + "</ul>")
+            else:
+                out.append(f"<p>{inline}</p>")
+    return "".join(out)
+
+
 def render_html(sections: list[Section]) -> str:
     body = ["<h1>GPO study report</h1>"]
     for s in sections:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
         if s.text:
-            body.append("<pre style='white-space: pre-wrap'>" + html.escape(s.text) + "</pre>")
+            body.append(text_html(s.text))
         if s.table is not None:
             body.append(s.table.to_html(index=False, border=0))
         body += [f"<p><img src='figures/{f}' style='max-width: 100%'></p>" for f in s.figures]

@@ -23,39 +23,43 @@ import itertools
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from quality import paired, save_report  # bench/ is the script's folder
 
+from gpo.analysis.paired import paired
+from gpo.analysis.report import save_bench_report
 from gpo.baselines import centred_log
 from gpo.config import load_config
-from gpo.evaluate import baseline_method, evaluate
+from gpo.evaluate import evaluate
+from gpo.methods import baseline_method, choose
 from gpo.metrics import ordinal_alignment
 from gpo.ops import segment_softmax
-from gpo.pipeline import prepare, tune
+from gpo.pipeline import prepare
 
 
-def oracle_pool(points, basis, batch, eps: float = 0.003, steps: int = 300):
+def oracle_pool(labels: torch.Tensor, eps: float = 0.003, steps: int = 300):
     """The log-linear pool whose weights maximise the row's alignment on all its own questions
-    (every question ordinal)."""
-    pq, qp = points.point_question, points.question_points
-    mask = qp >= 0
-    L = centred_log(basis.y, pq, eps).T  # (P, J)
-    y = points.y[batch.groups].nan_to_num(0)
-    w = torch.linalg.lstsq(L, centred_log(y, pq, eps).T).solution.T.clone().requires_grad_()  # (B, J)
-    true = (y[:, qp.clamp_min(0)] * mask).double()
-    ordinal = points.ordinal.expand(len(y), -1, -1)
-    available = points.available[batch.groups]
-    optimiser = torch.optim.Adam([w], lr=0.01)
-    with torch.enable_grad():
-        for _ in range(steps):
-            optimiser.zero_grad()
-            p = segment_softmax(w @ L.T, pq.expand(len(y), -1))[:, qp.clamp_min(0)] * mask
-            per_question = ordinal_alignment(p.double(), true, ordinal, mask.expand_as(p))
-            (-(per_question * available).sum()).backward()
-            optimiser.step()
-    return segment_softmax(w.detach() @ L.T, pq.expand(len(y), -1))
+    (every question ordinal). Not a method: it reads the group's shares of its targets, which
+    only the scorer holds (`labels`), and is handed them here on purpose."""
+    def predict(points, basis, episode):
+        pq, qp = points.point_question, points.question_points
+        mask = qp >= 0
+        L = centred_log(basis.y, pq, eps).T  # (P, J)
+        y = labels[episode.groups].nan_to_num(0)
+        w = torch.linalg.lstsq(L, centred_log(y, pq, eps).T).solution.T.clone().requires_grad_()  # (B, J)
+        true = (y[:, qp.clamp_min(0)] * mask).double()
+        ordinal = points.ordinal.expand(len(y), -1, -1)
+        available = points.available[episode.groups]
+        optimiser = torch.optim.Adam([w], lr=0.01)
+        with torch.enable_grad():
+            for _ in range(steps):
+                optimiser.zero_grad()
+                p = segment_softmax(w @ L.T, pq.expand(len(y), -1))[:, qp.clamp_min(0)] * mask
+                per_question = ordinal_alignment(p.double(), true, ordinal, mask.expand_as(p))
+                (-(per_question * available).sum()).backward()
+                optimiser.step()
+        return segment_softmax(w.detach() @ L.T, pq.expand(len(y), -1))
+    return predict
 
 
 def main() -> None:
@@ -74,10 +78,10 @@ def main() -> None:
         prep = prepare(load_config(args.config, base))
         for k in args.ks:
             cfg = load_config(args.config, base + [f"train.val_k={k}"])
-            methods = {name: baseline_method(name, **tune(prep, cfg, name)) for name in ("logit", "kernel", "mixture")}
+            methods = {name: baseline_method(name, **choose(prep, cfg, name)) for name in ("logit", "kernel", "mixture")}
             if prep.points.is_ordinal.all():
-                methods["oracle-pool"] = oracle_pool
-            results = evaluate(methods, prep.points, prep.basis, prep.index(prep.split.test), prep.data.groups,
+                methods["oracle-pool"] = oracle_pool(prep.labels)
+            results = evaluate(methods, prep.points, prep.labels, prep.basis, prep.index(prep.split.test), prep.data.groups,
                                [k], args.draws, cfg.eval.seed)
             frames.append(results.assign(split=split, seed=seed))
             print(f"split {split} seed {seed} k={k}: " + ", ".join(
@@ -88,13 +92,12 @@ def main() -> None:
     lines = [f"{args.config}, split seeds {args.seeds}, {args.draws} draws per test group",
              "mean over seeds of the mean over test groups:", table["mean"].round(4).to_string(),
              "worst test group (mean over seeds):", table["min"].round(4).to_string(), ""]
-    rng = np.random.default_rng(0)
     for (split, k), part in results.groupby(["split", "k"]):
         for a, b in [("kernel", "logit"), ("kernel", "mixture"), ("logit", "mixture"), ("oracle-pool", "logit")]:
             if {a, b} <= set(part.method):
-                d, lo, hi = paired(part, a, b, rng)
-                lines.append(f"split {split} k={k}: {a} - {b}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
-    save_report("\n".join(lines), results, Path(args.out), "results.parquet")
+                d = paired(part, a, b)
+                lines.append(f"split {split} k={k}: {a} - {b}: {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]")
+    save_bench_report("\n".join(lines), results, Path(args.out), "results.parquet")
 
 
 if __name__ == "__main__":

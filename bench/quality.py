@@ -3,8 +3,9 @@
 For each dataset config, group split and seed, one `gpo run` (resumable: a finished run's
 results are reused), then one table: per dataset, split, k and method the mean over seeds
 of the mean-over-groups alignment (with its spread over seeds) and of the worst group; and
-a paired comparison of each GPO variant against the best baseline (per seed x group
-differences, bootstrap 95% interval). Test groups are only scored, never used to choose.
+a paired comparison of each GPO variant against the best baseline on the validation groups
+(per seed x group differences, bootstrap 95% interval; `gpo.analysis.paired`). Test groups
+are only scored, never used to choose.
 
     python bench/quality.py                       # the full grid (about an hour on 2 cores)
     python bench/quality.py --splits 0.4 --seeds 0 --variants paper --steps 100   # a smoke run
@@ -19,9 +20,10 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from gpo.analysis.paired import choose_reference, paired, split_roles
+from gpo.analysis.report import save_bench_report
 from gpo.config import load_config
 from gpo.pipeline import run
 
@@ -55,57 +57,31 @@ COMMON = ["train.ensemble=1", "train.ctx_curriculum=0",
           "train.eval_every=100", "eval.ks=[5,10,20]", "eval.draws=5"]
 
 
-def paired(results: pd.DataFrame, a: str, b: str, rng) -> tuple[float, float, float]:
-    """Mean per-(seed, group) difference a - b (the mean of the seeds' means) and a two-level
-    bootstrap 95% interval.
-
-    Seeds are resampled, then test groups within each seed: a trained model's luck is shared
-    by all groups of its seed, so resampling (seed, group) pairs alone would count one lucky
-    model as many independent wins. Seeds may test different numbers of groups (a group with
-    no question left to predict at some k is left out)."""
-    wide = results[results.method.isin([a, b])].pivot_table(index=["seed", "group"], columns="method", values="alignment")
-    per_seed = [d.to_numpy() for _, d in (wide[a] - wide[b]).groupby(level="seed")]
-    n = np.array([len(d) for d in per_seed])
-    D = np.zeros((len(n), n.max()))  # (seeds, groups), zero-padded
-    for i, d in enumerate(per_seed):
-        D[i, : len(d)] = d
-    seeds = rng.integers(len(n), size=(2000, len(n)))
-    groups = rng.integers(0, n[seeds][..., None], size=(*seeds.shape, n.max()))
-    within = np.arange(n.max()) < n[seeds][..., None]  # a resample of a seed has that seed's size
-    boot = ((D[seeds[..., None], groups] * within).sum(2) / n[seeds]).mean(1)
-    point = np.mean([d.mean() for d in per_seed])
-    return float(point), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
-
-
 def report(results: pd.DataFrame) -> str:
-    rng = np.random.default_rng(0)
+    tests, _ = split_roles(results)  # validation rows only choose the reference
+    setting = ["dataset", "model", "train_fraction", "k"]
     lines = []
-    per_seed = results.groupby(["dataset", "train_fraction", "k", "method", "seed"])["alignment"].agg(["mean", "min"])
-    table = per_seed.groupby(["dataset", "train_fraction", "k", "method"]).agg(
-        mean=("mean", "mean"), sd_seeds=("mean", "std"), worst=("min", "mean"))
+    per_seed = tests.groupby([*setting, "method", "seed"])["alignment"].agg(["mean", "min"])
+    table = per_seed.groupby([*setting, "method"]).agg(mean=("mean", "mean"), sd_seeds=("mean", "std"), worst=("min", "mean"))
     lines.append(table.round(4).to_string())
-    lines.append("\npaired: variant - best baseline (by mean), - mixture, - logit, and variant - variant; mean over seeds x groups,\n"
+    lines.append("\npaired: variant - reference (marked *), - mixture, - logit, and variant - variant; mean over seeds x groups,\n"
                  "95% interval of a bootstrap over seeds, then groups within them")
-    for (dataset, split, k), part in results.groupby(["dataset", "train_fraction", "k"]):
-        means = part.groupby("method")["alignment"].mean()
-        baselines = means[~means.index.str.startswith("gpo")]
-        best = baselines.idxmax()
-        variants = sorted(m for m in means.index if m.startswith("gpo"))
-        # the best baseline, the issue's reference (mixture), and the residual variants' prior (logit)
-        pairs = [(v, b) for v in variants for b in dict.fromkeys([best, "mixture", "logit"]) if b in means]
+    references = choose_reference(results, setting)
+    for ref in references.itertuples(index=False):
+        part = tests[(tests[setting] == pd.Series({c: getattr(ref, c) for c in setting})).all(axis=1)]
+        methods = set(part.method)
+        variants = sorted(m for m in methods if m.startswith("gpo"))
+        # the reference, the issue's reference (mixture), and the residual variants' prior (logit)
+        pairs = [(v, b) for v in variants for b in dict.fromkeys([ref.reference, "mixture", "logit"]) if b in methods]
         pairs += [(b, a) for a, b in itertools.combinations(variants, 2)]  # variants against each other
         for a, b in pairs:
-            d, lo, hi = paired(part, a, b, rng)
-            lines.append(f"{dataset} split {split} k={k}: {a} - {b}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+            d = paired(part, a, b)
+            mark = "*" if b == ref.reference else ""
+            lines.append(f"{ref.dataset} {ref.model} split {ref.train_fraction} k={ref.k}: {a} - {b}{mark}: "
+                         f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]")
+    lines.append("* the reference: " + "; ".join(f"{r} ({how})" for r, how in
+                                                  dict.fromkeys(zip(references.reference, references.chosen_on))))
     return "\n".join(lines)
-
-
-def save_report(text: str, results: pd.DataFrame, out: Path, table: str) -> None:
-    """Print the report and keep it, with the per-group results it was computed from, in `out`."""
-    print(text)
-    out.mkdir(parents=True, exist_ok=True)
-    results.to_parquet(out / table)
-    (out / "report.txt").write_text(text + "\n")
 
 
 def main() -> None:
@@ -146,11 +122,12 @@ def main() -> None:
                       "best_step": members.apply(lambda h: h.loc[h.val_alignment.idxmax(), "step"]).median(),
                       "dataset": dataset, "split": split, "variant": variant,
                       "val_alignment": val})
-        frames.append(results.assign(dataset=dataset, method=results.method.where(
+        frames.append(results.assign(dataset=dataset, model=model, method=results.method.where(
             ~results.method.str.startswith("gpo"), f"gpo-{variant}")))
     results = pd.concat(frames)
     # baselines do not depend on the variant: keep one copy per (run setting)
-    results = results.drop_duplicates(["dataset", "embed_model", "embed_layers", "train_fraction", "seed", "k", "method", "group"])
+    results = results.drop_duplicates(["dataset", "model", "train_fraction", "seed", "k", "method", "group",
+                                       *(["role"] if "role" in results else [])])
     text = report(results)
     budget = pd.DataFrame(walls)
     validation = budget.pivot_table(index=["dataset", "variant"], columns="split", values="val_alignment")
@@ -158,7 +135,7 @@ def main() -> None:
     text += validation.round(4).to_string()
     text += f"\n\ntraining: {args.steps} steps per run; per run median train time {budget.train_s.median():.0f}s, " \
             f"best validation step median {budget.best_step.median():.0f}; total wall {budget.wall_s.sum():.0f}s"
-    save_report(text, results, Path(args.out), "all_results.parquet")
+    save_bench_report(text, results, Path(args.out), "all_results.parquet")
 
 
 if __name__ == "__main__":

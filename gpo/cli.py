@@ -161,7 +161,8 @@ def cmd_baseline(args) -> None:
 def cmd_analyze(args) -> None:
     from gpo.analysis.report import analyze
 
-    print(analyze(args.results, args.out))
+    analysis = analyze(args.results, args.out)
+    print(f"{analysis.summary}\n\nreport (tables, figures, provenance): {analysis.report} and report.html beside it")
 
 
 def main(argv=None) -> int:
