@@ -29,9 +29,17 @@ from gpo.pipeline import run
 
 DATASETS = {
     "opinionqa": ("configs/demo.yaml", []),
-    # the same 17 evaluation groups; the data's 19 other groups join training (and the basis)
+    # the same 17 evaluation groups; the data's 19 other groups join training (and the basis).
+    # They hold complements of test groups (Male next to Female, the population next to
+    # both), so a method reading the basis recovers a test group almost exactly: this
+    # protocol measures that identity, not few-shot learning (BENCHMARKS.md)
     "opinionqa+19": ("configs/demo.yaml", ["data.extra_train_groups=rest"]),
     "globalopinionqa": ("configs/globalopinionqa.yaml", []),
+    # robustness protocols (issue 16): a survey whose options are letters only, the option
+    # wording moved into the question; test groups that answered a random 30% of the questions
+    "globalopinionqa-letters": ("configs/globalopinionqa.yaml",
+                                ["data.options_as_letters=true", "data.dataset=globalopinionqa-letters"]),
+    "opinionqa-sparse": ("configs/demo.yaml", ["data.test_answer_fraction=0.3", "data.dataset=opinionqa-sparse"]),
 }
 VARIANTS = {
     # the paper's GPO: no prior, Gaussian likelihood
@@ -50,11 +58,14 @@ VARIANTS = {
     "residual-logit-curriculum": ["model.prior=logit", "train.loss=ce", "train.ctx_curriculum=500"],
     # the default variant trained (and selected) for long contexts: can it use what the kernel baseline finds there?
     "residual-logit-ctx400": ["model.prior=logit", "train.loss=ce", "train.ctx_max=400", "train.val_k=200"],
+    # the dataset config as shipped: its own variant, training schedule and steps
+    "default": [],
 }
-# a variant is fully specified here, whatever the dataset config's own defaults (its ensemble, curriculum)
-COMMON = ["train.ensemble=1", "train.ctx_curriculum=0",
-          "train.batch_groups=8", "train.ctx_min=5", "train.ctx_max=50", "train.tar_min=10", "train.tar_max=50",
-          "train.eval_every=100", "eval.ks=[5,10,20]", "eval.draws=5"]
+# every other variant is fully specified here, whatever the dataset config's own defaults (its ensemble, curriculum)
+TRAINING = ["train.ensemble=1", "train.ctx_curriculum=0",
+            "train.batch_groups=8", "train.ctx_min=5", "train.ctx_max=50", "train.tar_min=10", "train.tar_max=50",
+            "train.eval_every=100"]
+EVAL = ["eval.ks=[5,10,20]", "eval.draws=5"]
 
 
 def report(results: pd.DataFrame) -> str:
@@ -81,6 +92,22 @@ def report(results: pd.DataFrame) -> str:
                          f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]")
     lines.append("* the reference: " + "; ".join(f"{r} ({how})" for r, how in
                                                   dict.fromkeys(zip(references.reference, references.chosen_on))))
+    lines.append(below_mean(tests, setting))
+    return "\n".join(lines)
+
+
+def below_mean(tests: pd.DataFrame, setting: list[str], tolerance: float = 0.001) -> str:
+    """Per dataset, each method's settings where it scores below the mean prior by more than
+    `tolerance` (mean over seeds of the mean over test groups): the promise that reading the
+    context never loses to not reading it. `uniform` reads nothing and is left out."""
+    score = tests.groupby([*setting, "method", "seed"])["alignment"].mean().groupby([*setting, "method"]).mean()
+    margin = (score - score.xs("mean", level="method")).drop(["mean", "uniform"], level="method", errors="ignore")
+    lines = [f"\nbelow the mean prior by more than {tolerance} (mean over seeds and test groups; every split and k run):"]
+    for (dataset, method), m in margin.groupby(level=["dataset", "method"]):
+        low = m[m < -tolerance]
+        where = "; ".join(f"split {i[setting.index('train_fraction')]} k={i[setting.index('k')]} {v:+.4f}"
+                          for i, v in low.items())
+        lines.append(f"{dataset} {method}: " + (f"BELOW at {where}" if len(low) else f"never (lowest margin {m.min():+.4f})"))
     return "\n".join(lines)
 
 
@@ -106,8 +133,9 @@ def main() -> None:
         name = f"{dataset}{tag}-split{split}-seed{seed}-{variant}"
         overrides = [f"out_dir={args.out}", f"name={name}", f"data.train_fraction={split}",
                      f"embed.model={base}", f"embed.layers={layers or 0}",
-                     f"data.split_seed={seed}", f"train.seed={seed}", f"train.steps={args.steps}",
-                     *COMMON, *VARIANTS[variant], *args.set]
+                     f"data.split_seed={seed}", f"train.seed={seed}",
+                     *([] if variant == "default" else [f"train.steps={args.steps}", *TRAINING]),
+                     *EVAL, *VARIANTS[variant], *args.set]
         config, extra = DATASETS[dataset]
         cfg = load_config(config, overrides + extra)
         done = cfg.run_dir / "results.parquet"
@@ -120,7 +148,7 @@ def main() -> None:
         val = json.loads(validated.read_text())["val_alignment"] if validated.is_file() else history.val_alignment.max()
         walls.append({"run": name, "wall_s": time.perf_counter() - start, "train_s": members["wall_s"].max().sum(),
                       "best_step": members.apply(lambda h: h.loc[h.val_alignment.idxmax(), "step"]).median(),
-                      "dataset": dataset, "split": split, "variant": variant,
+                      "dataset": dataset, "split": split, "variant": variant, "steps": cfg.train.steps,
                       "val_alignment": val})
         frames.append(results.assign(dataset=dataset, model=model, method=results.method.where(
             ~results.method.str.startswith("gpo"), f"gpo-{variant}")))
@@ -133,7 +161,8 @@ def main() -> None:
     validation = budget.pivot_table(index=["dataset", "variant"], columns="split", values="val_alignment")
     text += "\n\nvalidation alignment of the tested model (k = train.val_k), mean over seeds: what defaults are chosen on\n"
     text += validation.round(4).to_string()
-    text += f"\n\ntraining: {args.steps} steps per run; per run median train time {budget.train_s.median():.0f}s, " \
+    steps = "/".join(map(str, sorted(budget.steps.unique())))
+    text += f"\n\ntraining: {steps} steps per run; per run median train time {budget.train_s.median():.0f}s, " \
             f"best validation step median {budget.best_step.median():.0f}; total wall {budget.wall_s.sum():.0f}s"
     save_bench_report(text, results, Path(args.out), "all_results.parquet")
 
