@@ -4,10 +4,11 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
+# The project's install is not quiet: pip's progress shows through the minutes a first install takes.
 $(BIN)/gpo: pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -e '.[test]'
 	touch $@
 
 .PHONY: demo test
