@@ -31,7 +31,7 @@ class Points:
 
     @classmethod
     def build(cls, data: SurveyData, x, device="cpu") -> "Points":
-        qp = torch.as_tensor(data.question_points)
+        qp = torch.tensor(data.question_points)  # copies, as below: the arrays may be read-only shared views (Ray)
         ordinal = torch.full(qp.shape, torch.nan, dtype=torch.float64)
         for q, values in enumerate(data.ordinal):
             if values is not None:
@@ -39,8 +39,8 @@ class Points:
         return cls(
             x=torch.tensor(x, dtype=torch.float32, device=device),  # a copy: x may be a read-only shared view
             question_points=qp.to(device),
-            point_question=torch.as_tensor(data.point_question).to(device),
-            available=torch.as_tensor(data.available).to(device),
+            point_question=torch.tensor(data.point_question, device=device),
+            available=torch.tensor(data.available, device=device),
             ordinal=ordinal.to(device),
             is_ordinal=torch.tensor([o is not None for o in data.ordinal], device=device),
         )

@@ -1,4 +1,5 @@
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -82,10 +83,13 @@ def test_bad_studies_are_errors(tmp_path, text, message):
         load_study(path)
 
 
+# eval.draws only weighs on a final run's evaluation, after its first checkpoint: enough draws
+# that a Ctrl-C sent on seeing that checkpoint lands while the run is still going, however
+# busy the machine (with 1 draw the run could finish first under load)
 STUDY = """
 name: resume
 base: {base}
-overrides: [train.steps=6, train.eval_every=2, eval.draws=1, "eval.ks=[5]"]
+overrides: [train.steps=6, train.eval_every=2, eval.draws=12, "eval.ks=[5]"]
 base_models: [{{model: synthetic}}]
 val_ks: [5]
 seeds: [0]
@@ -115,7 +119,10 @@ def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_pat
     root = tmp_path / "sweeps" / "resume"
     search = root / "search" / "synthetic-k5"
     cmd = [sys.executable, str(ROOT / "tune" / "sweep.py"), str(study)]
-    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a private Ray: without an address a sweep joins a `ray start` cluster running on this
+    # machine (as on a cluster's head), and another test suite's cluster may come and go there
+    env = dict(os.environ, RAY_ADDRESS="local")
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # one trial at a time: a second means the first finished
     wait_for(lambda: len(list(search.glob("trial_*"))) >= 2, first, "the sweep did not start its second trial")
     first.send_signal(signal.SIGINT)  # Ctrl-C
@@ -130,7 +137,7 @@ def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_pat
     assert finished, "no trial had finished before the interruption"
     before = {d.name: (d / "result.json").read_text() for d in finished}
 
-    second = subprocess.Popen([*cmd, "--resume"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    second = subprocess.Popen([*cmd, "--resume"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
     final = root / "final" / "synthetic-k5-seed0"
     wait_for(lambda: (final / "checkpoints" / "last.pt").is_file(), second, "the final run did not start")
@@ -139,7 +146,7 @@ def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_pat
     assert "continue with --resume" in second.stderr.read()
     assert not (root / "study.parquet").exists()
 
-    out = subprocess.run([*cmd, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     for name, text in before.items():  # finished trials were neither lost nor run again
         assert (search / name / "result.json").read_text() == text
