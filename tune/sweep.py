@@ -7,7 +7,8 @@ then the best configuration per base model and k is retrained over seeds and tes
     ray job submit --working-dir . -- gpo sweep tune/studies/opinionqa.yaml
 
 On a machine with a running Ray cluster (RAY_ADDRESS set, `ray submit`, `ray job submit`) it
-joins it; otherwise it starts a local Ray. The driver loads the survey and its embeddings once
+joins it (as Ray does, a `ray start` cluster on this machine counts: RAY_ADDRESS=local keeps
+the sweep on a private Ray); otherwise it starts a local Ray. The driver loads the survey and its embeddings once
 per base model and hands them to trials and final runs through the object store, so worker
 nodes need no data. Everything a run writes goes to the study's storage (tune/storage.py):
 a trial or final run whose node dies is retried on another node from its last checkpoint
