@@ -116,7 +116,10 @@ def test_a_sweep_survives_losing_a_worker_node_mid_trial(tmp_path, s3, cluster):
     assert len(trials) == 3 and trials.val_alignment.notna().all()
     assert set(trials.status) == {"completed"} and set(trials.steps) == {120}
     for history in trials.history.map(json.loads):  # each trial trained once: steps 0, 10, ..., 120, never back to 0
-        assert history["step"] == list(range(0, 121, 10))
+        steps = history["step"]
+        # a validation reported as the node died may be redone from the checkpoint before it,
+        # so a step can repeat; a restart would go back
+        assert steps == sorted(steps) and set(steps) == set(range(0, 121, 10)), steps
     failures = {t.trial_id: t.run_metadata.num_failures for t in ExperimentAnalysis(search, storage_filesystem=fs).trials}
     assert sorted(failures.values()) == [0, 0, 1]  # the trial on the killed node, retried once
     assert set(table[table.kind == "test"].method) >= {"gpo", "mean"}

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import shlex
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -83,13 +85,10 @@ def test_bad_studies_are_errors(tmp_path, text, message):
         load_study(path)
 
 
-# eval.draws only weighs on a final run's evaluation, after its first checkpoint: enough draws
-# that a Ctrl-C sent on seeing that checkpoint lands while the run is still going, however
-# busy the machine (with 1 draw the run could finish first under load)
 STUDY = """
 name: resume
 base: {base}
-overrides: [train.steps=6, train.eval_every=2, eval.draws=12, "eval.ks=[5]"]
+overrides: [train.steps=6, train.eval_every=2, eval.draws=1, "eval.ks=[5]"]
 base_models: [{{model: synthetic}}]
 val_ks: [5]
 seeds: [0]
@@ -100,6 +99,16 @@ space:
 budget: {{num_samples: 3, max_concurrent: 1, grace_period: 4, seed: 1}}
 storage: {storage}
 """
+
+
+def final_runs(pid: int) -> list[psutil.Process]:
+    """The Ray workers under process `pid` that are running a final run."""
+    def running(p: psutil.Process) -> bool:
+        with contextlib.suppress(psutil.Error):
+            return " ".join(p.cmdline()).startswith("ray::final_run")
+        return False
+
+    return [p for p in psutil.Process(pid).children(recursive=True) if running(p)]
 
 
 def wait_for(condition, process, what: str, timeout: float = 300) -> None:
@@ -139,10 +148,19 @@ def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_pat
 
     second = subprocess.Popen([*cmd, "--resume"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
-    final = root / "final" / "synthetic-k5-seed0"
-    wait_for(lambda: (final / "checkpoints" / "last.pt").is_file(), second, "the final run did not start")
-    second.send_signal(signal.SIGINT)
-    assert second.wait(timeout=120) == 130, second.stderr.read()[-3000:]
+    # the final run's worker is frozen as soon as it starts, so the Ctrl-C surely lands while it
+    # runs (a small run could otherwise finish first); its Ray is the driver's own, a descendant
+    running = []
+    wait_for(lambda: running.extend(final_runs(second.pid)) or running, second, "the final run did not start")
+    for p in running:
+        p.suspend()
+    try:
+        second.send_signal(signal.SIGINT)
+        assert second.wait(timeout=120) == 130, second.stderr.read()[-3000:]
+    finally:
+        for p in running:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
     assert "continue with --resume" in second.stderr.read()
     assert not (root / "study.parquet").exists()
 
