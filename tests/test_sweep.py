@@ -1,4 +1,5 @@
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -131,7 +132,11 @@ def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_pat
     # a private Ray: without an address a sweep joins a `ray start` cluster running on this
     # machine (as on a cluster's head), and another test suite's cluster may come and go there
     env = dict(os.environ, RAY_ADDRESS="local")
-    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # and Ctrl-C as at a terminal: a child inherits an ignored SIGINT, and some earlier test in the
+    # suite leaves this process ignoring it (Python then keeps ignoring it once the search is over)
+    terminal = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, preexec_fn=terminal, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     # one trial at a time: a second means the first finished
     wait_for(lambda: len(list(search.glob("trial_*"))) >= 2, first, "the sweep did not start its second trial")
     first.send_signal(signal.SIGINT)  # Ctrl-C
@@ -146,8 +151,8 @@ def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_pat
     assert finished, "no trial had finished before the interruption"
     before = {d.name: (d / "result.json").read_text() for d in finished}
 
-    second = subprocess.Popen([*cmd, "--resume"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
+    second = subprocess.Popen([*cmd, "--resume"], cwd=tmp_path, env=env, preexec_fn=terminal, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
     # the final run's worker is frozen as soon as it starts, so the Ctrl-C surely lands while it
     # runs (a small run could otherwise finish first); its Ray is the driver's own, a descendant
     running = []
