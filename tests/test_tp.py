@@ -5,6 +5,7 @@ loads."""
 
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +60,8 @@ def test_tp2_embeddings_equal_the_plain_model_with_about_half_the_weights_per_ra
     # each rank drops the other's half of every attention and MLP projection, and keeps whole
     # copies of the embeddings and norms (a large share of a model this small)
     assert all(full - projections / 2 - 4096 <= r["param_bytes"] <= full - projections / 2 + 4096 for r in ranks)
+    addr, port = ranks[0]["rendezvous"]  # DeepSpeed's CPU all-reduce buffers (69 MB of RAM each) are not left behind
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_*"))
 
 
 def test_a_killed_rank_restarts_its_whole_replica_and_every_shard_is_written_once(local_ray, survey, models, writes, tmp_path,

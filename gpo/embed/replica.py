@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from gpo.errors import GPOError
 
@@ -160,14 +161,26 @@ class Rank:
             os.environ.update(RANK=str(rank), WORLD_SIZE=str(cfg.tp), LOCAL_RANK="0", LOCAL_SIZE=str(cfg.tp),
                               MASTER_ADDR=rendezvous[0], MASTER_PORT=str(rendezvous[1]))
             deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
+            if device == "cpu":
+                release_shm_buffer(rank, rendezvous)
         self.embedder = Embedder(cfg, device)
         params = sum(p.numel() * p.element_size() for p in self.embedder.net.parameters())
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "device": device,
-                "backend": self.embedder.backend, "param_bytes": params}
+                "backend": self.embedder.backend, "param_bytes": params, "rendezvous": rendezvous}
 
     def embed(self, questions):
         vectors, stats = self.embedder.embed(questions)
         return (vectors, stats) if self.rank == 0 else None  # the other ranks hold the same vectors
+
+
+def release_shm_buffer(rank: int, rendezvous: tuple[str, int]) -> None:
+    """Unlink this rank's DeepSpeed CPU all-reduce buffer once every rank has mapped them all.
+    DeepSpeed never removes it, so each run would leave 69 MB per rank in /dev/shm (RAM) for
+    good; the mappings stay valid until the ranks exit."""
+    import torch.distributed as dist
+
+    dist.barrier()  # every rank is past DeepSpeed's shm setup, which opens every rank's buffer
+    Path(f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{rendezvous[0]}_{rendezvous[1]}_{rank}").unlink(missing_ok=True)
 
 
 class Replica:
