@@ -19,6 +19,7 @@ from gpo.evaluate import Method, episodes, evaluate, predictions, score
 from gpo.model import GPO
 from gpo.ops import segment_softmax
 from gpo.progress import progress
+from gpo.shrink import SHRINK, shrunk
 from gpo.tasks import Episode, Points, gpo_inputs
 from gpo.train import load_model
 
@@ -85,11 +86,6 @@ def validation_score(prep: Prepared, cfg: ExperimentConfig, method: Method) -> f
     return float(results["alignment"].mean())
 
 
-# Weights of the reference (the no-context mean prior; a residual GPO's own prior) in a shrunk
-# prediction (1 - w) * method + w * reference; w = 1 ignores the context.
-SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
 class PerK:
     """A method whose settings were chosen per context size: the entry of the nearest k."""
 
@@ -99,15 +95,6 @@ class PerK:
     def __call__(self, points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
         k = min(self.table, key=lambda c: (abs(c - episode.k), c))
         return self.table[k](points, basis, episode)
-
-
-def shrunk(method: Method, reference: Method, weight: float) -> Method:
-    """(1 - weight) * method + weight * reference: a mixture of the two predicted distributions."""
-    if weight == 0:
-        return method
-    if weight == 1:
-        return reference
-    return lambda points, basis, episode: (1 - weight) * method(points, basis, episode) + weight * reference(points, basis, episode)
 
 
 def context_sizes(cfg: ExperimentConfig) -> list[int]:
@@ -176,22 +163,24 @@ def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, dict]:
 NO_CONTEXT = ("uniform", "mean")  # baselines that never read the context: nothing to shrink
 
 
-def baseline(name: str, choice: dict) -> Method:
-    """A baseline with its per-k settings (`choose`), or with fixed hyperparameters (a flat
-    dict, as checkpoints of older runs hold)."""
+def baseline(name: str, choice: dict, per_task: bool = False) -> Method:
+    """A baseline with its per-k settings (`choose`), shrunk more where a task's own context
+    asks for it when `per_task` (gpo/shrink.py); or with fixed hyperparameters (a flat dict,
+    as checkpoints of older runs hold)."""
     if not choice or not all(isinstance(k, int) for k in choice):
         return baseline_method(name, **choice)
-    return PerK({k: shrunk(baseline_method(name, **c["params"]), baseline_method("mean"), c["shrink"])
-                 for k, c in choice.items()})
+    return PerK({k: shrunk(baseline_method(name, **c["params"]), baseline_method("mean"), c["shrink"],
+                           per_task and name not in NO_CONTEXT) for k, c in choice.items()})
 
 
 def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, reference: Method) -> Method:
     """GPO shrunk toward its reference (its prior, or the mean prior) by a weight chosen per k
-    on the validation groups; GPO itself when eval.shrink is off."""
+    on the validation groups, or more where a task's own context asks for it
+    (eval.shrink_per_task); GPO itself when eval.shrink is off."""
     if not cfg.eval.shrink:
         return method
     chosen = select(prep, cfg, {"": method}, reference, name, prep.split.val)  # GPO has seen its training groups
-    return PerK({k: shrunk(method, reference, w) for k, (_, w, _) in chosen.items()})
+    return PerK({k: shrunk(method, reference, w, cfg.eval.shrink_per_task) for k, (_, w, _) in chosen.items()})
 
 
 def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> dict[str, Method]:
@@ -233,7 +222,8 @@ def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
             methods[name] = gpo
         else:
             methods[name] = shrink_gpo(prep, cfg, name, gpo, prior or baseline_method("mean"))
-    methods.update({name: baseline(name, choose(prep, cfg, name)) for name in cfg.eval.baselines if name not in unavailable})
+    methods.update({name: baseline(name, choose(prep, cfg, name), cfg.eval.shrink and cfg.eval.shrink_per_task)
+                    for name in cfg.eval.baselines if name not in unavailable})
     methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines if llm_names is None else llm_names))
     return methods, training, unavailable
 

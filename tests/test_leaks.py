@@ -20,6 +20,7 @@ from gpo.llm import LLM_BASELINES
 from gpo.methods import baseline_method, gpo_method
 from gpo.model import GPO, ModelConfig
 from gpo.pipeline import assemble
+from gpo.shrink import shrunk
 from gpo.tasks import sample_questions
 
 
@@ -68,7 +69,11 @@ def gpo_variants(prep):
 
 
 def methods(prep):
-    return {**gpo_variants(prep), **{name: baseline_method(name) for name in BASELINES}}
+    gpo = gpo_variants(prep)
+    # shrunk per task, a method also reads its context's shares through the leave-one-out episodes
+    loo = {f"{name} shrunk per task": shrunk(method, baseline_method("mean"), 0.0, per_task=True)
+           for name, method in (("gpo", gpo["gpo"]), ("kernel", baseline_method("kernel")))}
+    return {**gpo, **loo, **{name: baseline_method(name) for name in BASELINES}}
 
 
 def assert_blind(method, prep, rows, q, poison_groups):

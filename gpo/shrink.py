@@ -1,0 +1,121 @@
+"""Shrinking a context-reading method toward its reference (the no-context mean prior, or a
+residual GPO's own prior): (1 - w) * method + w * reference, a mixture of the two predictions.
+
+Two choices of w, combined by taking the more shrunk one:
+- per k, on validation groups (gpo/methods.py `select`): what reading the context is worth on
+  average over the groups settings are chosen on;
+- per task, from the task's own context, by leave-one-out: each context question is predicted
+  from the others, by the method and by the reference, and w is the most shrunk weight of
+  SHRINK whose held-out alignment is within one standard error of the best. A group unlike the
+  validation groups (another country, another survey) so decides from its own answers whether
+  its context is worth reading. With fewer than two context questions nothing can be held out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from gpo.metrics import alignment
+from gpo.ops import compact
+from gpo.tasks import Episode, Points
+
+if TYPE_CHECKING:
+    from gpo.data.basis import Basis
+    from gpo.evaluate import Method
+
+# Weights of the reference; w = 1 ignores the context.
+SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def question_slots(points: Points, episode: Episode) -> torch.Tensor:
+    """(B, M) the context question (0 .. k-1) of each context point, -1 on padding. Context
+    points come packed question by question (tasks.question_tokens)."""
+    valid = episode.ctx >= 0
+    question = torch.where(valid, points.point_question[episode.ctx.clamp_min(0)], -1)
+    starts = valid & torch.cat([torch.ones_like(valid[:, :1]), question[:, 1:] != question[:, :-1]], 1)
+    return torch.where(valid, starts.cumsum(1) - 1, -1)
+
+
+def leave_one_out(points: Points, episode: Episode) -> tuple[Episode, torch.Tensor, torch.Tensor]:
+    """Row b * k + j reads row b's context without its j-th question and predicts that question.
+    Returns those B * k episodes, the held-out shares at their targets (B * k, T) and which of
+    the B * k rows hold a question (B, k): a row may have fewer than k context questions."""
+    k = episode.k
+    slot = question_slots(points, episode).repeat_interleave(k, 0)
+    held_slot = torch.arange(k, device=slot.device).repeat(episode.ctx.shape[0])[:, None]
+    ctx, ctx_y = episode.ctx.repeat_interleave(k, 0), episode.ctx_y.repeat_interleave(k, 0)
+
+    def gather(keep):
+        order, valid = compact(keep)
+        return torch.where(valid, ctx.gather(1, order), -1), torch.where(valid, ctx_y.gather(1, order), 0.0), valid
+
+    rest, rest_y, _ = gather((slot >= 0) & (slot != held_slot))
+    held, held_y, held_ok = gather(slot == held_slot)
+    loo = Episode(episode.groups.repeat_interleave(k), rest, rest_y, held, torch.where(held_ok, 0, -1), k - 1)
+    return loo, held_y, held_ok.any(1).reshape(-1, k)
+
+
+def held_out_alignment(points: Points, p: torch.Tensor, loo: Episode, held_y: torch.Tensor) -> torch.Tensor:
+    """(B * k,) the alignment of each leave-one-out row's prediction p (B * k, P) with its
+    held-out question's shares (0 where the row holds none)."""
+    question = points.point_question[loo.tar[:, 0].clamp_min(0)]
+    options = points.question_points[question]  # (n, O)
+    mask = options >= 0
+    spare = p.shape[1]  # padding writes to a spare last column
+    true = torch.zeros(p.shape[0], spare + 1, dtype=p.dtype, device=p.device)
+    true = true.scatter(1, torch.where(loo.tar >= 0, loo.tar, spare), held_y)[:, :-1]
+    pick = lambda v: v.gather(1, options.clamp_min(0)).double() * mask  # noqa: E731
+    return alignment(pick(p), pick(true), points.ordinal[question], mask, points.is_ordinal[question]).nan_to_num(0.0)
+
+
+def most_shrunk_within_one_se(scores: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """Per row, the index of the largest weight (SHRINK order) whose mean score over the row's
+    held-out questions is within one standard error of the best one's (the standard error of
+    their paired differences). scores: (B, k, W); ok: (B, k) -> (B,)."""
+    okf = ok[..., None].to(scores.dtype)
+    n = okf.sum(1)  # (B, 1)
+    best = ((scores * okf).sum(1) / n.clamp_min(1)).argmax(1)
+    gap = scores.gather(2, best[:, None, None].expand(-1, scores.shape[1], 1)) - scores  # (B, k, W), >= 0 on average
+    mean = (gap * okf).sum(1) / n.clamp_min(1)
+    var = ((gap - mean[:, None]).square() * okf).sum(1) / (n - 1).clamp_min(1)
+    close = mean <= (var / n.clamp_min(1)).sqrt() + 1e-12  # rounding-level gaps are ties
+    return (close * torch.arange(scores.shape[2], device=scores.device)).argmax(1)
+
+
+def context_weights(method: Method, reference: Method, points: Points, basis: Basis, episode: Episode,
+                    chunk: int = 32) -> torch.Tensor:
+    """(B,) each task's weight of the reference, chosen by leave-one-out on its context; rows
+    with fewer than two context questions get 0 (no evidence either way)."""
+    if episode.k < 2:
+        return torch.zeros(episode.groups.shape[0], device=points.device)
+    loo, held_y, ok = leave_one_out(points, episode)
+    weights = torch.tensor(SHRINK, device=points.device, dtype=torch.float64)
+    scores = []
+    for s in range(0, loo.groups.shape[0], chunk):  # k times the rows: bounded memory
+        part = Episode(loo.groups[s:s + chunk], loo.ctx[s:s + chunk], loo.ctx_y[s:s + chunk], loo.tar[s:s + chunk],
+                       loo.segment[s:s + chunk], loo.k)
+        p, r = method(points, basis, part), reference(points, basis, part)
+        scores.append(torch.stack([held_out_alignment(points, (1 - w) * p + w * r, part, held_y[s:s + chunk])
+                                   for w in weights.tolist()], -1))
+    scores = torch.cat(scores).reshape(*ok.shape, -1)
+    chosen = weights[most_shrunk_within_one_se(scores, ok)]
+    return torch.where(ok.sum(1) >= 2, chosen, 0.0).float()
+
+
+def shrunk(method: Method, reference: Method, weight: float, per_task: bool = False) -> Method:
+    """The method shrunk toward its reference by `weight` (chosen per k on validation groups)
+    or, where the task's own context asks for more (`per_task`), by its leave-one-out weight."""
+    if weight == 1:
+        return reference
+    if weight == 0 and not per_task:
+        return method
+
+    def predict(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
+        w = torch.full((episode.groups.shape[0],), float(weight), device=points.device)
+        if per_task:
+            w = torch.maximum(w, context_weights(method, reference, points, basis, episode))
+        w = w[:, None]
+        return (1 - w) * method(points, basis, episode) + w * reference(points, basis, episode)
+    return predict
