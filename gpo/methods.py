@@ -173,14 +173,18 @@ def baseline(name: str, choice: dict, per_task: bool = False) -> Method:
                            per_task and name not in NO_CONTEXT) for k, c in choice.items()})
 
 
-def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, reference: Method) -> Method:
-    """GPO shrunk toward its reference (its prior, or the mean prior) by a weight chosen per k
-    on the validation groups, or more where a task's own context asks for it
-    (eval.shrink_per_task); GPO itself when eval.shrink is off."""
+def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, prior: Method | None) -> Method:
+    """GPO shrunk toward its reference (a residual GPO's prior, else the no-context mean) by a
+    weight chosen per k on the validation groups; GPO itself when eval.shrink is off. With
+    eval.shrink_per_task each task's context may shrink it further toward the mean, as it does
+    the baselines: a residual GPO's prior can mislead a task as much as GPO itself."""
     if not cfg.eval.shrink:
         return method
-    chosen = select(prep, cfg, {"": method}, reference, name, prep.split.val)  # GPO has seen its training groups
-    return PerK({k: shrunk(method, reference, w, cfg.eval.shrink_per_task) for k, (_, w, _) in chosen.items()})
+    mean, per_task = baseline_method("mean"), cfg.eval.shrink_per_task
+    chosen = select(prep, cfg, {"": method}, prior or mean, name, prep.split.val)  # GPO has seen its training groups
+    if prior is None:
+        return PerK({k: shrunk(method, mean, w, per_task) for k, (_, w, _) in chosen.items()})
+    return PerK({k: shrunk(shrunk(method, prior, w), mean, 0.0, per_task) for k, (_, w, _) in chosen.items()})
 
 
 def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> dict[str, Method]:
@@ -221,7 +225,7 @@ def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
         elif covered == 0:  # its reference, the mean prior, cannot run: GPO as it is
             methods[name] = gpo
         else:
-            methods[name] = shrink_gpo(prep, cfg, name, gpo, prior or baseline_method("mean"))
+            methods[name] = shrink_gpo(prep, cfg, name, gpo, prior)
     methods.update({name: baseline(name, choose(prep, cfg, name), cfg.eval.shrink and cfg.eval.shrink_per_task)
                     for name in cfg.eval.baselines if name not in unavailable})
     methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines if llm_names is None else llm_names))
