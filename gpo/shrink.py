@@ -94,8 +94,7 @@ def context_weights(method: Method, reference: Method, points: Points, basis: Ba
     weights = torch.tensor(SHRINK, device=points.device, dtype=torch.float64)
     scores = []
     for s in range(0, loo.groups.shape[0], chunk):  # k times the rows: bounded memory
-        part = Episode(loo.groups[s:s + chunk], loo.ctx[s:s + chunk], loo.ctx_y[s:s + chunk], loo.tar[s:s + chunk],
-                       loo.segment[s:s + chunk], loo.k)
+        part = loo.rows(slice(s, s + chunk))
         p, r = method(points, basis, part), reference(points, basis, part)
         scores.append(torch.stack([held_out_alignment(points, (1 - w) * p + w * r, part, held_y[s:s + chunk])
                                    for w in weights.tolist()], -1))

@@ -104,6 +104,9 @@ class Episode:
         """(B, M + T) context then target point ids, -1 pads."""
         return torch.cat([self.ctx, self.tar], 1)
 
+    def rows(self, s: slice) -> "Episode":
+        return Episode(self.groups[s], self.ctx[s], self.ctx_y[s], self.tar[s], self.segment[s], self.k)
+
 
 def question_tokens(points: Points, questions: torch.Tensor, ok: torch.Tensor):
     """Point ids (B, M) of the chosen questions, packed to the front, and each one's slot."""
