@@ -173,6 +173,17 @@ def baseline(name: str, choice: dict, per_task: bool = False) -> Method:
                            per_task and name not in NO_CONTEXT) for k, c in choice.items()})
 
 
+def gpo_choices(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method,
+                prior: Method | None) -> dict[int, tuple[Method, float]]:
+    """Per k, GPO as chosen on the validation groups and its weight of the no-context mean:
+    shrunk toward the mean, or, for a residual GPO, toward its prior (weight 0 of the mean)."""
+    # on the validation groups only: GPO has seen its training groups
+    chosen = select(prep, cfg, {"": method}, prior or baseline_method("mean"), name, prep.split.val)
+    if prior is None:
+        return {k: (method, w) for k, (_, w, _) in chosen.items()}
+    return {k: (shrunk(method, prior, w), 0.0) for k, (_, w, _) in chosen.items()}
+
+
 def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, prior: Method | None) -> Method:
     """GPO shrunk toward its reference (a residual GPO's prior, else the no-context mean) by a
     weight chosen per k on the validation groups; GPO itself when eval.shrink is off. With
@@ -180,11 +191,9 @@ def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method,
     the baselines: a residual GPO's prior can mislead a task as much as GPO itself."""
     if not cfg.eval.shrink:
         return method
-    mean, per_task = baseline_method("mean"), cfg.eval.shrink_per_task
-    chosen = select(prep, cfg, {"": method}, prior or mean, name, prep.split.val)  # GPO has seen its training groups
-    if prior is None:
-        return PerK({k: shrunk(method, mean, w, per_task) for k, (_, w, _) in chosen.items()})
-    return PerK({k: shrunk(shrunk(method, prior, w), mean, 0.0, per_task) for k, (_, w, _) in chosen.items()})
+    mean = baseline_method("mean")
+    return PerK({k: shrunk(m, mean, w, cfg.eval.shrink_per_task)
+                 for k, (m, w) in gpo_choices(prep, cfg, name, method, prior).items()})
 
 
 def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> dict[str, Method]:

@@ -70,9 +70,9 @@ def held_out_alignment(points: Points, p: torch.Tensor, loo: Episode, held_y: to
     return alignment(pick(p), pick(true), points.ordinal[question], mask, points.is_ordinal[question]).nan_to_num(0.0)
 
 
-def most_shrunk_within_one_se(scores: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+def most_shrunk_within_se(scores: torch.Tensor, ok: torch.Tensor, se: float = 1.0) -> torch.Tensor:
     """Per row, the index of the largest weight (SHRINK order) whose mean score over the row's
-    held-out questions is within one standard error of the best one's (the standard error of
+    held-out questions is within `se` standard errors of the best one's (the standard error of
     their paired differences). scores: (B, k, W); ok: (B, k) -> (B,)."""
     okf = ok[..., None].to(scores.dtype)
     n = okf.sum(1)  # (B, 1)
@@ -80,8 +80,22 @@ def most_shrunk_within_one_se(scores: torch.Tensor, ok: torch.Tensor) -> torch.T
     gap = scores.gather(2, best[:, None, None].expand(-1, scores.shape[1], 1)) - scores  # (B, k, W), >= 0 on average
     mean = (gap * okf).sum(1) / n.clamp_min(1)
     var = ((gap - mean[:, None]).square() * okf).sum(1) / (n - 1).clamp_min(1)
-    close = mean <= (var / n.clamp_min(1)).sqrt() + 1e-12  # rounding-level gaps are ties
+    close = mean <= se * (var / n.clamp_min(1)).sqrt() + 1e-12  # rounding-level gaps are ties
     return (close * torch.arange(scores.shape[2], device=scores.device)).argmax(1)
+
+
+def held_out_scores(method: Method, reference: Method, points: Points, basis: Basis, episode: Episode,
+                    chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each task's leave-one-out evidence: the held-out alignment of every SHRINK mix of method
+    and reference, (B, k, W), and which held-out rows hold a question, (B, k)."""
+    loo, held_y, ok = leave_one_out(points, episode)
+    scores = []
+    for s in range(0, loo.groups.shape[0], chunk):  # k times the rows: bounded memory
+        part = loo.rows(slice(s, s + chunk))
+        p, r = method(points, basis, part), reference(points, basis, part)
+        scores.append(torch.stack([held_out_alignment(points, (1 - w) * p + w * r, part, held_y[s:s + chunk])
+                                   for w in SHRINK], -1))
+    return torch.cat(scores).reshape(*ok.shape, -1), ok
 
 
 def context_weights(method: Method, reference: Method, points: Points, basis: Basis, episode: Episode,
@@ -90,17 +104,9 @@ def context_weights(method: Method, reference: Method, points: Points, basis: Ba
     with fewer than two context questions get 0 (no evidence either way)."""
     if episode.k < 2:
         return torch.zeros(episode.groups.shape[0], device=points.device)
-    loo, held_y, ok = leave_one_out(points, episode)
-    weights = torch.tensor(SHRINK, device=points.device, dtype=torch.float64)
-    scores = []
-    for s in range(0, loo.groups.shape[0], chunk):  # k times the rows: bounded memory
-        part = loo.rows(slice(s, s + chunk))
-        p, r = method(points, basis, part), reference(points, basis, part)
-        scores.append(torch.stack([held_out_alignment(points, (1 - w) * p + w * r, part, held_y[s:s + chunk])
-                                   for w in weights.tolist()], -1))
-    scores = torch.cat(scores).reshape(*ok.shape, -1)
-    chosen = weights[most_shrunk_within_one_se(scores, ok)]
-    return torch.where(ok.sum(1) >= 2, chosen, 0.0).float()
+    scores, ok = held_out_scores(method, reference, points, basis, episode, chunk)
+    chosen = torch.tensor(SHRINK, device=points.device)[most_shrunk_within_se(scores, ok)]
+    return torch.where(ok.sum(1) >= 2, chosen, 0.0)
 
 
 def shrunk(method: Method, reference: Method, weight: float, per_task: bool = False) -> Method:

@@ -15,7 +15,7 @@ from gpo.data.survey import select
 from gpo.evaluate import evaluate
 from gpo.methods import baseline_method
 from gpo.pipeline import assemble
-from gpo.shrink import SHRINK, context_weights, leave_one_out, most_shrunk_within_one_se, shrunk
+from gpo.shrink import SHRINK, context_weights, leave_one_out, most_shrunk_within_se, shrunk
 from gpo.tasks import make_episode, sample_questions
 
 
@@ -65,23 +65,24 @@ def test_each_leave_one_out_row_holds_out_exactly_one_context_question(k, seed):
             assert (loo.segment[r] == torch.where(loo.tar[r] >= 0, 0, -1)).all()
 
 
-@given(st.lists(st.floats(0.0, 1.0), min_size=2 * 3 * len(SHRINK), max_size=2 * 3 * len(SHRINK)))
-def test_the_rule_picks_the_most_shrunk_weight_within_one_standard_error(values):
+@given(st.lists(st.floats(0.0, 1.0), min_size=2 * 3 * len(SHRINK), max_size=2 * 3 * len(SHRINK)),
+       st.sampled_from([0.0, 0.5, 1.0, 2.0]))
+def test_the_rule_picks_the_most_shrunk_weight_within_the_standard_errors(values, se):
     scores = torch.tensor(values, dtype=torch.float64).reshape(2, 3, len(SHRINK))
     ok = torch.ones(2, 3, dtype=torch.bool)
-    chosen = most_shrunk_within_one_se(scores, ok)
+    chosen = most_shrunk_within_se(scores, ok, se)
     for b in range(2):
         best = int(scores[b].mean(0).argmax())
         gap = scores[b, :, best][:, None] - scores[b]  # (k, W)
-        within = gap.mean(0) <= gap.std(0) / 3**0.5 + 1e-12
+        within = gap.mean(0) <= se * gap.std(0) / 3**0.5 + 1e-12
         assert within[chosen[b]] and not within[chosen[b] + 1:].any()
 
 
 def test_equal_evidence_goes_to_the_reference_and_a_clear_lead_to_the_method():
     ok = torch.ones(1, 4, dtype=torch.bool)
-    assert most_shrunk_within_one_se(torch.full((1, 4, len(SHRINK)), 0.9), ok).item() == len(SHRINK) - 1
+    assert most_shrunk_within_se(torch.full((1, 4, len(SHRINK)), 0.9), ok).item() == len(SHRINK) - 1
     lead = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5]]).expand(4, -1) + torch.tensor([0.0, 0.01, 0.02, 0.03])[:, None]
-    assert most_shrunk_within_one_se(lead[None], ok).item() == 0
+    assert most_shrunk_within_se(lead[None], ok).item() == 0
 
 
 def oracle(points, basis, ep):
