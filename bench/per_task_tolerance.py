@@ -51,12 +51,12 @@ def margins(run_dir: Path, overrides: list[str]) -> pd.DataFrame:
     P, L, basis, mean = prep.points, prep.labels, prep.basis, M.baseline_method("mean")
     test = prep.index(prep.split.test)
     weights = torch.tensor(SHRINK, dtype=torch.float64)
-    records = []
+    chosen, records = candidates(prep, cfg, run_dir), []
     for k in [k for k in cfg.eval.ks if k >= 2]:
         rows, q = episodes(P, test, k, cfg.eval.draws, cfg.eval.seed, cfg.eval.max_targets)
         reference = predictions(mean, P, L, basis, rows, q)
         scored = q.tar_ok.any(1).reshape(len(test), -1).any(1)  # groups with targets at this k (as evaluate.py)
-        for name, per_k in candidates(prep, cfg, run_dir).items():
+        for name, per_k in chosen.items():
             method, w_val = per_k[k]
             p = predictions(method, P, L, basis, rows, q)
             target = torch.stack([score(P, L, (1 - w) * p + w * reference, rows, q) for w in SHRINK], -1)  # (B, W)
