@@ -56,12 +56,12 @@ def margins(run_dir: Path, overrides: list[str]) -> pd.DataFrame:
         rows, q = episodes(P, test, k, cfg.eval.draws, cfg.eval.seed, cfg.eval.max_targets)
         reference = predictions(mean, P, L, basis, rows, q)
         scored = q.tar_ok.any(1).reshape(len(test), -1).any(1)  # groups with targets at this k (as evaluate.py)
+        group_mean = lambda s: s.reshape(len(test), -1).mean(1)[scored].mean().item()  # noqa: E731
         for name, per_k in chosen.items():
             method, w_val = per_k[k]
             p = predictions(method, P, L, basis, rows, q)
             target = torch.stack([score(P, L, (1 - w) * p + w * reference, rows, q) for w in SHRINK], -1)  # (B, W)
             evidence, ok = held_out_scores(method, mean, P, basis, make_episode(P, L, rows, q))
-            group_mean = lambda s: s.reshape(len(test), -1).mean(1)[scored].mean().item()  # noqa: E731
             base = group_mean(target[:, -1])
             for label, tol in [("validation", None), *((f"se={t:g}", t) for t in TOLERANCES)]:
                 w = torch.full((rows.shape[0],), float(w_val), dtype=torch.float64)
