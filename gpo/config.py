@@ -162,6 +162,7 @@ class EvalConfig:
     max_targets: int = 0  # target questions per episode (0 = all the rest); LLM baselines need a cap
     shrink: bool = True  # mix each context-reading method with its reference by a weight chosen per k on validation
     shrink_per_task: bool = True  # ... and more where a task's own context says so (leave-one-out, gpo/shrink.py)
+    shrink_training_floor: bool = True  # GPO: at least the weight its training groups choose (methods.gpo_choices)
     baselines: list = field(default_factory=lambda: ["uniform", "mean", "ridge", "mixture", "logit", "kernel"])
     llm_baselines: list = field(default_factory=list)  # zero_shot, steered, few_shot, sft, reward, icft (needs llm.model)
 

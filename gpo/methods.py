@@ -175,13 +175,22 @@ def baseline(name: str, choice: dict, per_task: bool = False) -> Method:
 
 def gpo_choices(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method,
                 prior: Method | None) -> dict[int, tuple[Method, float]]:
-    """Per k, GPO as chosen on the validation groups and its weight of the no-context mean:
-    shrunk toward the mean, or, for a residual GPO, toward its prior (weight 0 of the mean)."""
-    # on the validation groups only: GPO has seen its training groups
-    chosen = select(prep, cfg, {"": method}, prior or baseline_method("mean"), name, prep.split.val)
+    """Per k, GPO as chosen on its groups and its weight of the no-context mean: shrunk toward
+    the mean, or, for a residual GPO, toward its prior (weight 0 of the mean).
+
+    The weight is chosen on the validation groups, which GPO has not seen. With
+    eval.shrink_training_floor it is at least the one chosen on GPO's training groups: they
+    flatter GPO (it was fit to their answers), so where even they prefer it more shrunk, unseen
+    groups will too, and two or three validation groups unlike the test groups cannot argue
+    it out of that."""
+    reference = prior or baseline_method("mean")
+    chosen = {k: w for k, (_, w, _) in select(prep, cfg, {"": method}, reference, name, prep.split.val).items()}
+    if cfg.eval.shrink_training_floor:
+        seen = select(prep, cfg, {"": method}, reference, f"{name} on its training groups", prep.split.train)
+        chosen = {k: max(w, seen[k][1] if k in seen else 0.0) for k, w in chosen.items()}
     if prior is None:
-        return {k: (method, w) for k, (_, w, _) in chosen.items()}
-    return {k: (shrunk(method, prior, w), 0.0) for k, (_, w, _) in chosen.items()}
+        return {k: (method, w) for k, w in chosen.items()}
+    return {k: (shrunk(method, prior, w), 0.0) for k, w in chosen.items()}
 
 
 def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, prior: Method | None) -> Method:

@@ -1,9 +1,10 @@
 """Shrinking a context-reading method toward its reference (the no-context mean prior, or a
 residual GPO's own prior): (1 - w) * method + w * reference, a mixture of the two predictions.
 
-Two choices of w, combined by taking the more shrunk one:
+Choices of w, combined by taking the most shrunk one:
 - per k, on validation groups (gpo/methods.py `select`): what reading the context is worth on
-  average over the groups settings are chosen on;
+  average over the groups settings are chosen on (for GPO, at least what its training groups
+  choose: `gpo_choices`);
 - per task, from the task's own context, by leave-one-out: each context question is predicted
   from the others, by the method and by the reference, and w is the most shrunk weight of
   SHRINK whose held-out alignment is within one standard error of the best. A group unlike the

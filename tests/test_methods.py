@@ -13,7 +13,7 @@ from gpo.data.schema import make_row
 from gpo.data.splits import GroupSplit
 from gpo.data.survey import select as select_groups
 from gpo.evaluate import evaluate
-from gpo.methods import PerK, baseline, baseline_method, choose
+from gpo.methods import PerK, baseline, baseline_method, choose, gpo_choices
 from gpo.pipeline import assemble
 
 
@@ -64,6 +64,24 @@ def test_shrinking_toward_the_mean_is_chosen_where_the_context_misleads(name):
     scored = evaluate({"shrunk": baseline(name, chosen), "plain": baseline(name, unshrunk), "mean": baseline_method("mean")},
                       prep.points, prep.labels, prep.basis, test, prep.data.groups, [5], 4, 0).groupby("method")["alignment"].mean()
     assert scored["shrunk"] > scored["plain"]
+
+
+def test_gpo_is_shrunk_at_least_as_much_as_its_training_groups_ask():
+    """Validation groups that favour GPO cannot argue it out of the shrink its own training
+    groups, which flatter it, ask for."""
+    prep = the_mean_is_right_world()
+    seen, truth, uniform = prep.basis.column >= 0, prep.labels.nan_to_num(0.0), prep.points.uniform()
+
+    def right_on_unseen_groups_only(points, basis, episode):  # a fixture: the truth where unseen, uniform where seen
+        return torch.where(seen[episode.groups][:, None], uniform, truth[episode.groups])
+
+    settings = ["eval.ks=[5]", "train.val_k=5", "eval.draws=4"]
+    val_only = load_config(None, [*settings, "eval.shrink_training_floor=false"])
+    assert gpo_choices(prep, val_only, "gpo", right_on_unseen_groups_only, None)[5][1] == 0.0
+    floored = load_config(None, settings)
+    assert gpo_choices(prep, floored, "gpo", right_on_unseen_groups_only, None)[5][1] == 1.0
+    prior = baseline_method("mean")  # a residual GPO is shrunk toward its prior instead, all the way here
+    assert gpo_choices(prep, floored, "gpo", right_on_unseen_groups_only, prior)[5] == (prior, 0.0)
 
 
 def test_checkpoints_of_older_runs_keep_their_fixed_prior_settings():
