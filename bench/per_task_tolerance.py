@@ -3,7 +3,8 @@ leave-one-out alignment is within `se` standard errors of the best one (gpo/shri
 se = 1 shipped); this compares tolerances offline on trained runs.
 
 For each run, k and method (the run's GPO and each context-reading baseline, with the
-settings the run chooses on its validation groups), every test task's leave-one-out evidence
+settings the run chooses per k: on its validation groups, GPO's floored by its training
+groups' choice under eval.shrink_training_floor), every test task's leave-one-out evidence
 and its alignment on its target questions at each weight of SHRINK are computed once. Each
 tolerance then picks a weight per task (never less than the validation weight, as
 `eval.shrink_per_task` does; "validation" is the validation weight alone), which replays
