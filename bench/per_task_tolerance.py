@@ -1,6 +1,6 @@
 """How cautious should the per-task shrink be? Its rule takes the most shrunk weight whose
 leave-one-out alignment is within `se` standard errors of the best one (gpo/shrink.py,
-se = 1 shipped); this compares tolerances offline on trained runs.
+`eval.per_task_se`, 0 shipped); this compares tolerances offline on trained runs.
 
 For each run, k and method (the run's GPO and each context-reading baseline, with the
 settings the run chooses per k: on its validation groups, GPO's floored by its training
@@ -8,7 +8,7 @@ groups' choice under eval.shrink_training_floor), every test task's leave-one-ou
 and its alignment on its target questions at each weight of SHRINK are computed once. Each
 tolerance then picks a weight per task (never less than the validation weight, as
 `eval.shrink_per_task` does; "validation" is the validation weight alone), which replays
-exactly what `gpo eval` scores at se = 1. Printed: each method's score minus the mean
+exactly what `gpo eval` scores at the run's `eval.per_task_se`. Printed: each method's score minus the mean
 prior's per (run, k, method), then per tolerance the mean of those margins, the lowest one,
 and how many fall more than 0.001 below the mean prior.
 

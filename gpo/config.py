@@ -162,9 +162,14 @@ class EvalConfig:
     max_targets: int = 0  # target questions per episode (0 = all the rest); LLM baselines need a cap
     shrink: bool = True  # mix each context-reading method with its reference by a weight chosen per k on validation
     shrink_per_task: bool = True  # ... and more where a task's own context says so (leave-one-out, gpo/shrink.py)
+    per_task_se: float = 0.0  # its caution: the most shrunk weight within this many standard errors of the best
     shrink_training_floor: bool = True  # GPO: at least the weight its training groups choose (methods.gpo_choices)
     baselines: list = field(default_factory=lambda: ["uniform", "mean", "ridge", "mixture", "logit", "kernel"])
     llm_baselines: list = field(default_factory=list)  # zero_shot, steered, few_shot, sft, reward, icft (needs llm.model)
+
+    def task_se(self) -> float | None:
+        """The per-task rule's tolerance, None when tasks are not shrunk."""
+        return self.per_task_se if self.shrink and self.shrink_per_task else None
 
     def __post_init__(self):
         from gpo.baselines import BASELINES
@@ -174,6 +179,7 @@ class EvalConfig:
                 "ks", "a list of context sizes (integers >= 0)", self.ks)
         require(self.draws >= 1, "draws", "at least 1", self.draws)
         require(self.max_targets >= 0, "max_targets", "at least 0", self.max_targets)
+        require(self.per_task_se >= 0, "per_task_se", "at least 0", self.per_task_se)
         require(set(self.baselines) <= set(BASELINES), "baselines", f"names from {sorted(BASELINES)}", self.baselines)
         require(set(self.llm_baselines) <= set(LLM_BASELINES), "llm_baselines", f"names from {list(LLM_BASELINES)}", self.llm_baselines)
 

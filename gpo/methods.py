@@ -163,14 +163,14 @@ def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, dict]:
 NO_CONTEXT = ("uniform", "mean")  # baselines that never read the context: nothing to shrink
 
 
-def baseline(name: str, choice: dict, per_task: bool = False) -> Method:
+def baseline(name: str, choice: dict, per_task_se: float | None = None) -> Method:
     """A baseline with its per-k settings (`choose`), shrunk more where a task's own context
-    asks for it when `per_task` (gpo/shrink.py); or with fixed hyperparameters (a flat dict,
-    as checkpoints of older runs hold)."""
+    asks for it, with tolerance `per_task_se` (gpo/shrink.py; None: not); or with fixed
+    hyperparameters (a flat dict, as checkpoints of older runs hold)."""
     if not choice or not all(isinstance(k, int) for k in choice):
         return baseline_method(name, **choice)
     return PerK({k: shrunk(baseline_method(name, **c["params"]), baseline_method("mean"), c["shrink"],
-                           per_task and name not in NO_CONTEXT) for k, c in choice.items()})
+                           None if name in NO_CONTEXT else per_task_se) for k, c in choice.items()})
 
 
 def gpo_choices(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method,
@@ -201,7 +201,7 @@ def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method,
     if not cfg.eval.shrink:
         return method
     mean = baseline_method("mean")
-    return PerK({k: shrunk(m, mean, w, cfg.eval.shrink_per_task)
+    return PerK({k: shrunk(m, mean, w, cfg.eval.task_se())
                  for k, (m, w) in gpo_choices(prep, cfg, name, method, prior).items()})
 
 
@@ -244,7 +244,7 @@ def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
             methods[name] = gpo
         else:
             methods[name] = shrink_gpo(prep, cfg, name, gpo, prior)
-    methods.update({name: baseline(name, choose(prep, cfg, name), cfg.eval.shrink and cfg.eval.shrink_per_task)
+    methods.update({name: baseline(name, choose(prep, cfg, name), cfg.eval.task_se())
                     for name in cfg.eval.baselines if name not in unavailable})
     methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines if llm_names is None else llm_names))
     return methods, training, unavailable

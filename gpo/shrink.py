@@ -7,7 +7,8 @@ Choices of w, combined by taking the most shrunk one:
   choose: `gpo_choices`);
 - per task, from the task's own context, by leave-one-out: each context question is predicted
   from the others, by the method and by the reference, and w is the most shrunk weight of
-  SHRINK whose held-out alignment is within one standard error of the best. A group unlike the
+  SHRINK whose held-out alignment is within `se` standard errors of the best
+  (eval.per_task_se). A group unlike the
   validation groups (another country, another survey) so decides from its own answers whether
   its context is worth reading. With fewer than two context questions nothing can be held out.
 """
@@ -71,7 +72,7 @@ def held_out_alignment(points: Points, p: torch.Tensor, loo: Episode, held_y: to
     return alignment(pick(p), pick(true), points.ordinal[question], mask, points.is_ordinal[question]).nan_to_num(0.0)
 
 
-def most_shrunk_within_se(scores: torch.Tensor, ok: torch.Tensor, se: float = 1.0) -> torch.Tensor:
+def most_shrunk_within_se(scores: torch.Tensor, ok: torch.Tensor, se: float) -> torch.Tensor:
     """Per row, the index of the largest weight (SHRINK order) whose mean score over the row's
     held-out questions is within `se` standard errors of the best one's (the standard error of
     their paired differences). scores: (B, k, W); ok: (B, k) -> (B,)."""
@@ -99,29 +100,30 @@ def held_out_scores(method: Method, reference: Method, points: Points, basis: Ba
     return torch.cat(scores).reshape(*ok.shape, -1), ok
 
 
-def context_weights(method: Method, reference: Method, points: Points, basis: Basis, episode: Episode,
+def context_weights(method: Method, reference: Method, points: Points, basis: Basis, episode: Episode, se: float,
                     chunk: int = 32) -> torch.Tensor:
     """(B,) each task's weight of the reference, chosen by leave-one-out on its context; rows
     with fewer than two context questions get 0 (no evidence either way)."""
     if episode.k < 2:
         return torch.zeros(episode.groups.shape[0], device=points.device)
     scores, ok = held_out_scores(method, reference, points, basis, episode, chunk)
-    chosen = torch.tensor(SHRINK, device=points.device)[most_shrunk_within_se(scores, ok)]
+    chosen = torch.tensor(SHRINK, device=points.device)[most_shrunk_within_se(scores, ok, se)]
     return torch.where(ok.sum(1) >= 2, chosen, 0.0)
 
 
-def shrunk(method: Method, reference: Method, weight: float, per_task: bool = False) -> Method:
+def shrunk(method: Method, reference: Method, weight: float, per_task_se: float | None = None) -> Method:
     """The method shrunk toward its reference by `weight` (chosen per k on validation groups)
-    or, where the task's own context asks for more (`per_task`), by its leave-one-out weight."""
+    or, where the task's own context asks for more, by its leave-one-out weight with tolerance
+    `per_task_se` (None: no per-task shrink)."""
     if weight == 1:
         return reference
-    if weight == 0 and not per_task:
+    if weight == 0 and per_task_se is None:
         return method
 
     def predict(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
         w = torch.full((episode.groups.shape[0],), float(weight), device=points.device)
-        if per_task:
-            w = torch.maximum(w, context_weights(method, reference, points, basis, episode))
+        if per_task_se is not None:
+            w = torch.maximum(w, context_weights(method, reference, points, basis, episode, per_task_se))
         w = w[:, None]
         return (1 - w) * method(points, basis, episode) + w * reference(points, basis, episode)
     return predict

@@ -71,7 +71,7 @@ def gpo_variants(prep):
 def methods(prep):
     gpo = gpo_variants(prep)
     # shrunk per task, a method also reads its context's shares through the leave-one-out episodes
-    loo = {f"{name} shrunk per task": shrunk(method, baseline_method("mean"), 0.0, per_task=True)
+    loo = {f"{name} shrunk per task": shrunk(method, baseline_method("mean"), 0.0, per_task_se=0.0)
            for name, method in (("gpo", gpo["gpo"]), ("kernel", baseline_method("kernel")))}
     return {**gpo, **loo, **{name: baseline_method(name) for name in BASELINES}}
 

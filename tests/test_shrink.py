@@ -5,6 +5,7 @@ away from it where the method knows better."""
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -78,11 +79,12 @@ def test_the_rule_picks_the_most_shrunk_weight_within_the_standard_errors(values
         assert within[chosen[b]] and not within[chosen[b] + 1:].any()
 
 
-def test_equal_evidence_goes_to_the_reference_and_a_clear_lead_to_the_method():
+@pytest.mark.parametrize("se", [0.0, 1.0])
+def test_equal_evidence_goes_to_the_reference_and_a_clear_lead_to_the_method(se):
     ok = torch.ones(1, 4, dtype=torch.bool)
-    assert most_shrunk_within_se(torch.full((1, 4, len(SHRINK)), 0.9), ok).item() == len(SHRINK) - 1
+    assert most_shrunk_within_se(torch.full((1, 4, len(SHRINK)), 0.9), ok, se).item() == len(SHRINK) - 1
     lead = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5]]).expand(4, -1) + torch.tensor([0.0, 0.01, 0.02, 0.03])[:, None]
-    assert most_shrunk_within_se(lead[None], ok).item() == 0
+    assert most_shrunk_within_se(lead[None], ok, se).item() == 0
 
 
 def oracle(points, basis, ep):
@@ -90,15 +92,16 @@ def oracle(points, basis, ep):
     return PREP.labels[ep.groups].nan_to_num(0.0)
 
 
-def test_the_context_chooses_the_oracle_and_shrinks_a_misled_pool():
+@pytest.mark.parametrize("se", [0.0, 1.0])
+def test_the_context_chooses_the_oracle_and_shrinks_a_misled_pool(se):
     ep, rows, q = episode(10)
     mean = baseline_method("mean")
-    assert (context_weights(oracle, mean, PREP.points, PREP.basis, ep) == 0).all()
+    assert (context_weights(oracle, mean, PREP.points, PREP.basis, ep, se) == 0).all()
     # a log-linear pool fitted with almost no regularisation chases the sampling noise of 10 answers
     pool = baseline_method("logit", alpha=1e-4)
-    weights = context_weights(pool, mean, PREP.points, PREP.basis, ep)
+    weights = context_weights(pool, mean, PREP.points, PREP.basis, ep, se)
     assert weights.mean() >= 0.75
-    methods = {"shrunk": shrunk(pool, mean, 0.0, per_task=True), "pool": pool, "mean": mean}
+    methods = {"shrunk": shrunk(pool, mean, 0.0, per_task_se=se), "pool": pool, "mean": mean}
     scores = evaluate(methods, PREP.points, PREP.labels, PREP.basis, TEST.tolist(), PREP.data.groups, [10], 3, 0)
     scores = scores.groupby("method")["alignment"].mean()
     assert scores["pool"] < scores["mean"] - 0.005 and scores["shrunk"] > scores["mean"] - 0.002
@@ -108,11 +111,11 @@ def test_a_shrunk_prediction_mixes_each_row_by_its_own_weight_and_never_less_tha
     ep, rows, q = episode(6)
     pool, mean = baseline_method("logit", alpha=1e-4), baseline_method("mean")
     p, r = pool(PREP.points, PREP.basis, ep), mean(PREP.points, PREP.basis, ep)
-    w = context_weights(pool, mean, PREP.points, PREP.basis, ep)
+    w = context_weights(pool, mean, PREP.points, PREP.basis, ep, 0.0)
     for floor in (0.0, 0.5):
-        mixed = shrunk(pool, mean, floor, per_task=True)(PREP.points, PREP.basis, ep)
+        mixed = shrunk(pool, mean, floor, per_task_se=0.0)(PREP.points, PREP.basis, ep)
         expected = torch.maximum(w, torch.tensor(floor))[:, None]
         assert torch.allclose(mixed, (1 - expected) * p + expected * r)
     assert torch.allclose(shrunk(pool, mean, 0.5)(PREP.points, PREP.basis, ep), 0.5 * p + 0.5 * r)
     short, _, _ = episode(1)
-    assert (context_weights(pool, mean, PREP.points, PREP.basis, short) == 0).all()  # nothing to hold out
+    assert (context_weights(pool, mean, PREP.points, PREP.basis, short, 0.0) == 0).all()  # nothing to hold out
