@@ -8,9 +8,9 @@ groups' choice under eval.shrink_training_floor), every test task's leave-one-ou
 and its alignment on its target questions at each weight of SHRINK are computed once. Each
 tolerance then picks a weight per task (never less than the validation weight, as
 `eval.shrink_per_task` does; "validation" is the validation weight alone), which replays
-exactly what `gpo eval` scores at the run's `eval.per_task_se`. Printed: each method's score minus the mean
-prior's per (run, k, method), then per tolerance the mean of those margins, the lowest one,
-and how many fall more than 0.001 below the mean prior.
+exactly what `gpo eval` scores at the run's `eval.per_task_se`. Printed: each method's score
+minus the mean prior's per (run, k, method), then per tolerance the mean of those margins,
+the lowest one, and how many fall more than 0.001 below the mean prior.
 
     python bench/per_task_tolerance.py runs/bench-robust/globalopinionqa-letters-split0.8-seed0-default
     python bench/per_task_tolerance.py RUN_DIR ... --set data.test_answer_fraction=1.0   # dense test groups

@@ -8,9 +8,9 @@ Choices of w, combined by taking the most shrunk one:
 - per task, from the task's own context, by leave-one-out: each context question is predicted
   from the others, by the method and by the reference, and w is the most shrunk weight of
   SHRINK whose held-out alignment is within `se` standard errors of the best
-  (eval.per_task_se). A group unlike the
-  validation groups (another country, another survey) so decides from its own answers whether
-  its context is worth reading. With fewer than two context questions nothing can be held out.
+  (eval.per_task_se). A group unlike the validation groups (another country, another survey)
+  so decides from its own answers whether its context is worth reading. With fewer than two
+  context questions nothing can be held out.
 """
 
 from __future__ import annotations
