@@ -29,7 +29,7 @@ from gpo import methods as M
 from gpo.config import load_config
 from gpo.evaluate import episodes, predictions, score
 from gpo.pipeline import member_dirs, prepare
-from gpo.shrink import SHRINK, held_out_scores, most_shrunk_within_se
+from gpo.shrink import SHRINK, evidence_weights, held_out_scores
 from gpo.tasks import make_episode
 
 TOLERANCES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -67,8 +67,7 @@ def margins(run_dir: Path, overrides: list[str]) -> pd.DataFrame:
             for label, tol in [("validation", None), *((f"se={t:g}", t) for t in TOLERANCES)]:
                 w = torch.full((rows.shape[0],), float(w_val), dtype=torch.float64)
                 if tol is not None:
-                    loo = weights[most_shrunk_within_se(evidence, ok, tol)]
-                    w = torch.maximum(w, torch.where(ok.sum(1) >= 2, loo, 0.0))
+                    w = torch.maximum(w, evidence_weights(evidence, ok, tol).double())
                 picked = target.gather(1, torch.bucketize(w, weights)[:, None]).squeeze(1)
                 records.append({"run": run_dir.name, "k": k, "method": name, "rule": label, "margin": group_mean(picked) - base})
         print(f"{run_dir.name} k={k} done", flush=True)

@@ -100,15 +100,19 @@ def held_out_scores(method: Method, reference: Method, points: Points, basis: Ba
     return torch.cat(scores).reshape(*ok.shape, -1), ok
 
 
+def evidence_weights(scores: torch.Tensor, ok: torch.Tensor, se: float) -> torch.Tensor:
+    """(B,) the weight of the reference that each task's leave-one-out evidence (held_out_scores)
+    asks for; rows with fewer than two held-out questions get 0 (no evidence either way)."""
+    chosen = torch.tensor(SHRINK, device=scores.device)[most_shrunk_within_se(scores, ok, se)]
+    return torch.where(ok.sum(1) >= 2, chosen, 0.0)
+
+
 def context_weights(method: Method, reference: Method, points: Points, basis: Basis, episode: Episode, se: float,
                     chunk: int = 32) -> torch.Tensor:
-    """(B,) each task's weight of the reference, chosen by leave-one-out on its context; rows
-    with fewer than two context questions get 0 (no evidence either way)."""
+    """(B,) each task's weight of the reference, chosen by leave-one-out on its context."""
     if episode.k < 2:
         return torch.zeros(episode.groups.shape[0], device=points.device)
-    scores, ok = held_out_scores(method, reference, points, basis, episode, chunk)
-    chosen = torch.tensor(SHRINK, device=points.device)[most_shrunk_within_se(scores, ok, se)]
-    return torch.where(ok.sum(1) >= 2, chosen, 0.0)
+    return evidence_weights(*held_out_scores(method, reference, points, basis, episode, chunk), se)
 
 
 def shrunk(method: Method, reference: Method, weight: float, per_task_se: float | None = None) -> Method:
