@@ -8,6 +8,8 @@ Distributions are padded to (N, O): N questions, up to O options, `mask` marks r
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -28,8 +30,10 @@ def ordinal_alignment(p, q, ordinal, mask) -> torch.Tensor:
 
 def js_alignment(p, q, mask) -> torch.Tensor:
     p, q = p * mask, q * mask
-    m = 0.5 * (p + q)
-    kl = lambda a: (torch.xlogy(a, a) - torch.xlogy(a, m)).sum(-1)  # noqa: E731  (0 log 0 = 0)
+    # KL(a || (p+q)/2) with log((p+q)/2) = log(p+q) - ln 2: halving a subnormal share can round
+    # it to zero (log 0 where a > 0: an alignment of -inf); p+q >= a never does
+    s = p + q
+    kl = lambda a: (torch.xlogy(a, a) - torch.xlogy(a, s)).sum(-1) + math.log(2) * a.sum(-1)  # noqa: E731  (0 log 0 = 0)
     return 1.0 - (0.5 * kl(p) + 0.5 * kl(q)).clamp_min(0).sqrt()
 
 
