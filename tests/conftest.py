@@ -39,9 +39,10 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 torch.set_num_threads(1)
 
-# Property tests draw the same examples on every run (CI must not depend on a random draw, and
-# a failure found once must not replay from .hypothesis/ forever); `--hypothesis-profile=explore`
-# searches afresh.
+# Property tests draw the same examples on every run of the same selection (CI must not depend
+# on a random draw, and a failure found once must not replay from .hypothesis/ forever); a file
+# run alone may draw others, as Hypothesis also mines constants from the modules loaded.
+# `--hypothesis-profile=explore` searches afresh.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("explore", deadline=None, max_examples=1000)
