@@ -28,8 +28,8 @@ from gpo.config import EmbedConfig, load_config
 from gpo.embed import distributed
 from gpo.embed.cache import EmbeddingCache
 from gpo.embed.models import Embedder
-from gpo.embed.prompts import gpo_prompt
-from gpo.pipeline import load_survey
+from gpo.inputs import load_survey
+from gpo.prompts import gpo_prompt
 
 
 @torch.inference_mode()

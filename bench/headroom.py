@@ -31,10 +31,10 @@ from gpo.analysis.report import save_bench_report
 from gpo.baselines import centred_log
 from gpo.config import load_config
 from gpo.evaluate import evaluate
-from gpo.methods import baseline_method, choose
+from gpo.inputs import prepare
 from gpo.metrics import ordinal_alignment
 from gpo.ops import segment_softmax
-from gpo.pipeline import prepare
+from gpo.selection import baseline, choose
 
 
 def oracle_pool(labels: torch.Tensor, eps: float = 0.003, steps: int = 300):
@@ -78,7 +78,7 @@ def main() -> None:
         prep = prepare(load_config(args.config, base))
         for k in args.ks:
             cfg = load_config(args.config, base + [f"train.val_k={k}"])
-            methods = {name: baseline_method(name, **choose(prep, cfg, name)) for name in ("logit", "kernel", "mixture")}
+            methods = {name: baseline(name, choose(prep, cfg, name)) for name in ("logit", "kernel", "mixture")}
             if prep.points.is_ordinal.all():
                 methods["oracle-pool"] = oracle_pool(prep.labels)
             results = evaluate(methods, prep.points, prep.labels, prep.basis, prep.index(prep.split.test), prep.data.groups,

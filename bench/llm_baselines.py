@@ -14,9 +14,10 @@ import time
 
 from gpo.config import load_config
 from gpo.evaluate import evaluate
+from gpo.inputs import prepare
 from gpo.llm.methods import LLM, make
 from gpo.llm.random_model import build
-from gpo.pipeline import prepare, run_training
+from gpo.pipeline import run_training
 
 
 def main() -> None:

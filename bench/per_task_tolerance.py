@@ -26,10 +26,13 @@ import pandas as pd
 import torch
 
 from gpo import methods as M
+from gpo import selection as S
+from gpo.baselines import baseline_method
 from gpo.config import load_config
 from gpo.evaluate import episodes, predictions, score
-from gpo.pipeline import member_dirs, prepare
-from gpo.shrink import SHRINK, evidence_weights, held_out_scores
+from gpo.inputs import prepare
+from gpo.pipeline import member_dirs
+from gpo.shrink import SHRINK, evidence_weights, held_out_scores, shrunk
 from gpo.tasks import make_episode
 
 TOLERANCES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -39,17 +42,19 @@ def candidates(prep, cfg, run_dir: Path) -> dict[str, dict[int, tuple]]:
     """{method: {k: (method before the per-task shrink, its validation weight of the mean)}}"""
     checkpoints = [d / "best.pt" for d in member_dirs(run_dir, cfg.train.ensemble)]
     name, gpo, prior, _ = M.load_gpo(checkpoints, prep.points.device)
-    out = {name: M.gpo_choices(prep, cfg, name, gpo, prior)}
+    # a residual GPO is shrunk toward its prior first, then per task toward the mean
+    out = {name: {k: (shrunk(gpo, prior, c.shrink), 0.0) if prior else (gpo, c.shrink)
+                  for k, c in S.gpo_choices(prep, cfg, name, gpo, prior).items()}}
     for b in cfg.eval.baselines:
-        if b not in M.NO_CONTEXT:
-            out[b] = {k: (M.baseline_method(b, **c["params"]), c["shrink"]) for k, c in M.choose(prep, cfg, b).items()}
+        if b not in S.NO_CONTEXT:
+            out[b] = {k: (baseline_method(b, **c.params), c.shrink) for k, c in S.choose(prep, cfg, b).items()}
     return out
 
 
 def margins(run_dir: Path, overrides: list[str]) -> pd.DataFrame:
     cfg = load_config(run_dir / "config.yaml", overrides)
     prep = prepare(cfg)
-    P, L, basis, mean = prep.points, prep.labels, prep.basis, M.baseline_method("mean")
+    P, L, basis, mean = prep.points, prep.labels, prep.basis, baseline_method("mean")
     test = prep.index(prep.split.test)
     weights = torch.tensor(SHRINK, dtype=torch.float64)
     chosen, records = candidates(prep, cfg, run_dir), []

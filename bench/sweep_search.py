@@ -20,7 +20,8 @@ import pandas as pd
 from ray import tune
 
 from gpo.embed.distributed import init_ray
-from gpo.pipeline import assemble, load_inputs, run_training
+from gpo.inputs import assemble, load_inputs
+from gpo.pipeline import run_training
 from gpo.tune.study import load_study
 from gpo.tune.sweep import search
 

@@ -30,8 +30,8 @@ import numpy as np
 from gpo.config import EmbedConfig, load_config
 from gpo.embed import distributed
 from gpo.embed.cache import EmbeddingCache
+from gpo.inputs import load_survey
 from gpo.llm.random_model import build
-from gpo.pipeline import load_survey
 
 
 def run(model: str, data, n_questions: int, cfg: EmbedConfig, root: str):

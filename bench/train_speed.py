@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from gpo.config import load_config
+from gpo.inputs import prepare
 from gpo.losses import gaussian_nll
 from gpo.model import GPO
-from gpo.pipeline import prepare
 from gpo.tasks import gpo_inputs, make_episode, sample_questions, shares_at
 
 

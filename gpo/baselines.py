@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from gpo.data.basis import Basis
 from gpo.ops import nnls, segment_softmax
-from gpo.tasks import Episode, Points
+from gpo.tasks import Episode, Method, Points
 
 
 def per_question_normalise(p: torch.Tensor, point_question: torch.Tensor) -> torch.Tensor:
@@ -140,3 +140,9 @@ BASELINES = {"uniform": uniform, "mean": mean, "mixture": mixture, "logit": logi
 # Hyperparameter grids, searched on validation groups (never test groups).
 GRIDS = {"ridge": {"alpha": [0.1, 1.0, 10.0, 100.0]}, "logit": {"alpha": [0.03, 0.1, 0.3, 1.0, 3.0]},
          "kernel": {"pool_alpha": [0.1, 1.0], "bandwidth": [0.3, 0.6], "alpha": [0.1, 1.0]}}
+
+
+def baseline_method(name: str, **params) -> Method:
+    """Baseline `name` with hyperparameters `params`, as a method."""
+    fn = BASELINES[name]
+    return lambda points, basis, episode: fn(points, basis, episode, **params)

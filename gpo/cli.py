@@ -29,7 +29,7 @@ def cmd_run(args) -> None:
 
 def cmd_data(args) -> None:
     from gpo.data.schema import bad_rows
-    from gpo.pipeline import load_source, load_survey
+    from gpo.inputs import load_source, load_survey
 
     cfg = _config(args)
     table, _ = load_source(cfg)
@@ -86,7 +86,7 @@ GPUs (embed.device): cuda asks Ray for one GPU per rank whatever the cluster has
 
 def cmd_embed(args) -> None:
     from gpo.embed.survey import embed_survey
-    from gpo.pipeline import load_survey
+    from gpo.inputs import load_survey
 
     if args.dataset in DATASETS:
         args.config = DATASETS[args.dataset]
@@ -102,7 +102,8 @@ def cmd_embed(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from gpo.pipeline import prepare, run_training
+    from gpo.inputs import prepare
+    from gpo.pipeline import run_training
 
     cfg = _config(args)
     checkpoints = run_training(prepare(cfg), cfg)
@@ -112,7 +113,8 @@ def cmd_train(args) -> None:
 
 def cmd_eval(args) -> None:
     from gpo.config import load_config
-    from gpo.pipeline import member_dirs, prepare, run_evaluation, write_results
+    from gpo.inputs import prepare
+    from gpo.pipeline import member_dirs, run_evaluation, write_results
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -143,8 +145,9 @@ def cmd_eval(args) -> None:
 def cmd_baseline(args) -> None:
     import pandas as pd
 
+    from gpo.inputs import prepare
     from gpo.methods import llm_baselines
-    from gpo.pipeline import evaluate_roles, prepare, write_results
+    from gpo.pipeline import evaluate_roles, write_results
 
     cfg = _config(args)
     prep = prepare(cfg)

@@ -16,16 +16,18 @@ from pathlib import Path
 
 import yaml
 
+from gpo.baselines import BASELINES
 from gpo.data.synthetic import SyntheticWorld
+from gpo.device import check_device
 from gpo.errors import ConfigError, require
+from gpo.llm import LLM_BASELINES
+from gpo.llm.prompts import STYLES
+from gpo.losses import LOSSES
 from gpo.model import ModelConfig
+from gpo.prompts import TEMPLATES
 
 DEFAULT_DATA_DIR = "../shared/data"  # the shared data beside a checkout; GPO_DATA_DIR overrides
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def check_device(device: str, key: str) -> None:
-    require(device in ("auto", "cpu") or device.split(":")[0] == "cuda", key, "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
 
 
 @dataclass
@@ -80,7 +82,7 @@ class DataConfig:
 class EmbedConfig:
     model: str = "minilm"  # "minilm", "synthetic" (the synthetic world's features), a hub id or a local path
     layers: int = 0  # keep only the first N transformer blocks (0 = all): the size ladder
-    template: str = "gpo"  # prompt template (gpo/embed/prompts.py)
+    template: str = "gpo"  # prompt template (gpo/prompts.py)
     max_tokens: int = 512  # longer prompts lose the end of their prefix, never the option
     batch_tokens: int = 0  # token budget per forward pass (length-bucketed); 0 = 4096 on CPU, 65536 on GPU
     dtype: str = "float32"  # float32, bfloat16, float16
@@ -102,8 +104,6 @@ class EmbedConfig:
     cache_dir: str = ".cache/embeddings"
 
     def __post_init__(self):
-        from gpo.embed.prompts import TEMPLATES
-
         require(self.template in TEMPLATES, "template", f"one of {sorted(TEMPLATES)}", self.template)
         require(self.dtype in DTYPES, "dtype", f"one of {DTYPES}", self.dtype)
         require(self.backend in ("hf", "deepspeed", "auto"), "backend", "'hf', 'deepspeed' or 'auto'", self.backend)
@@ -141,8 +141,6 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        from gpo.losses import LOSSES
-
         for key in ("steps", "batch_groups", "tar_min", "ensemble", "eval_every"):
             require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
         for key in ("weight_decay", "warmup", "grad_clip", "ctx_min", "ctx_curriculum", "val_k"):
@@ -155,31 +153,39 @@ class TrainConfig:
 
 
 @dataclass
+class ShrinkPolicy:
+    """How far each context-reading method leans on its no-context reference: it predicts
+    (1 - w) * itself + w * reference (gpo/shrink.py), the reference being the mean prior, or a
+    residual GPO's own prior. w = 1 ignores the context, and is always among the choices."""
+
+    enabled: bool = True  # w per k from SHRINK, chosen on validation groups (False: every method as it is)
+    per_task: bool = True  # ... raised where a task's own context asks for more (leave-one-out on its context)
+    per_task_se: float = 0.0  # the per-task rule's caution: the most shrunk w within this many standard errors of the best
+    training_floor: bool = True  # GPO: w at least what its own training groups choose (they flatter it)
+
+    def __post_init__(self):
+        require(self.per_task_se >= 0, "per_task_se", "at least 0", self.per_task_se)
+
+    def task_se(self) -> float | None:
+        """The per-task rule's tolerance, None when tasks are not shrunk."""
+        return self.per_task_se if self.enabled and self.per_task else None
+
+
+@dataclass
 class EvalConfig:
     ks: list = field(default_factory=lambda: [0, 5, 10, 20])  # context sizes
     draws: int = 5  # random context sets per group and k, shared by all methods
     seed: int = 1234
     max_targets: int = 0  # target questions per episode (0 = all the rest); LLM baselines need a cap
-    shrink: bool = True  # mix each context-reading method with its reference by a weight chosen per k on validation
-    shrink_per_task: bool = True  # ... and more where a task's own context says so (leave-one-out, gpo/shrink.py)
-    per_task_se: float = 0.0  # its caution: the most shrunk weight within this many standard errors of the best
-    shrink_training_floor: bool = True  # GPO: at least the weight its training groups choose (methods.gpo_choices)
+    shrink: ShrinkPolicy = field(default_factory=ShrinkPolicy)
     baselines: list = field(default_factory=lambda: ["uniform", "mean", "ridge", "mixture", "logit", "kernel"])
     llm_baselines: list = field(default_factory=list)  # zero_shot, steered, few_shot, sft, reward, icft (needs llm.model)
 
-    def task_se(self) -> float | None:
-        """The per-task rule's tolerance, None when tasks are not shrunk."""
-        return self.per_task_se if self.shrink and self.shrink_per_task else None
-
     def __post_init__(self):
-        from gpo.baselines import BASELINES
-        from gpo.llm import LLM_BASELINES
-
         require(len(self.ks) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in self.ks),
                 "ks", "a list of context sizes (integers >= 0)", self.ks)
         require(self.draws >= 1, "draws", "at least 1", self.draws)
         require(self.max_targets >= 0, "max_targets", "at least 0", self.max_targets)
-        require(self.per_task_se >= 0, "per_task_se", "at least 0", self.per_task_se)
         require(set(self.baselines) <= set(BASELINES), "baselines", f"names from {sorted(BASELINES)}", self.baselines)
         require(set(self.llm_baselines) <= set(LLM_BASELINES), "llm_baselines", f"names from {list(LLM_BASELINES)}", self.llm_baselines)
 
@@ -200,8 +206,6 @@ class LLMConfig:
     icft_steps: int = 200  # meta-training steps of in-context fine-tuning
 
     def __post_init__(self):
-        from gpo.llm.prompts import STYLES
-
         require(self.dtype in DTYPES, "dtype", f"one of {DTYPES}", self.dtype)
         require(self.steer in STYLES, "steer", f"one of {STYLES}", self.steer)
         check_device(self.device, "device")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Callable
 
 import pandas as pd
 import torch
@@ -19,9 +18,8 @@ import torch
 from gpo.data.basis import Basis
 from gpo.metrics import alignment
 from gpo.progress import progress
-from gpo.tasks import Episode, Points, Questions, make_episode, sample_questions
+from gpo.tasks import Method, Points, Questions, make_episode, sample_questions
 
-Method = Callable[[Points, Basis, Episode], torch.Tensor]  # -> (B, P) probabilities
 log = logging.getLogger(__name__)
 
 

@@ -1,4 +1,4 @@
-"""The main job, stage by stage: data -> split -> embeddings -> meta-training -> few-shot evaluation.
+"""The main job, stage by stage: inputs (data, split, embeddings) -> meta-training -> few-shot evaluation.
 
 Each stage can run alone (the CLI's subcommands) and each is resumable: the data is
 re-read (seconds), embeddings come from the cache, training continues from its last
@@ -8,141 +8,24 @@ config, the split, checkpoints, the training history and the results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from gpo import methods
 from gpo.config import ExperimentConfig, save_config, to_dict
-from gpo.data import load_table
-from gpo.data.basis import Basis
-from gpo.data.splits import GroupSplit, split_groups
-from gpo.data.survey import SurveyData, group_labels, resolve_groups, select
-from gpo.data.transforms import options_as_letters, with_test_survey
-from gpo.embed.survey import embed_survey, pick_device
-from gpo.errors import ConfigError
 from gpo.evaluate import evaluate, summarise
+from gpo.inputs import Prepared, prepare
 from gpo.model import GPO
-from gpo.tasks import Points, labels_of
+from gpo.selection import baseline, choose, validation_score
 from gpo.train import train
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Prepared:
-    """A run's inputs on its device: the survey, its split, the label-free points, every
-    group's shares (for sampling and scoring only) and the training groups' basis."""
-
-    data: SurveyData
-    split: GroupSplit
-    points: Points
-    labels: torch.Tensor  # (G, P)
-    basis: Basis
-
-    def index(self, names: list[str]) -> list[int]:
-        return [self.data.groups.index(n) for n in names]
-
-
-def load_source(cfg: ExperimentConfig) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """The canonical table (the test survey's groups joined in when data.test_source names
-    one), and the synthetic world's own features when the source is synthetic."""
-    d, features = cfg.data, None
-    if d.source == "synthetic":
-        table, features = d.synthetic.build()
-    else:
-        table = load_table(d.resolved_source(), d.on_bad_rows)
-    if d.test_source:
-        other = load_table(d.resolve(d.test_source), d.on_bad_rows)
-        table = with_test_survey(table, other, d.test_groups, d.name())
-    if d.options_as_letters:
-        table = options_as_letters(table)
-    return table.assign(dataset=d.name()), features
-
-
-def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None) -> tuple[SurveyData, GroupSplit, np.ndarray | None]:
-    """(survey arrays, group split, synthetic features or None).
-
-    Questions are kept per role: a group that may be evaluated answers the evaluation
-    questions (those its groups answered: all of them, or data.min_groups), while a training
-    group keeps every question it answered, so its tasks draw from all of them."""
-    features = None
-    if table is None:
-        table, features = load_source(cfg)
-    d = cfg.data
-    if "label" not in table:
-        table = table.assign(label=group_labels(table))
-    named = {role: resolve_groups(table, getattr(d, f"{role}_groups")) if getattr(d, f"{role}_groups") else []
-             for role in ("test", "val", "train")}
-    pool = resolve_groups(table, d.groups) if not (named["test"] and named["train"]) else []
-    extra = resolve_groups(table, d.extra_train_groups, exclude=[*pool, *named["test"], *named["val"], *named["train"]]) \
-        if d.extra_train_groups else []
-    evaluated = list(dict.fromkeys([*pool, *named["test"], *named["val"]]))
-    candidates = list(dict.fromkeys([*(named["train"] or pool), *extra]))
-    data = select(table, evaluated, d.require_all_groups, d.require_ordinal, d.min_groups,
-                  [g for g in candidates if g not in evaluated], own_questions=candidates)
-    split = split_groups(pool, d.train_fraction, d.val_fraction, d.split_seed, extra, **named)
-    data = data.without([g for g in data.groups if g not in split.train], ~data.filtered)
-    if d.test_answer_fraction < 1:
-        data = sparse_test_groups(data, split.test, d.test_answer_fraction, d.split_seed)
-    return data, split, features
-
-
-def sparse_test_groups(data: SurveyData, groups: list[str], fraction: float, seed: int) -> SurveyData:
-    """Each of `groups` keeps a random `fraction` of the questions it answered (seeded)."""
-    rng = np.random.default_rng([seed, 30])
-    for g in groups:
-        answered = np.flatnonzero(data.available[data.groups.index(g)])
-        dropped = rng.choice(answered, len(answered) - max(1, int(round(fraction * len(answered)))), replace=False)
-        data = data.without([g], np.isin(np.arange(len(data.qids)), dropped))
-    return data
-
-
-def load_inputs(cfg: ExperimentConfig) -> tuple[SurveyData, GroupSplit, np.ndarray]:
-    """The survey, its group split and the (cached) embeddings: what every run of a study shares."""
-    data, split, features = load_survey(cfg)
-    check_context_sizes(data, split, cfg)
-    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
-    log.info("%s: %d questions; answered per group: train %s, val %s, test %s", data.dataset, len(data.qids),
-             *(f"{min(answered[g] for g in groups)}-{max(answered[g] for g in groups)}"
-               for groups in (split.train, split.val, split.test)))
-    if cfg.embed.model == "synthetic":
-        if features is None:
-            raise ConfigError("embed.model 'synthetic' needs data.source 'synthetic'")
-        return data, split, features
-    return data, split, embed_survey(data, cfg.embed)
-
-
-def check_context_sizes(data: SurveyData, split: GroupSplit, cfg: ExperimentConfig) -> None:
-    """Every k must leave some group something to predict (a group with at most k questions
-    is left out at that k, with a warning; if every group would be, k is a config error)."""
-    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
-    checks = (("eval.ks", cfg.eval.ks, "test", split.test), ("train.val_k", [cfg.train.val_k], "validation", split.val))
-    for key, ks, role, groups in checks:
-        most = max(answered[g] for g in groups)
-        too_large = [k for k in ks if k >= most]
-        if too_large:
-            raise ConfigError(f"{key}: {too_large[0] if len(ks) == 1 else too_large} context questions leave no {role} group "
-                              f"anything to predict (the most questions a {role} group answered is {most})")
-
-
-def assemble(data: SurveyData, split: GroupSplit, x: np.ndarray, device: str) -> Prepared:
-    points = Points.build(data, x, device)
-    labels = labels_of(data, device)
-    basis = Basis.build(labels, [data.groups.index(g) for g in split.train], points.uniform())
-    log.info("%s: %d questions, %d points, %d groups (train %d, val %d, test %d), x dim %d",
-             data.dataset, len(data.qids), data.n_points, len(data.groups), len(split.train),
-             len(split.val), len(split.test), x.shape[1])
-    return Prepared(data, split, points, labels, basis)
-
-
-def prepare(cfg: ExperimentConfig) -> Prepared:
-    return assemble(*load_inputs(cfg), pick_device(cfg.train.device))
 
 
 def member_dirs(run_dir: Path, ensemble: int) -> list[Path]:
@@ -160,10 +43,10 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     (run_dir / "split.json").write_text(json.dumps(prep.split.as_dict(), indent=1))
-    prior, params = None, {}
+    prior, choices = None, {}
     if cfg.model.prior != "none":  # chosen per k like the baseline itself; training contexts take the nearest k
-        params = methods.choose(prep, cfg, cfg.model.prior)
-        prior = methods.baseline(cfg.model.prior, params)
+        choices = choose(prep, cfg, cfg.model.prior)
+        prior = baseline(cfg.model.prior, choices)
     train_labels = torch.full_like(prep.labels, torch.nan)  # training reads the training groups' shares only
     train_rows = prep.index(prep.split.train)
     train_labels[train_rows] = prep.labels[train_rows]
@@ -175,8 +58,8 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
         log.info("GPO: %d parameters", model.n_params())
         desc = f"meta-train {member + 1}/{cfg.train.ensemble}" if cfg.train.ensemble > 1 else "meta-train"
         state = train(model, prep.points, train_labels, prep.basis, train_rows,
-                      lambda m: methods.validation_score(prep, cfg, methods.gpo_method(m, prior)), replace(cfg.train, seed=seed),
-                      ckpt_dir, to_dict(cfg), prior, params, on_validate, desc)
+                      lambda m: validation_score(prep, cfg, methods.gpo_method(m, prior)), replace(cfg.train, seed=seed),
+                      ckpt_dir, to_dict(cfg), prior, {k: dataclasses.asdict(c) for k, c in choices.items()}, on_validate, desc)
         log.info("best validation alignment %.4f at step %d", state.best_score, state.best_step)
         histories.append(pd.DataFrame(state.history).assign(seed=seed))
     pd.concat(histories).to_parquet(run_dir / "train_history.parquet")
@@ -187,7 +70,7 @@ def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> lis
         name, score = methods.gpo_name(cfg.model), state.best_score
     else:
         name, method, _, _ = methods.load_gpo(checkpoints, prep.points.device)
-        score = methods.validation_score(prep, cfg, method)
+        score = validation_score(prep, cfg, method)
     (run_dir / "validation.json").write_text(json.dumps({"method": name, "val_alignment": score}) + "\n")
     log.info("%s: validation alignment %.4f", name, score)
     return checkpoints

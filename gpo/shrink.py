@@ -2,30 +2,25 @@
 residual GPO's own prior): (1 - w) * method + w * reference, a mixture of the two predictions.
 
 Choices of w, combined by taking the most shrunk one:
-- per k, on validation groups (gpo/methods.py `select`): what reading the context is worth on
+- per k, on validation groups (gpo/selection.py): what reading the context is worth on
   average over the groups settings are chosen on (for GPO, at least what its training groups
   choose: `gpo_choices`);
 - per task, from the task's own context, by leave-one-out: each context question is predicted
   from the others, by the method and by the reference, and w is the most shrunk weight of
   SHRINK whose held-out alignment is within `se` standard errors of the best
-  (eval.per_task_se). A group unlike the validation groups (another country, another survey)
+  (eval.shrink.per_task_se). A group unlike the validation groups (another country, another survey)
   so decides from its own answers whether its context is worth reading. With fewer than two
   context questions nothing can be held out.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
+from gpo.data.basis import Basis
 from gpo.metrics import alignment
 from gpo.ops import compact
-from gpo.tasks import Episode, Points
-
-if TYPE_CHECKING:
-    from gpo.data.basis import Basis
-    from gpo.evaluate import Method
+from gpo.tasks import Episode, Method, Points
 
 # Weights of the reference; w = 1 ignores the context.
 SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -11,9 +11,11 @@ gathered through the (Q, O) question-to-point table and packed to the front of e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
+from gpo.data.basis import Basis
 from gpo.data.survey import SurveyData
 from gpo.ops import compact
 
@@ -133,10 +135,15 @@ def make_episode(points: Points, labels: torch.Tensor, groups: torch.Tensor, q: 
     return Episode(groups, ctx, shares_at(labels, groups, ctx), tar, segment, q.ctx.shape[1])
 
 
-def gpo_inputs(points: Points, basis, episode: Episode, prior=None, with_basis: bool = False) -> dict:
+# Every evaluated method (GPO, each baseline) maps an episode to (B, P) probabilities: its rows'
+# predicted shares of every point, read at the targets.
+Method = Callable[[Points, Basis, Episode], torch.Tensor]
+
+
+def gpo_inputs(points: Points, basis: Basis, episode: Episode, prior: Method | None = None, with_basis: bool = False) -> dict:
     """GPO's inputs for an episode (keyword arguments of GPO.forward): context tokens [x; y],
-    targets [x; 0], and what the variants read: the prior's probability of every token
-    (prior: a method, see evaluate.Method) and the basis shares (basis: gpo.data.basis.Basis)."""
+    targets [x; 0], and what the variants read: the prior's probability of every token and
+    the basis shares."""
     ids = episode.points
     inputs = {"x": points.x[ids.clamp_min(0)], "valid": ids >= 0, "n_ctx": episode.n_ctx,
               "y": torch.cat([episode.ctx_y, torch.zeros(episode.tar.shape, device=ids.device)], 1)}

@@ -55,26 +55,26 @@ class TrainState:
     history: list = field(default_factory=list)  # one dict per validation
 
 
-def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, config: dict, prior_params: dict) -> None:
+def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, config: dict, prior_choices: dict) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "state": vars(state), "config": config, "d_x": model.d_x, "n_basis": model.n_basis, "prior_params": prior_params,
+        "state": vars(state), "config": config, "d_x": model.d_x, "n_basis": model.n_basis, "prior_choices": prior_choices,
     }, tmp)
     os.replace(tmp, path)
 
 
 def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, train_groups: list[int], validate, cfg,
-          ckpt_dir: Path, config: dict, prior=None, prior_params: dict | None = None, on_validate=None,
+          ckpt_dir: Path, config: dict, prior=None, prior_choices: dict | None = None, on_validate=None,
           desc: str = "meta-train") -> TrainState:
     """Meta-train `model` in place on the training groups' rows of `labels` (G, P), resuming
     from ckpt_dir/last.pt if present.
 
     validate(model) -> float scores the validation groups (higher is better). prior: the
     baseline (points, basis, episode) -> (B, P) that residual variants correct, with the
-    hyperparameters `prior_params` it was built with (kept in checkpoints).
+    choices `prior_choices` it was built with (kept in checkpoints: {k: Choice fields}).
     on_validate(state, checkpoint_dir) runs after each validation's checkpoint is written
     (sweeps report to Ray Tune there).
     """
@@ -110,8 +110,8 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, train_
                               "wall_s": time.perf_counter() - start})
         if score > state.best_score:
             state.best_score, state.best_step = score, state.step
-            save_checkpoint(ckpt_dir / "best.pt", model, optimizer, generator, state, config, prior_params or {})
-        save_checkpoint(last, model, optimizer, generator, state, config, prior_params or {})
+            save_checkpoint(ckpt_dir / "best.pt", model, optimizer, generator, state, config, prior_choices or {})
+        save_checkpoint(last, model, optimizer, generator, state, config, prior_choices or {})
         if on_validate is not None:
             on_validate(state, ckpt_dir)
         shown = "-" if math.isnan(loss_value) else f"{loss_value:.3f}"  # step 0: nothing trained yet

@@ -2,12 +2,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gpo.baselines import kernel, logit, mean, mixture, uniform
+from gpo.baselines import baseline_method, kernel, logit, mean, mixture, uniform
 from gpo.data.basis import Basis
 from gpo.data.schema import make_row
 from gpo.data.survey import select
 from gpo.evaluate import evaluate, score
-from gpo.methods import baseline_method
 from gpo.tasks import Points, Questions, labels_of, make_episode, sample_questions
 
 

@@ -14,7 +14,7 @@ from gpo.data.splits import split_groups
 from gpo.data.survey import select
 from gpo.data.synthetic import SyntheticWorld
 from gpo.errors import ConfigError, DataError, GPOError
-from gpo.pipeline import load_survey
+from gpo.inputs import load_survey
 
 
 def write_release(root, answers_q1, mapping=True):

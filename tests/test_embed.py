@@ -28,7 +28,7 @@ def test_prompt_tokens_equal_the_joint_tokenisation_and_pooling_ignores_padding(
     tokenizer, net = minilm
     questions = list(zip(survey.questions, survey.options))[:4]
     tokens = tokenize(tokenizer, questions, "gpo", 512)
-    from gpo.embed.prompts import gpo_prompt
+    from gpo.prompts import gpo_prompt
     prefix, suffixes = gpo_prompt(*questions[0])
     assert tokens[0].prefix + tokens[0].suffixes[0] == tokenizer(prefix + suffixes[0])["input_ids"]
     batched, stats = embed_full(net, tokens, tokenizer.pad_token_id, batch_tokens=10_000, device="cpu")

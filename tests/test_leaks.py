@@ -9,17 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from gpo.baselines import BASELINES
+from gpo.baselines import BASELINES, baseline_method
 from gpo.config import LLMConfig
 from gpo.data.basis import Basis
 from gpo.data.splits import split_groups
 from gpo.data.survey import select
 from gpo.data.synthetic import SyntheticWorld
 from gpo.evaluate import predict
+from gpo.inputs import assemble
 from gpo.llm import LLM_BASELINES
-from gpo.methods import baseline_method, gpo_method
+from gpo.methods import gpo_method
 from gpo.model import GPO, ModelConfig
-from gpo.pipeline import assemble
 from gpo.shrink import shrunk
 from gpo.tasks import sample_questions
 

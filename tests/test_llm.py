@@ -13,9 +13,9 @@ pytest.importorskip("peft")
 
 from gpo.config import LLMConfig, load_config  # noqa: E402
 from gpo.evaluate import evaluate  # noqa: E402
+from gpo.inputs import prepare  # noqa: E402
 from gpo.llm.methods import LLM, make  # noqa: E402
 from gpo.llm.scoring import FLOOR, letter_token_ids, option_probs  # noqa: E402
-from gpo.pipeline import prepare  # noqa: E402
 
 
 @pytest.fixture(scope="module")

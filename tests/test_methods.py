@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
+from gpo.baselines import baseline_method
 from gpo.config import load_config
 from gpo.data.schema import make_row
 from gpo.data.splits import GroupSplit
 from gpo.data.survey import select as select_groups
 from gpo.evaluate import evaluate
-from gpo.methods import PerK, baseline, baseline_method, choose, gpo_choices
-from gpo.pipeline import assemble
+from gpo.inputs import assemble
+from gpo.selection import Choice, PerK, baseline, choose, gpo_choices
 
 
 def test_a_per_k_method_takes_the_settings_of_the_nearest_k():
@@ -55,10 +56,10 @@ def test_shrinking_toward_the_mean_is_chosen_where_the_context_misleads(name):
         return results["alignment"].mean()
 
     mean = where_chosen(baseline_method("mean"))
-    unshrunk = choose(prep, load_config(None, ["eval.ks=[5]", "train.val_k=5", "eval.draws=4", "eval.shrink=false"]), name)
-    assert unshrunk[5]["shrink"] == 0 and where_chosen(baseline(name, unshrunk)) < mean  # the failure being guarded
+    unshrunk = choose(prep, load_config(None, ["eval.ks=[5]", "train.val_k=5", "eval.draws=4", "eval.shrink.enabled=false"]), name)
+    assert unshrunk[5].shrink == 0 and where_chosen(baseline(name, unshrunk)) < mean  # the failure being guarded
     chosen = choose(prep, cfg, name)
-    assert chosen[5]["shrink"] > 0
+    assert chosen[5].shrink > 0
     assert where_chosen(baseline(name, chosen)) >= mean  # by construction: the mean alone is a choice
     test = prep.index(prep.split.test)
     scored = evaluate({"shrunk": baseline(name, chosen), "plain": baseline(name, unshrunk), "mean": baseline_method("mean")},
@@ -76,24 +77,22 @@ def test_gpo_is_shrunk_at_least_as_much_as_its_training_groups_ask():
         return torch.where(seen[episode.groups][:, None], uniform, truth[episode.groups])
 
     settings = ["eval.ks=[5]", "train.val_k=5", "eval.draws=4"]
-    val_only = load_config(None, [*settings, "eval.shrink_training_floor=false"])
-    assert gpo_choices(prep, val_only, "gpo", right_on_unseen_groups_only, None)[5][1] == 0.0
+    val_only = load_config(None, [*settings, "eval.shrink.training_floor=false"])
+    assert gpo_choices(prep, val_only, "gpo", right_on_unseen_groups_only, None)[5].shrink == 0.0
     floored = load_config(None, settings)
-    assert gpo_choices(prep, floored, "gpo", right_on_unseen_groups_only, None)[5][1] == 1.0
+    assert gpo_choices(prep, floored, "gpo", right_on_unseen_groups_only, None)[5].shrink == 1.0
     prior = baseline_method("mean")  # a residual GPO is shrunk toward its prior instead, all the way here
-    assert gpo_choices(prep, floored, "gpo", right_on_unseen_groups_only, prior)[5] == (prior, 0.0)
+    assert gpo_choices(prep, floored, "gpo", right_on_unseen_groups_only, prior)[5].shrink == 1.0
 
 
-def test_checkpoints_of_older_runs_keep_their_fixed_prior_settings():
+def test_a_choice_mixes_its_candidate_with_the_mean_by_its_weight():
     prep = the_mean_is_right_world()
     from gpo.evaluate import predict
     from gpo.tasks import sample_questions
 
     rows = torch.tensor(prep.index(prep.split.test))
     q = sample_questions(prep.points.available[rows], 5, None, torch.Generator().manual_seed(0))
-    old = predict(baseline("logit", {"alpha": 0.3}), prep.points, prep.labels, prep.basis, rows, q)
-    assert torch.equal(old, predict(baseline_method("logit", alpha=0.3), prep.points, prep.labels, prep.basis, rows, q))
-    table = {5: {"params": {"alpha": 0.3}, "shrink": 0.5}}
-    mixed = predict(baseline("logit", table), prep.points, prep.labels, prep.basis, rows, q)
+    plain = predict(baseline_method("logit", alpha=0.3), prep.points, prep.labels, prep.basis, rows, q)
+    mixed = predict(baseline("logit", {5: Choice({"alpha": 0.3}, 0.5)}), prep.points, prep.labels, prep.basis, rows, q)
     mean = predict(baseline_method("mean"), prep.points, prep.labels, prep.basis, rows, q)
-    assert torch.allclose(mixed, 0.5 * old + 0.5 * mean)
+    assert torch.allclose(mixed, 0.5 * plain + 0.5 * mean)

@@ -10,12 +10,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gpo.baselines import baseline_method
 from gpo.data.schema import make_row
 from gpo.data.splits import GroupSplit
 from gpo.data.survey import select
 from gpo.evaluate import evaluate
-from gpo.methods import baseline_method
-from gpo.pipeline import assemble
+from gpo.inputs import assemble
 from gpo.shrink import SHRINK, context_weights, leave_one_out, most_shrunk_within_se, shrunk
 from gpo.tasks import make_episode, sample_questions
 

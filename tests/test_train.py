@@ -7,11 +7,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gpo.baselines import baseline_method
 from gpo.config import load_config, to_dict
 from gpo.evaluate import evaluate, summarise
-from gpo.methods import baseline_method, gpo_method, validation_score
+from gpo.inputs import prepare
+from gpo.methods import gpo_method
 from gpo.model import GPO
-from gpo.pipeline import prepare, run_evaluation, run_training
+from gpo.pipeline import run_evaluation, run_training
+from gpo.selection import validation_score
 from gpo.train import context_range, load_model, train
 
 

@@ -35,7 +35,8 @@ import pandas as pd
 
 from gpo.config import to_dict
 from gpo.errors import GPOError
-from gpo.pipeline import assemble, load_inputs, run_evaluation, run_training, write_results
+from gpo.inputs import assemble, load_inputs
+from gpo.pipeline import run_evaluation, run_training, write_results
 from gpo.tune.study import BaseModel, StudyConfig, load_study, search_space
 
 log = logging.getLogger("gpo.sweep")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from gpo.data.survey import group_labels, resolve_groups
-from gpo.embed.prompts import letter, question_block
+from gpo.prompts import letter, question_block
 
 
 def options_as_letters(table: pd.DataFrame) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gpo.embed.prompts import TEMPLATES
+from gpo.prompts import TEMPLATES
 
 
 @dataclass

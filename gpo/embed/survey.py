@@ -13,22 +13,15 @@ import time
 import numpy as np
 
 from gpo.data.survey import SurveyData
+from gpo.device import pick_device
 from gpo.embed import models
 from gpo.embed.cache import EmbeddingCache
 from gpo.embed.extract import Stats
-from gpo.embed.prompts import template_digest
 from gpo.embed.replica import check_config
 from gpo.progress import progress
+from gpo.prompts import template_digest
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def open_cache(data: SurveyData, cfg) -> EmbeddingCache:

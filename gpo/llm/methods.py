@@ -192,7 +192,7 @@ class Reward(LoRAMethod):
         self.head_initial = {k: v.clone() for k, v in self.head.state_dict().items()}
 
     def values(self, pairs: list[tuple[int, int]]) -> torch.Tensor:
-        from gpo.embed.prompts import letter
+        from gpo.prompts import letter
 
         tok = self.llm.tokenizer
         tok.padding_side = "left"

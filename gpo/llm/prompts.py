@@ -4,7 +4,7 @@ answer distribution written out."""
 
 from __future__ import annotations
 
-from gpo.embed.prompts import letter
+from gpo.prompts import letter
 
 # How each group attribute is asked about and described (OpinionQA's steering phrasings);
 # any other attribute falls back to "<attribute>: <group>".

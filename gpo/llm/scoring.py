@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gpo.embed.prompts import letter
+from gpo.prompts import letter
 
 FLOOR = 1e-6
 

@@ -1,0 +1,159 @@
+"""Choosing each method's settings per context size k, on groups that are never test groups.
+
+A `Choice` is what was chosen for one k: a candidate's hyperparameters and the weight of the
+reference it is shrunk toward (gpo/shrink.py). Baselines train nothing, so the training
+groups (each predicted from the basis without itself, as a test group is) choose with the
+validation groups; GPO was fit to its training groups, so the validation groups choose its
+weight, floored by what its training groups choose (`ShrinkPolicy.training_floor`). A method
+with a choice per k predicts with the entry of the nearest k (`PerK`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from gpo.baselines import GRIDS, baseline_method
+from gpo.config import ExperimentConfig
+from gpo.data.basis import Basis
+from gpo.errors import ConfigError
+from gpo.evaluate import episodes, evaluate, predictions, score
+from gpo.inputs import Prepared
+from gpo.progress import progress
+from gpo.shrink import SHRINK, shrunk
+from gpo.tasks import Episode, Method, Points
+
+log = logging.getLogger(__name__)
+
+NO_CONTEXT = ("uniform", "mean")  # baselines that never read the context: nothing to choose or shrink
+
+
+@dataclass(frozen=True)
+class Choice:
+    params: dict = field(default_factory=dict)  # the candidate's hyperparameters ({} for GPO)
+    shrink: float = 0.0  # weight of the reference
+    score: float = math.nan  # mean alignment on the groups that chose it
+
+
+class PerK:
+    """A method whose settings were chosen per context size: the entry of the nearest k."""
+
+    def __init__(self, table: dict[int, Method]):
+        self.table = dict(sorted(table.items()))
+
+    def __call__(self, points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
+        k = min(self.table, key=lambda c: (abs(c - episode.k), c))
+        return self.table[k](points, basis, episode)
+
+
+def context_sizes(cfg: ExperimentConfig) -> list[int]:
+    """The k at which settings are chosen: every evaluated k and the validation k of training."""
+    return sorted({*cfg.eval.ks, cfg.train.val_k})
+
+
+def standard_error(differences: torch.Tensor) -> float:
+    """Standard error of the mean of paired per-group differences (0 for a single group)."""
+    n = differences.numel()
+    return float(differences.std() / n**0.5) if n > 1 else 0.0
+
+
+def select(prep: Prepared, cfg: ExperimentConfig, candidates: list[tuple[dict, Method]], reference: Method,
+           label: str, groups: list[str]) -> dict[int, Choice]:
+    """For every k of context_sizes, a candidate and a shrink weight (SHRINK, or 0 only when
+    shrinking is off), scored by mean alignment on `groups`. The choice is the most shrunk
+    setting within one standard error (over the groups) of the best one: a few groups cannot
+    tell settings that close apart, and shrinking is the safer side. Weight 1 (the reference
+    alone) is always a choice, so on `groups` a shrunk method never scores clearly below its
+    reference."""
+    points, labels, basis, rows_of = prep.points, prep.labels, prep.basis, prep.index(groups)
+    weights = SHRINK if cfg.eval.shrink.enabled else (0.0,)
+    ks = context_sizes(cfg)
+    chosen = {}
+    with progress(total=len(ks) * len(candidates), desc=f"choose {label}", unit="setting") as bar:
+        for k in ks:
+            rows, q = episodes(points, rows_of, k, cfg.eval.draws, cfg.eval.seed + 1)
+            scored = q.tar_ok.reshape(len(rows_of), -1).any(-1)  # groups with something left to predict at this k
+            reference_p = predictions(reference, points, labels, basis, rows, q)
+            options = []  # (params, weight, per-group scores)
+            for params, method in candidates:
+                p = predictions(method, points, labels, basis, rows, q)
+                for w in weights:
+                    per_group = score(points, labels, (1 - w) * p + w * reference_p, rows, q).reshape(len(rows_of), -1).mean(1)
+                    options.append((params, w, per_group[scored].double()))
+                bar.update(1)
+            if scored.any():
+                best = max(options, key=lambda o: o[2].mean())
+                close = [o for o in options if o[2].mean() >= best[2].mean() - standard_error(best[2] - o[2])]
+                params, w, per_group = max(close, key=lambda o: (o[1], o[2].mean()))
+                chosen[k] = Choice(params, w, float(per_group.mean()))
+    if not chosen:
+        raise ConfigError(f"eval.ks: no group to choose on has anything left to predict at any of {ks}")
+    log.info("%s, chosen on %d groups: %s", label, len(groups), "; ".join(f"k={k}: {describe(c)}" for k, c in chosen.items()))
+    return chosen
+
+
+def describe(choice: Choice) -> str:
+    params = ", ".join(f"{p}={v}" for p, v in choice.params.items())
+    return f"{params}{' ' if params else ''}{choice.shrink:.0%} reference ({choice.score:.4f})"
+
+
+def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, Choice]:
+    """A baseline's settings per k, chosen on the validation and training groups: its
+    hyperparameters (from GRIDS) and, unless it ignores the context, its shrink toward the mean prior."""
+    grid = GRIDS.get(name, {})
+    candidates = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+    if name in NO_CONTEXT:
+        return {k: Choice(candidates[0]) for k in context_sizes(cfg)}
+    return select(prep, cfg, [(c, baseline_method(name, **c)) for c in candidates], baseline_method("mean"), name,
+                  prep.split.val + prep.split.train)
+
+
+def baseline(name: str, choices: dict[int, Choice], per_task_se: float | None = None) -> Method:
+    """A baseline with its per-k choices, shrunk more where a task's own context asks for it,
+    with tolerance `per_task_se` (gpo/shrink.py; None: not)."""
+    return PerK({k: shrunk(baseline_method(name, **c.params), baseline_method("mean"), c.shrink,
+                           None if name in NO_CONTEXT else per_task_se) for k, c in choices.items()})
+
+
+def gpo_choices(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, prior: Method | None) -> dict[int, Choice]:
+    """Per k, GPO's weight of its reference (a residual GPO's prior, else the no-context mean).
+
+    The weight is chosen on the validation groups, which GPO has not seen. With the policy's
+    training floor it is at least the one chosen on GPO's training groups: they flatter GPO
+    (it was fit to their answers), so where even they prefer it more shrunk, unseen groups
+    will too, and two or three validation groups unlike the test groups cannot argue it out
+    of that."""
+    reference = prior or baseline_method("mean")
+    chosen = select(prep, cfg, [({}, method)], reference, name, prep.split.val)
+    if cfg.eval.shrink.training_floor:
+        seen = select(prep, cfg, [({}, method)], reference, f"{name} on its training groups", prep.split.train)
+        chosen = {k: Choice(c.params, max(c.shrink, seen[k].shrink if k in seen else 0.0), c.score) for k, c in chosen.items()}
+    return chosen
+
+
+def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, prior: Method | None) -> Method:
+    """GPO shrunk toward its reference by its per-k choice (`gpo_choices`); GPO itself when
+    shrinking is off. A residual GPO is shrunk toward its prior first; then, per task, any
+    GPO may be shrunk further toward the mean, as the baselines are: a residual GPO's prior
+    can mislead a task as much as GPO itself."""
+    policy = cfg.eval.shrink
+    if not policy.enabled:
+        return method
+    mean = baseline_method("mean")
+    choices = gpo_choices(prep, cfg, name, method, prior)
+    if prior is None:
+        return PerK({k: shrunk(method, mean, c.shrink, policy.task_se()) for k, c in choices.items()})
+    return PerK({k: shrunk(shrunk(method, prior, c.shrink), mean, 0.0, policy.task_se()) for k, c in choices.items()})
+
+
+def validation_score(prep: Prepared, cfg: ExperimentConfig, method: Method) -> float:
+    """Mean alignment on the validation groups at k = train.val_k (fixed episodes)."""
+    results = evaluate({"m": method}, prep.points, prep.labels, prep.basis, prep.index(prep.split.val), prep.data.groups,
+                       [cfg.train.val_k], cfg.eval.draws, cfg.eval.seed + 1)
+    if results.empty:
+        raise ConfigError(f"train.val_k: {cfg.train.val_k} context questions leave no validation group anything to predict")
+    return float(results["alignment"].mean())
