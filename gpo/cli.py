@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from gpo.errors import GPOError
+from gpo.errors import GPOError, run_command
 from gpo.llm import LLM_BASELINES
 
 log = logging.getLogger("gpo")
@@ -27,18 +27,28 @@ def cmd_run(args) -> None:
     run(_config(args))
 
 
+DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".parquet")
+
+
 def cmd_data(args) -> None:
+    from gpo.config import load_config
     from gpo.data.schema import bad_rows
     from gpo.inputs import load_source, load_survey
 
-    cfg = _config(args)
+    data_file = Path(args.config).is_dir() or args.config.lower().endswith(DATA_SUFFIXES)
+    # a data file in place of a config: its table as it is, every group and question
+    cfg = load_config(None, args.set or [], {"data.source": str(Path(args.config).absolute())}) if data_file else _config(args)
     table, _ = load_source(cfg)
-    data, split, _ = load_survey(cfg, table)
-    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
-    print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.groups)} groups")
-    for role, groups in split.as_dict().items():
-        print(f"  {role:5s} {len(groups):3d} groups, {min(answered[g] for g in groups)}-{max(answered[g] for g in groups)} "
-              f"questions each: {', '.join(groups)}")
+    if data_file:
+        print(f"{cfg.data.name()}: {table.qid.nunique()} questions, {len(table)} (question, group) rows, "
+              f"{table.group.nunique()} groups over {table.attribute.nunique()} attribute(s)")
+    else:
+        data, split, _ = load_survey(cfg, table)
+        answered = dict(zip(data.groups, data.available.sum(1).tolist()))
+        print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.groups)} groups")
+        for role, groups in split.as_dict().items():
+            print(f"  {role:5s} {len(groups):3d} groups, {min(answered[g] for g in groups)}-{max(answered[g] for g in groups)} "
+                  f"questions each: {', '.join(groups)}")
     bad = bad_rows(table)
     if len(bad):
         by_reason = bad.groupby(["field", "reason"]).size().sort_values(ascending=False)
@@ -103,10 +113,11 @@ def cmd_embed(args) -> None:
 
 def cmd_train(args) -> None:
     from gpo.inputs import prepare
-    from gpo.pipeline import run_training
+    from gpo.pipeline import claim, run_training
 
     cfg = _config(args)
-    checkpoints = run_training(prepare(cfg), cfg)
+    with claim(cfg):
+        checkpoints = run_training(prepare(cfg), cfg)
     print(f"trained {len(checkpoints)} model(s); best checkpoint(s): {', '.join(map(str, checkpoints))}; "
           f"evaluate with `gpo eval {cfg.run_dir}`")
 
@@ -114,6 +125,7 @@ def cmd_train(args) -> None:
 def cmd_eval(args) -> None:
     from gpo.config import load_config
     from gpo.inputs import prepare
+    from gpo.lock import exclusive
     from gpo.pipeline import member_dirs, run_evaluation, write_results
 
     run_dir = Path(args.run_dir)
@@ -138,7 +150,8 @@ def cmd_eval(args) -> None:
     for checkpoint in checkpoints:
         if not checkpoint.is_file():
             raise GPOError(f"{checkpoint}: not found; train first (`gpo train {run_dir / 'config.yaml'}`)")
-    print(write_results(run_evaluation(prepare(cfg), cfg, checkpoints), out))
+    with exclusive(run_dir, "this run folder"):
+        print(write_results(run_evaluation(prepare(cfg), cfg, checkpoints), out))
     print(f"results in {out / 'results.parquet'}")
 
 
@@ -147,18 +160,18 @@ def cmd_baseline(args) -> None:
 
     from gpo.inputs import prepare
     from gpo.methods import llm_baselines
-    from gpo.pipeline import evaluate_roles, write_results
+    from gpo.pipeline import claim, evaluate_roles, write_results
 
     cfg = _config(args)
-    prep = prepare(cfg)
-    results = evaluate_roles(prep, cfg, llm_baselines(prep, cfg, [args.name]))
-    results = results.assign(embed_model=cfg.llm.model, embed_layers=0)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    existing = cfg.run_dir / "results.parquet"
-    if existing.is_file():  # next to GPO's results, replacing an earlier run of this baseline
-        old = pd.read_parquet(existing)
-        results = pd.concat([old[~old.method.isin(results.method.unique())], results], ignore_index=True)
-    print(write_results(results, cfg.run_dir))
+    with claim(cfg):
+        prep = prepare(cfg)
+        results = evaluate_roles(prep, cfg, llm_baselines(prep, cfg, [args.name]))
+        results = results.assign(embed_model=cfg.llm.model, embed_layers=0)
+        existing = cfg.run_dir / "results.parquet"
+        if existing.is_file():  # next to GPO's results, replacing an earlier run of this baseline
+            old = pd.read_parquet(existing)
+            results = pd.concat([old[~old.method.isin(results.method.unique())], results], ignore_index=True)
+        print(write_results(results, cfg.run_dir))
 
 
 def cmd_analyze(args) -> None:
@@ -188,7 +201,7 @@ def main(argv=None) -> int:
         return p
 
     add("run", cmd_run, "the whole job: data, embeddings, meta-training, evaluation (resumable)")
-    p = add("data", cmd_data, "load and validate survey data; print a summary")
+    p = add("data", cmd_data, "load and validate survey data (a config's, or a data file given in its place); print a summary")
     p.add_argument("--out", help="also write the canonical table as parquet (+ .bad_rows.csv)")
     p = add("embed", cmd_embed, "compute (or reuse) the cached embeddings, sharded over Ray model replicas")
     p.formatter_class, p.epilog = argparse.RawDescriptionHelpFormatter, EMBED_BACKENDS
@@ -213,17 +226,7 @@ def main(argv=None) -> int:
                    add_help=False)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        args.fn(args)
-    except GPOError as e:
-        print(f"gpo: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("gpo: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
-
+    return run_command("gpo", lambda: args.fn(args), "run the same command again to resume")
 
 if __name__ == "__main__":
     sys.exit(main())

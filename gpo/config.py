@@ -3,6 +3,11 @@
 `load_config("configs/demo.yaml", ["train.steps=500"])` merges the defaults below, the
 YAML file and the overrides, in that order; an unknown key or a value of the wrong type is
 an error naming the key. The resolved config is written into every run's folder.
+
+Relative paths in a config (data files, the embedding cache, the runs folder) are relative
+to the project, the checkout this package is installed from, so a config means the same
+from any working folder; a config file named on the command line is looked for in the
+working folder first, then in the project.
 """
 
 from __future__ import annotations
@@ -26,7 +31,19 @@ from gpo.losses import LOSSES
 from gpo.model import ModelConfig
 from gpo.prompts import TEMPLATES
 
-DEFAULT_DATA_DIR = "../shared/data"  # the shared data beside a checkout; GPO_DATA_DIR overrides
+PROJECT = Path(__file__).resolve().parents[1]  # the checkout holding gpo/ (installed editable: pip install -e)
+DEFAULT_DATA_DIR = "../shared/data"  # the shared data beside the checkout; GPO_DATA_DIR overrides
+
+
+def in_project(path: str | Path) -> Path:
+    """A path as written in a config: absolute, or relative to the project."""
+    return (PROJECT / Path(path).expanduser()).resolve()
+
+
+def config_file(path: str | Path) -> Path:
+    """A config or study file named on the command line: from the working folder, else the project."""
+    path = Path(path)
+    return path if path.is_file() or path.is_absolute() or not in_project(path).is_file() else in_project(path)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -65,10 +82,12 @@ class DataConfig:
 
     @staticmethod
     def resolve(path: str) -> str:
+        """A data path with ${GPO_DATA_DIR} filled in (from the environment, where a relative
+        folder is relative to the working folder), relative to the project."""
         if path == "synthetic":
             return path
-        data_dir = os.environ.get("GPO_DATA_DIR", DEFAULT_DATA_DIR)
-        return os.path.expanduser(path.replace("${GPO_DATA_DIR}", data_dir))
+        data_dir = os.path.abspath(os.environ["GPO_DATA_DIR"]) if os.environ.get("GPO_DATA_DIR") else DEFAULT_DATA_DIR
+        return str(in_project(path.replace("${GPO_DATA_DIR}", data_dir)))
 
     def name(self) -> str:
         """The dataset name results carry: `dataset`, else the (test) source file's name."""
@@ -229,7 +248,7 @@ class ExperimentConfig:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.out_dir) / self.name
+        return in_project(self.out_dir) / self.name
 
 
 def _coerce(value, hint, key: str):
@@ -284,15 +303,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), value
     """Defaults <- YAML file <- `key=value` overrides <- `values` (dotted key -> Python value)."""
     tree: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        path = config_file(path)
+        tree = read_yaml(path, "config")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=500")
@@ -302,15 +314,33 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), value
         _set(tree, key, value)
     defaults = to_dict(ExperimentConfig())
     try:
-        return from_dict(ExperimentConfig, _merge(defaults, tree))
+        return from_dict(ExperimentConfig, merge(defaults, tree))
     except ConfigError as e:
         raise ConfigError(f"{path or 'config'}: {e}") from None
 
 
-def _merge(base: dict, update: dict) -> dict:
+def read_yaml(path: Path, kind: str) -> dict:
+    """The mapping a YAML config (or study) file holds, or one error line saying what the file is."""
+    hint = "" if path.suffix in (".yaml", ".yml") else "; a survey data file goes in data.source (--set data.source=FILE)"
+    if not path.is_file():
+        raise ConfigError(f"{path}: {kind} file not found")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML {kind} file (binary or not UTF-8 text){hint}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or type(e).__name__}{hint}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of {kind} keys at the top level{hint}")
+    return tree
+
+
+def merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for k, v in update.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out
 
 

@@ -72,10 +72,16 @@ def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None) -> tup
     d = cfg.data
     if "label" not in table:
         table = table.assign(label=group_labels(table))
-    named = {role: resolve_groups(table, getattr(d, f"{role}_groups")) if getattr(d, f"{role}_groups") else []
-             for role in ("test", "val", "train")}
-    pool = resolve_groups(table, d.groups) if not (named["test"] and named["train"]) else []
-    extra = resolve_groups(table, d.extra_train_groups, exclude=[*pool, *named["test"], *named["val"], *named["train"]]) \
+    # the groups of data.test_source are its test groups (labelled by load_source); every other
+    # role is named among, or drawn from, the groups of data.source
+    other = table["test_source"] if "test_source" in table else pd.Series(False, index=table.index)
+    own = table[~other]
+    named = {role: resolve_groups(own, getattr(d, f"{role}_groups")) if getattr(d, f"{role}_groups") else []
+             for role in ("val", "train")}
+    named["test"] = list(dict.fromkeys(table["label"][other])) if other.any() else \
+        resolve_groups(own, d.test_groups) if d.test_groups else []
+    pool = resolve_groups(own, d.groups) if not (named["test"] and named["train"]) else []
+    extra = resolve_groups(own, d.extra_train_groups, exclude=[*pool, *named["test"], *named["val"], *named["train"]]) \
         if d.extra_train_groups else []
     evaluated = list(dict.fromkeys([*pool, *named["test"], *named["val"]]))
     candidates = list(dict.fromkeys([*(named["train"] or pool), *extra]))

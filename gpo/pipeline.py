@@ -8,6 +8,7 @@ config, the split, checkpoints, the training history and the results.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -16,16 +17,54 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 
 from gpo import methods
-from gpo.config import ExperimentConfig, save_config, to_dict
+from gpo.config import ExperimentConfig, merge, save_config, to_dict
+from gpo.errors import ConfigError
 from gpo.evaluate import evaluate, summarise
 from gpo.inputs import Prepared, prepare
+from gpo.lock import exclusive
 from gpo.model import GPO
 from gpo.selection import baseline, choose, validation_score
 from gpo.train import train
 
 log = logging.getLogger(__name__)
+
+
+# The settings a run folder's checkpoints and data depend on (validation episodes choose best.pt);
+# the rest (evaluation, devices, more ensemble members) may change between invocations.
+IDENTITY = ("data.", "embed.model", "embed.layers", "embed.template", "embed.max_tokens", "embed.dtype", "model.", "train.",
+            "eval.draws", "eval.seed")
+NOT_IDENTITY = ("train.ensemble", "train.device")
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    return {k: v for key, value in tree.items()
+            for k, v in (flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}).items()}
+
+
+def changed_settings(cfg: ExperimentConfig) -> dict[str, tuple]:
+    """{key: (saved, now)} of the identity settings where `cfg` differs from its run folder's config.yaml."""
+    saved = cfg.run_dir / "config.yaml"
+    if not saved.is_file():
+        return {}
+    old = flat(merge(to_dict(ExperimentConfig()), yaml.safe_load(saved.read_text()) or {}))
+    return {key: (old.get(key), value) for key, value in flat(to_dict(cfg)).items()
+            if key.startswith(IDENTITY) and key not in NOT_IDENTITY and old.get(key) != value}
+
+
+@contextlib.contextmanager
+def claim(cfg: ExperimentConfig):
+    """The run folder for this process alone, and only for the run it holds: settings that would
+    change its checkpoints or data are refused before anything is written."""
+    with exclusive(cfg.run_dir, "this run folder"):
+        changed = changed_settings(cfg)
+        if changed:
+            shown = ", ".join(f"{key} ({old!r} there, {new!r} now)" for key, (old, new) in list(changed.items())[:3])
+            raise ConfigError(f"{cfg.run_dir}: a run made with other settings: {shown}{' ...' if len(changed) > 3 else ''}; "
+                              "start a new run with --set name=NEW (or evaluate this one with `gpo eval`)")
+        yield
 
 
 def member_dirs(run_dir: Path, ensemble: int) -> list[Path]:
@@ -39,8 +78,12 @@ def member_dirs(run_dir: Path, ensemble: int) -> list[Path]:
 def run_training(prep: Prepared, cfg: ExperimentConfig, on_validate=None) -> list[Path]:
     """Meta-train every member of the ensemble (resuming each from its last checkpoint) and
     return their best checkpoints' paths."""
+    with claim(cfg):
+        return _train(prep, cfg, on_validate)
+
+
+def _train(prep: Prepared, cfg: ExperimentConfig, on_validate) -> list[Path]:
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     (run_dir / "split.json").write_text(json.dumps(prep.split.as_dict(), indent=1))
     prior, choices = None, {}
@@ -127,7 +170,8 @@ def format_table(summary: pd.DataFrame) -> str:
 
 
 def run(cfg: ExperimentConfig) -> pd.DataFrame:
-    prep = prepare(cfg)
-    results = run_evaluation(prep, cfg, run_training(prep, cfg))
-    print(write_results(results, cfg.run_dir))
+    with claim(cfg):
+        prep = prepare(cfg)
+        results = run_evaluation(prep, cfg, run_training(prep, cfg))
+        print(write_results(results, cfg.run_dir))
     return results

@@ -92,3 +92,24 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def lock_holder():
+    """lock_holder(folder): a context holding `folder`'s lock (gpo/lock.py) in another process,
+    whose pid it yields."""
+    import contextlib
+    import subprocess
+
+    @contextlib.contextmanager
+    def hold(folder):
+        code = ("import sys, time; from gpo.lock import exclusive\n"
+                f"with exclusive({str(folder)!r}, 'x'):\n    print('held', flush=True); time.sleep(600)")
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline().strip() == "held"
+            yield child.pid
+        finally:
+            child.kill()
+            child.wait()
+    return hold

@@ -133,3 +133,72 @@ def test_transfer_to_a_survey_without_common_questions_says_what_cannot_run(surv
     assert "n/a" in out.stdout
     missing = gpo("eval", str(surveys / "run"), "--data", str(surveys / "world.jsonl"))
     assert missing.returncode == 2 and "data.test_groups: expected the test groups of data.test_source" in missing.stderr
+
+
+def test_default_and_shipped_configs_are_found_from_any_folder(tmp_path):
+    out = gpo("data", "configs/synthetic.yaml", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "synthetic: 160 questions" in out.stdout
+
+
+def test_a_data_file_in_place_of_a_config_is_read_as_data(tmp_path):
+    from gpo.data.synthetic import SyntheticWorld
+
+    table, _ = SyntheticWorld(n_questions=6, n_groups=3).build()
+    records = table.rename(columns={"qid": "qkey", "ordinal": "option_ordinal"}).to_dict("records")
+    with gzip.open(tmp_path / "survey.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    out = gpo("data", str(tmp_path / "survey.jsonl.gz"), "--out", str(tmp_path / "t.parquet"))
+    assert out.returncode == 0, out.stderr
+    assert "survey: 6 questions, 18 (question, group) rows, 3 groups" in out.stdout
+    assert len(pd.read_parquet(tmp_path / "t.parquet")) == 18
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("c.yaml.gz", gzip.compress(b"name: x\n"), "not a YAML config file (binary or not UTF-8 text)"),
+    ("c.json", b'{"a": 1}\n{"b": 2}\n', "not valid YAML at line 2, column 1"),
+    ("c.yaml", b"train: [1, 2\n", "not valid YAML at line 2"),
+])
+def test_a_config_that_is_not_yaml_is_one_line(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    out = gpo("run", str(tmp_path / name))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and message in out.stderr, out.stderr
+
+
+TINY = ["--set", "name=tiny", "train.steps=4", "train.eval_every=2", "eval.ks=[5]", "eval.draws=1"]
+
+
+def test_a_rerun_with_other_model_settings_is_refused_before_anything_is_written(tmp_path):
+    out = gpo("run", "configs/synthetic.yaml", *TINY, f"out_dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "tiny"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    out = gpo("run", "configs/synthetic.yaml", *TINY, f"out_dir={tmp_path}", "model.d_model=32")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "a run made with other settings: model.d_model (64 there, 32 now)" in out.stderr and "--set name=" in out.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    again = gpo("run", "configs/synthetic.yaml", *TINY, f"out_dir={tmp_path}", "eval.ks=[0,5]")  # evaluation may change
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_second_run_in_a_busy_run_folder_is_refused_naming_the_holder(tmp_path, lock_holder):
+    with lock_holder(tmp_path / "tiny") as pid:
+        out = gpo("run", "configs/synthetic.yaml", *TINY, f"out_dir={tmp_path}")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"gpo: error: {tmp_path / 'tiny'}: this run folder is in use by another process (pid {pid}); wait for it to finish, "
+        "or use another folder"]
+    assert not (tmp_path / "tiny" / "config.yaml").exists()
+
+
+def test_every_group_of_another_survey_can_be_tested_even_when_named_like_the_runs_own(surveys):
+    """Groups of the other survey named like the run's training or validation groups are labelled
+    by survey; "all" means every group of the other survey."""
+    rows = [json.loads(line) for line in (surveys / "main.jsonl").read_text().splitlines()]
+    again = [{**r, "distribution": r["distribution"][::-1]} for r in rows if r["group"] in ("Female", "Male", "Democrat")]
+    (surveys / "again.jsonl").write_text("".join(json.dumps(r) + "\n" for r in again))
+    out = gpo("eval", str(surveys / "run"), "--data", str(surveys / "again.jsonl"), "--set", "data.test_groups=all")
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = pd.read_parquet(surveys / "run" / "transfer-again" / "results.parquet")
+    assert set(results[results.role == "test"].group) == {"again/Female", "again/Male", "again/Democrat"}
+    split = json.loads((surveys / "run" / "split.json").read_text())
+    assert set(results[results.role == "val"].group) == set(split["val"])

@@ -103,3 +103,27 @@ def test_a_single_flipped_bit_anywhere_in_a_shard_is_detected_and_recomputed(tmp
         assert cache.missing() == [shard], position
     assert np.allclose(embed_survey(survey, cfg), first, atol=1e-5)  # recomputed, equal to the clean run
     assert path.read_bytes() != bytes(flipped)
+
+
+def test_a_cut_off_manifest_is_rebuilt_from_the_shards_that_match(tmp_path, survey):
+    cfg = EmbedConfig(cache_dir=str(tmp_path), shard_size=4)  # 12 questions, 3 shards
+    cache = open_cache(survey, cfg)
+    vectors = {s.index: np.random.default_rng(s.index).normal(size=(len(s.points), 8)).astype(np.float32) for s in cache.shards}
+    for shard in cache.shards:
+        cache.write(shard, vectors[shard.index])
+    cache.path(cache.shards[2]).write_bytes(b"not parquet")
+    manifest = cache.root / "manifest.json"
+    manifest.write_text(manifest.read_text()[:40])  # a crash mid-write on a file system without atomic renames
+    cache = open_cache(survey, cfg)
+    assert cache.missing() == [cache.shards[2]]  # the broken shard only: the others are kept
+    cache.write(cache.shards[2], vectors[2])
+    assert np.array_equal(cache.load(), np.concatenate([vectors[i] for i in range(3)]))
+
+
+def test_a_second_process_filling_the_same_cache_is_refused_naming_the_holder(tmp_path, survey, lock_holder):
+    from gpo.errors import GPOError
+
+    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=0)
+    with lock_holder(open_cache(survey, cfg).root) as pid:
+        with pytest.raises(GPOError, match=rf"this embedding cache is in use by another process \(pid {pid}\)"):
+            embed_survey(survey, cfg)

@@ -34,16 +34,12 @@ from pathlib import Path
 import pandas as pd
 
 from gpo.config import to_dict
-from gpo.errors import GPOError
+from gpo.errors import GPOError, Interrupted, run_command
 from gpo.inputs import assemble, load_inputs
 from gpo.pipeline import run_evaluation, run_training, write_results
 from gpo.tune.study import BaseModel, StudyConfig, load_study, search_space
 
 log = logging.getLogger("gpo.sweep")
-
-
-class Interrupted(GPOError):
-    """Ctrl-C (or a killed driver): the search is saved; nothing after it may run on a partial search."""
 
 
 def device() -> str:
@@ -207,7 +203,7 @@ def final_run(study: StudyConfig, base_model: BaseModel, k: int, params: dict, s
         results = run_evaluation(prep, cfg, checkpoints)
         write_results(results, cfg.run_dir)
         for f in sorted(cfg.run_dir.rglob("*")):
-            if f.is_file() and f.name != "results.parquet":
+            if f.is_file() and f.name not in ("results.parquet", ".lock"):
                 stored.child(*f.relative_to(cfg.run_dir).parts).put(f)
         stored.child("results.parquet").put(cfg.run_dir / "results.parquet")
         return results
@@ -288,20 +284,11 @@ def main(argv=None, prog: str | None = None) -> int:
     parser.add_argument("--smoke-test", action="store_true", help="shrink the study to seconds")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override study keys")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
+
+    def sweep() -> None:
         study = load_study(args.study, args.set)
         run_study(smoke(study) if args.smoke_test else study, resume=args.resume)
-    except Interrupted as e:
-        print(f"gpo sweep: {e}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("gpo sweep: interrupted; finished trials and final runs are kept: continue with --resume", file=sys.stderr)
-        return 130
-    except GPOError as e:
-        print(f"gpo sweep: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(prog or "gpo sweep", sweep, "finished trials and final runs are kept: continue with --resume")
 
 
 if __name__ == "__main__":

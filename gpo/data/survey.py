@@ -107,8 +107,9 @@ def group_labels(table: pd.DataFrame) -> pd.Series:
 
 
 def resolve_groups(table: pd.DataFrame, groups: str | list[str], exclude=()) -> list[str]:
-    """Group labels from a preset name, "all", "rest" (all but `exclude`) or a list."""
-    known = list(dict.fromkeys(group_labels(table)))
+    """Group labels (the table's `label` column where it has one) from a preset name, "all",
+    "rest" (all but `exclude`) or a list."""
+    known = list(dict.fromkeys(table["label"] if "label" in table else group_labels(table)))
     if groups in ("all", "rest"):
         return [g for g in known if g not in exclude]
     wanted = GROUP_PRESETS.get(groups, groups) if isinstance(groups, str) else list(groups)

@@ -17,16 +17,19 @@ def options_as_letters(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_test_survey(table: pd.DataFrame, other: pd.DataFrame, test_groups, other_name: str) -> pd.DataFrame:
-    """`table` with its groups labelled, plus the test groups `test_groups` taken from another
-    survey `other` (their rows in `table`, if any, are dropped: the named groups are the other
-    survey's). A question of the other survey that shares an id but not the options with one
-    of `table` is a different question: its id gets the other survey's name."""
-    table = table.assign(label=group_labels(table))
+    """`table` with its groups labelled, plus the test groups `test_groups` (a preset, "all" or
+    labels, of the other survey's groups) taken from another survey `other`, their rows marked
+    in column `test_source`. A group of the other survey named like one of `table` is labelled
+    "<other_name>/<label>", so every group of the other survey can be a test group while the
+    groups of `table` keep their roles; a question of the other survey that shares an id but
+    not the options with one of `table` is a different question, and its id gets the same prefix."""
+    table = table.assign(label=group_labels(table), test_source=False)
     other = other.assign(label=group_labels(other))
-    tests = resolve_groups(other, test_groups)
-    other = other[other["label"].isin(tests)]
+    other = other[other["label"].isin(resolve_groups(other, test_groups))]
+    other = other.assign(label=other["label"].where(~other["label"].isin(set(table["label"])), other_name + "/" + other["label"]),
+                         test_source=True)
     options = table.drop_duplicates("qid").set_index("qid")["options"].map(tuple)
     theirs = other["options"].map(tuple)
     clash = other["qid"].isin(options.index) & (theirs != other["qid"].map(options))
     other = other.assign(qid=other["qid"].where(~clash, other_name + "/" + other["qid"]))
-    return pd.concat([table[~table["label"].isin(tests)], other], ignore_index=True)
+    return pd.concat([table, other], ignore_index=True)

@@ -8,8 +8,10 @@ template, pooling, dtype, the questions and options). Inside it:
   temp file and renamed, so a shard is either whole or absent.
 A rerun computes only shards that are missing; a shard whose bytes do not match its checksum
 (a flipped bit anywhere), or that cannot be read or does not match the manifest (rows,
-question ids, dimension, finite values), is reported and recomputed, never used. Reading
-memory-maps each shard and views its values without a copy.
+question ids, dimension, finite values), is reported and recomputed, never used. A manifest
+that cannot be read is rebuilt from the shards whose contents match the layout. Reading
+memory-maps each shard and views its values without a copy. Writers hold the cache's lock
+(gpo/lock.py), so two runs never fill one cache at once.
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ class EmbeddingCache:
         cache.root.mkdir(parents=True, exist_ok=True)
         manifest = cache.root / "manifest.json"
         expected = cache.layout()
-        found = json.loads(manifest.read_text()) if manifest.is_file() else None
+        try:
+            found = json.loads(manifest.read_text()) if manifest.is_file() else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("%s: unreadable (cut off or corrupted); rebuilding it from the shards that match this data", manifest)
+            cache._rebuild()
+            return cache
         if found is not None and {k: found.get(k) for k in expected} != expected:
             log.warning("%s does not match this data; its shards will be recomputed", manifest)
             for shard in cache.root.glob("shard-*.parquet"):
@@ -59,6 +66,17 @@ class EmbeddingCache:
         if found is None:
             _atomic_write_text(manifest, json.dumps({**expected, "dim": None, "checksums": {}}, indent=1))
         return cache
+
+    def _rebuild(self) -> None:
+        """A new manifest holding the checksums of the shards whose contents match the layout
+        (questions, options, finite values, one dimension); the others are left to recompute."""
+        checksums, dim = {}, None
+        for shard in self.shards:
+            vectors = self._contents(shard, dim) if self.path(shard).is_file() else None
+            if vectors is not None:
+                checksums[str(shard.index)], dim = _sha256(self.path(shard)), vectors.shape[1]
+        _atomic_write_text(self.root / "manifest.json", json.dumps({**self.layout(), "dim": dim, "checksums": checksums}, indent=1))
+        log.warning("%s: kept %d of %d shards", self.root, len(checksums), len(self.shards))
 
     def layout(self) -> dict:
         """What the shards must match: the identity, pooling and the questions' layout."""
@@ -115,17 +133,22 @@ class EmbeddingCache:
             log.warning("%s: its bytes do not match the checksum in the manifest (corrupted, or written by an "
                         "interrupted run); recomputing it", path)
             return None
+        return self._contents(shard, manifest.get("dim"))
+
+    def _contents(self, shard: Shard, dim: int | None) -> np.ndarray | None:
+        """A shard's vectors if they match the layout (and `dim`, unless None), else None."""
+        path = self.path(shard)
         try:
             table = pq.read_table(path, memory_map=True)
             column = table.column("embedding").combine_chunks()
-            dim = column.type.list_size
-            vectors = column.values.to_numpy(zero_copy_only=True).reshape(-1, dim)
+            width = column.type.list_size
+            vectors = column.values.to_numpy(zero_copy_only=True).reshape(-1, width)
             qids = table.column("qid").to_pylist()
         except (pa.ArrowException, OSError, KeyError, AttributeError) as e:
             log.warning("%s: unreadable (%s); recomputing it", path, e)
             return None
         expected = [self.qids[q] for q in shard.questions for _ in range(self.n_options[q])]
-        if qids != expected or dim != manifest.get("dim") or not np.isfinite(vectors).all():
+        if qids != expected or (dim is not None and width != dim) or not np.isfinite(vectors).all():
             log.warning("%s: does not match the manifest (questions, dimension or values); recomputing it", path)
             return None
         return vectors

@@ -12,12 +12,14 @@ import time
 
 import numpy as np
 
+from gpo.config import in_project
 from gpo.data.survey import SurveyData
 from gpo.device import pick_device
 from gpo.embed import models
 from gpo.embed.cache import EmbeddingCache
 from gpo.embed.extract import Stats
 from gpo.embed.replica import check_config
+from gpo.lock import exclusive
 from gpo.progress import progress
 from gpo.prompts import template_digest
 
@@ -35,25 +37,26 @@ def open_cache(data: SurveyData, cfg) -> EmbeddingCache:
         "dtype": cfg.dtype,
         "data_digest": data.digest(),
     }
-    return EmbeddingCache.open(cfg.cache_dir, identity, data.qids, data.n_options.tolist(), cfg.shard_size)
+    return EmbeddingCache.open(in_project(cfg.cache_dir), identity, data.qids, data.n_options.tolist(), cfg.shard_size)
 
 
 def embed_survey(data: SurveyData, cfg, on_shard_done=None) -> np.ndarray:
     """(P, d) embeddings of every (question, option) of `data` under embed config `cfg`."""
     check_config(cfg)
     cache = open_cache(data, cfg)
-    todo = cache.missing()
-    if todo:
-        questions = list(zip(data.questions, data.options))
-        log.info("embedding %d points of %d questions with %s (%d of %d shards cached)",
-                 sum(len(s.points) for s in todo), sum(len(s.questions) for s in todo), cfg.model,
-                 len(cache.shards) - len(todo), len(cache.shards))
-        if cfg.workers > 0:
-            from gpo.embed.distributed import extract
+    if cache.missing():
+        with exclusive(cache.root, "this embedding cache"):
+            todo = cache.missing()  # another process may have written some since the check above
+            questions = list(zip(data.questions, data.options))
+            log.info("embedding %d points of %d questions with %s (%d of %d shards cached)",
+                     sum(len(s.points) for s in todo), sum(len(s.questions) for s in todo), cfg.model,
+                     len(cache.shards) - len(todo), len(cache.shards))
+            if cfg.workers > 0:
+                from gpo.embed.distributed import extract
 
-            extract(cache, todo, questions, cfg, on_shard_done)
-        else:
-            embed_here(cache, todo, questions, cfg)
+                extract(cache, todo, questions, cfg, on_shard_done)
+            else:
+                embed_here(cache, todo, questions, cfg)
     return cache.load()
 
 
