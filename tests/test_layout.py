@@ -1,0 +1,83 @@
+"""The package's layers: every module imports only from its own layer or the layers below
+(lazy imports inside functions included), so arrows go one way and there are no cycles."""
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"gpo": "gpo", "tune": "gpo.tune", "analysis": "gpo.analysis"}  # folder -> installed package
+
+# Lowest first: a module's name, or a package's prefix ("gpo.data." holds its modules).
+LAYERS = [
+    ("gpo.errors", "gpo.progress", "gpo.lock", "gpo.device", "gpo.prompts", "gpo.ops", "gpo.metrics"),  # leaves
+    ("gpo.data", "gpo.data."),  # survey files -> the canonical table -> arrays
+    ("gpo.tasks", "gpo.model", "gpo.losses"),  # what a method reads; the model and its objectives
+    ("gpo.baselines", "gpo.shrink", "gpo.evaluate", "gpo.llm", "gpo.llm.prompts"),  # methods' parts; registries
+    ("gpo.config",),  # experiment settings, checked against the registries below
+    ("gpo.embed", "gpo.embed.", "gpo.train", "gpo.llm."),  # embeddings, meta-training, LLM baselines
+    ("gpo.inputs",),  # a run's data, split and embeddings on a device
+    ("gpo.selection",),  # per-k choices and shrink
+    ("gpo.methods",),  # every method a run evaluates
+    ("gpo.pipeline",),  # the job's stages
+    ("gpo.tune", "gpo.tune.", "gpo.analysis", "gpo.analysis."),  # studies and reports
+    ("gpo.cli",),  # the command line
+]
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = [p for p in path.relative_to(ROOT / folder).with_suffix("").parts if p != "__init__"]
+            found[".".join([package, *parts])] = path
+    return found
+
+
+def layer(module: str) -> int:
+    for i, prefixes in enumerate(LAYERS):
+        if any(module == p or (p.endswith(".") and module.startswith(p)) for p in prefixes):
+            return i
+    raise AssertionError(f"{module} has no layer in tests/test_layout.py")
+
+
+def imports(path: Path, module: str) -> set[str]:
+    """Project modules `path` imports anywhere in it (relative imports resolved)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [f"{base}.{a.name}" for a in node.names]
+            out |= {n if n in modules() else base for n in names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return {m for m in out if m == "gpo" or m.startswith("gpo.")} - {"gpo"}
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_a_module_imports_only_from_its_layer_or_below(module):
+    importlib.import_module(module)
+    upward = sorted(m for m in imports(modules()[module], module) if layer(m) > layer(module))
+    assert not upward, f"{module} (layer {layer(module)}) imports from higher layers: {upward}"
+
+
+def test_the_import_graph_has_no_cycles():
+    graph = {m: imports(p, m) & set(modules()) for m, p in modules().items()}
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        if state.get(m) == 1:
+            raise AssertionError(f"import cycle: {' -> '.join(path + [m])}")
+        if state.get(m) != 2:
+            state[m] = 1
+            for n in sorted(graph[m]):
+                visit(n, path + [m])
+            state[m] = 2
+
+    for m in sorted(graph):
+        visit(m, [])
