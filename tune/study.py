@@ -13,25 +13,32 @@
     resources: {cpu: 1, gpu: 0}
     storage: runs/sweeps               # a folder, a shared filesystem, or s3:// / gs:// (tune/storage.py)
 
-Unknown keys are errors, as in experiment configs (gpo.config.from_dict). Relative paths (the
-study file when not found from the working directory, `base`, `storage`, and the experiment's
-data source and embedding cache) resolve against the project, the checkout this package is
-installed from, never the working directory: `ray submit` runs a study from `~`, Tune runs
-trials in their own folders, and `ray job submit --working-dir` from a copy of the project.
+Unknown keys and values out of range are errors, as in experiment configs (gpo.config.from_dict).
+A study that asks for GPUs (resources.gpu > 0) also extracts its embeddings on GPU ranks
+(embed.device: cuda unless the study sets it), so that an autoscaler starts a GPU node for
+them. Relative paths (the study file when not found from the working directory, `base`,
+`storage`, and the experiment's data source and embedding cache) resolve against the project,
+the checkout this package is installed from, never the working directory: `ray submit` runs a
+study from `~`, Tune runs trials in their own folders, and `ray job submit --working-dir` from
+a copy of the project. On a multi-node cluster `storage` must be reachable from every node
+(check_storage): a bucket, or a folder outside the project that every node mounts.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from gpo.config import ExperimentConfig, from_dict, load_config
-from gpo.errors import ConfigError
+from gpo.errors import ConfigError, require
 from gpo.tune.storage import Storage
 
 SAMPLERS = ("choice", "int", "uniform", "loguniform")
+SEARCHERS = ("optuna", "random")
+METRICS = ("best_val_alignment", "val_alignment")  # what trials report, higher is better
 PROJECT = Path(__file__).resolve().parents[1]  # the checkout holding tune/ (installed editable: pip install -e)
 
 
@@ -49,17 +56,38 @@ class Budget:
     seed: int = 0
     max_failures: int = 3  # retries of a trial or final run whose process or node died, from its last checkpoint
 
+    def __post_init__(self):
+        for key in ("num_samples", "max_concurrent", "grace_period"):
+            require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
+        require(self.reduction_factor >= 2, "reduction_factor", "at least 2 (ASHA keeps 1/reduction_factor)",
+                self.reduction_factor)
+        require(self.searcher in SEARCHERS, "searcher", f"one of {SEARCHERS}", self.searcher)
+        # Ray reads max_failures=-1 as retrying forever, and seeds numpy's generator (0 <= seed)
+        for key in ("seed", "max_failures"):
+            require(getattr(self, key) >= 0, key, "at least 0", getattr(self, key))
+
 
 @dataclass
 class Resources:
     cpu: float = 1.0  # per trial
     gpu: float = 0.0  # per trial and final run; fractions let several small trials share a GPU
 
+    def __post_init__(self):
+        for key in ("cpu", "gpu"):  # Ray's own rule for resource amounts
+            value = getattr(self, key)
+            require(value >= 0 and (value <= 1 or value == int(value)), key, "at least 0, and a whole number above 1", value)
+        require(self.cpu + self.gpu > 0, "cpu", "more than 0 when gpu is 0 (a run that asks for nothing is never limited)",
+                self.cpu)
+
 
 @dataclass
 class BaseModel:
     model: str = "minilm"  # embed.model
     layers: int = 0  # embed.layers (0 = all)
+
+    def __post_init__(self):
+        require(bool(self.model), "model", "a model name, hub id or path", self.model)
+        require(self.layers >= 0, "layers", "at least 0", self.layers)
 
     @property
     def tag(self) -> str:
@@ -81,6 +109,17 @@ class StudyConfig:
     metric: str = "best_val_alignment"
     storage: str = "runs/sweeps"  # a folder (shared by the nodes of a multi-node cluster) or s3://, gs://
 
+    def __post_init__(self):
+        require(bool(self.name) and "/" not in self.name, "name", "a folder name (not empty, no '/')", self.name)
+        require(len(self.base_models) >= 1, "base_models", "at least one base model", self.base_models)
+        for key in ("val_ks", "seeds"):
+            values = getattr(self, key)
+            require(len(values) >= 1 and len(set(values)) == len(values)
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values),
+                    key, "a list of distinct whole numbers >= 0, at least one", values)
+        require(self.metric in METRICS, "metric", f"one of {METRICS}", self.metric)
+        require(bool(self.storage), "storage", "a folder or an s3:// or gs:// URI", self.storage)
+
     @property
     def root(self) -> Storage:
         return Storage.at(self.storage, PROJECT).child(self.name)
@@ -96,7 +135,25 @@ class StudyConfig:
         if cfg.data.test_source:
             cfg.data.test_source = str(in_project(cfg.data.resolve(cfg.data.test_source)))
         cfg.embed.cache_dir = str(in_project(cfg.embed.cache_dir))
+        if self.resources.gpu > 0 and cfg.embed.device == "auto" and cfg.embed.workers >= 1:
+            # GPU ranks from the start: "auto" would see no GPU on a CPU head before the
+            # autoscaler has added any, and extract on CPUs (or start a GPU node for CPU work)
+            cfg.embed.device = "cuda"
         return cfg
+
+    def check_storage(self, multi_node: bool) -> None:
+        """Storage the run can write from every node: a bucket name that can exist, and on a
+        multi-node cluster no folder inside the project (each node has its own copy of it)."""
+        root = self.root
+        if not root.is_local:
+            scheme, _, rest = str(root).partition("://")
+            bucket = rest.split("/")[0]
+            require(bool(re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket)), "storage",
+                    f"a {scheme}:// bucket of yours (lowercase letters, digits, '.', '-', '_'), not {bucket!r}", self.storage)
+        elif multi_node and Path(root.uri).is_relative_to(PROJECT):
+            raise ConfigError(f"storage: {self.storage} is inside the project, which every node of this multi-node cluster "
+                              "has its own copy of: set storage to s3://BUCKET/PATH, gs://BUCKET/PATH or a folder every "
+                              "node mounts (--set storage=...)")
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
@@ -114,9 +171,11 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
             node = node.setdefault(p, {})
         node[leaf] = yaml.safe_load(value)
     try:
-        study = from_dict(StudyConfig, {k: v for k, v in tree.items() if k != "base_models"})
-        study.base_models = [from_dict(BaseModel, m if isinstance(m, dict) else {"model": m}, "base_models.")
-                             for m in tree.get("base_models", [{}])]
+        models = tree.get("base_models", [{}])
+        if not isinstance(models, list):
+            raise ConfigError(f"base_models: expected a list, got {models!r}")
+        models = [from_dict(BaseModel, m if isinstance(m, dict) else {"model": m}, "base_models.") for m in models]
+        study = from_dict(StudyConfig, {**tree, "base_models": models})
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     for key, spec in study.space.items():
