@@ -116,8 +116,11 @@ class EmbedConfig:
     kernel_inject: bool = False  # DeepSpeed kernel injection, GPU only (wrong for padded Llama inputs: keep off)
     prefix_sharing: str = "auto"  # "auto" (on for causal LMs), "on", "off"
     workers: int = 1  # Ray replicas (data parallel over shards), tp actors each; 0 = in this process, no Ray
-    threads: int = 0  # CPU threads per rank (0 = the cluster's CPUs / (workers x tp))
+    threads: int = 0  # CPU threads per rank (0 = the largest node's CPUs / (replicas per node x tp))
     max_restarts: int = 3  # a replica failing this many times more in a row, or a shard crashing it, stops the job
+    # seconds with no replica on a node while the autoscaler starts none (nodes being launched or
+    # set up do not count) before the job stops, naming what a replica asks for and what nodes have
+    placement_timeout: float = 300.0
     ray_address: str = ""  # "": $RAY_ADDRESS (a submitted job) or a private local Ray; "auto": the running cluster
     shard_size: int = 64  # questions per cache shard (the unit of work)
     cache_dir: str = ".cache/embeddings"
@@ -132,6 +135,7 @@ class EmbedConfig:
             require(getattr(self, key) >= 0, key, "at least 0", getattr(self, key))
         for key in ("tp", "shard_size", "max_tokens"):
             require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
+        require(self.placement_timeout > 0, "placement_timeout", "a positive number of seconds", self.placement_timeout)
         # tensor parallelism is DeepSpeed's, one Ray actor per rank
         require(self.tp == 1 or self.backend != "hf", "backend", f"deepspeed or auto for tp={self.tp} (plain transformers "
                 "has no tensor parallelism)", self.backend)

@@ -1,8 +1,9 @@
 """Sweeps on real Ray clusters started by the tests: a multi-node cluster (a head and worker
 raylets on this machine) with study storage on an S3-compatible server started here (moto's
 server mode, over HTTP), where a worker node is killed mid-trial and the sweep must finish
-without losing or restarting anything; and `ray job submit` of the smoke study to a
-`ray start --head` cluster, the route Ray's docs recommend."""
+without losing or restarting anything; and a `ray start --head` cluster with token
+authentication, which a driver without its token is told how to join, and to which `ray job
+submit` sends the smoke study, the route Ray's docs recommend."""
 
 import contextlib
 import json
@@ -10,7 +11,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +21,7 @@ import pandas as pd
 import psutil
 import pyarrow.fs as pafs
 import pytest
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "gpo-test"
@@ -127,13 +128,7 @@ def test_a_sweep_survives_losing_a_worker_node_mid_trial(tmp_path, s3, cluster):
     assert {"results.parquet", "best.pt", "last.pt", "config.yaml"} <= {i.base_name for i in final}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head_node():
     """`ray start --head` in its own temp dir (short: Ray's socket paths are bounded), with the
     virtual environment on PATH as on a cluster node and a token of its own (Ray's token
@@ -154,7 +149,7 @@ def head_node():
                                 "--disable-usage-stats"],
                                env=env, capture_output=True, text=True, timeout=120)
         assert start.returncode == 0, start.stderr[-3000:]
-        yield f"http://127.0.0.1:{dashboard}", env
+        yield {"dashboard": f"http://127.0.0.1:{dashboard}", "gcs": f"127.0.0.1:{port}", "env": env}
     finally:
         # its processes name its temp dir or end an argument with its GCS port (the Ray client server)
         def ours(args: list[str]) -> bool:
@@ -170,11 +165,31 @@ def head_node():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def test_a_driver_without_the_clusters_token_is_told_what_to_set(tmp_path, head_node):
+    """RAY_ADDRESS of a cluster with token authentication and no token here: one line naming
+    what to set, at once (Ray alone retries for 20 s, then raises a ConnectionError); with the
+    head's token in ~/.ray/auth_token the driver joins though RAY_AUTH_MODE is unset."""
+    env = {k: v for k, v in head_node["env"].items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    env.update(HOME=str(tmp_path), RAY_ADDRESS=head_node["gcs"])  # a home without ~/.ray/auth_token
+    gpo = str(Path(sys.executable).parent / "gpo")
+    out = subprocess.run([gpo, "sweep", "tune/studies/opinionqa.yaml", "--smoke-test"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    said = [line for line in out.stderr.splitlines() if line.startswith("gpo sweep:")]
+    assert out.returncode == 2 and "InvalidAuthToken" not in out.stderr, out.stderr[-3000:]
+    assert said == [f"gpo sweep: error: RAY_ADDRESS={head_node['gcs']}: this cluster uses Ray's token authentication and "
+                    "no token was found here: set RAY_AUTH_TOKEN to the head's token (`ray get-auth-token` on the head)"]
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text(head_node["env"]["RAY_AUTH_TOKEN"])
+    join = f"from gpo.embed.distributed import init_ray; print('CPUs', init_ray({head_node['gcs']!r}).cluster_resources()['CPU'])"
+    out = subprocess.run([sys.executable, "-c", join], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "CPUs 2.0" in out.stdout, out.stderr[-3000:]
+
+
 def test_ray_job_submit_runs_the_smoke_study_from_a_copy_of_the_project(tmp_path, shared_data, head_node):
     """The documented jobs route: the project uploaded as the job's working dir, the sweep run by
     the `gpo` command on the cluster; the study and its base config are found in the copy, the
     data beside the installed project, and the results land in the storage given."""
-    address, env = head_node
+    address, env = head_node["dashboard"], head_node["env"]
     storage = tmp_path / "sweeps"
     command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
                "--", "gpo", "sweep", "tune/studies/opinionqa.yaml", "--smoke-test", "--set", f"storage={storage}"]

@@ -88,3 +88,16 @@ def test_gpus_are_requested_from_the_config_and_refused_where_no_node_has_one(lo
     assert (cpu.gpus, cpu.bundle()) == (0, {"CPU": 1})  # this cluster has no GPU: auto asks for none
     with pytest.raises(GPOError, match="together need 1 CPU and 1 GPU .*largest node has 2 CPUs and 0 GPUs"):
         plan_resources(ray, EmbedConfig(device="cuda"))  # asked for explicitly, and nothing here could ever run it
+
+
+def test_default_threads_size_a_replica_to_the_largest_node_not_the_cluster():
+    from gpo.embed.replica import default_threads
+
+    four = [{"CPU": 8}] * 4
+    assert default_threads(four, four, workers=1, tp=1) == 8  # not the cluster's 32
+    assert default_threads(four, four, workers=8, tp=1) == 4  # two replicas share each node
+    assert default_threads(four, four, workers=2, tp=2) == 4  # a replica's ranks share its node
+    head = [{"CPU": 0}, {"CPU": 1}, {"CPU": 1}]  # a head that runs nothing, two 1-CPU workers
+    assert default_threads(head, head, workers=1, tp=1) == 1
+    assert default_threads([{"CPU": 0}], [{"CPU": 0}, {"CPU": 16}], workers=2, tp=1) == 8  # a node type not yet launched
+    assert default_threads([{"CPU": 2}], [{"CPU": 2}], workers=4, tp=1) == 1  # never fewer than one

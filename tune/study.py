@@ -149,7 +149,8 @@ class StudyConfig:
             scheme, _, rest = str(root).partition("://")
             bucket = rest.split("/")[0]
             require(bool(re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket)), "storage",
-                    f"a {scheme}:// bucket of yours (lowercase letters, digits, '.', '-', '_'), not {bucket!r}", self.storage)
+                    f"{scheme}://BUCKET/PATH with a bucket of yours (lowercase letters, digits, '.', '-', '_'), not {bucket!r}",
+                    self.storage)
         elif multi_node and Path(root.uri).is_relative_to(PROJECT):
             raise ConfigError(f"storage: {self.storage} is inside the project, which every node of this multi-node cluster "
                               "has its own copy of: set storage to s3://BUCKET/PATH, gs://BUCKET/PATH or a folder every "

@@ -216,8 +216,11 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
 
     from gpo.embed.distributed import init_ray
     from gpo.embed.models import count_parameters
+    from gpo.embed.replica import node_shapes
 
     init_ray(os.environ.get("RAY_ADDRESS", ""))
+    live, _, autoscaler = node_shapes(ray)  # an autoscaler may add nodes to a cluster of one
+    study.check_storage(multi_node=len(live) > 1 or bool(autoscaler))
     start = time.perf_counter()
     frames, summaries = [], []
     for base_model in study.base_models:

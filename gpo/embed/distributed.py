@@ -14,6 +14,9 @@ is started again (wherever the cluster has room; until then the others carry on)
 replica that keeps failing without finishing a shard, or a shard that keeps crashing its
 replica, stops the job after `embed.max_restarts` restarts with the replica's error. A
 killed driver loses nothing already written, and a rerun computes only the missing shards.
+When no replica gets a node for `embed.placement_timeout` seconds while the autoscaler starts
+none (a replica larger than any node it can launch), the job stops with what the replica asked
+for and what the cluster has.
 """
 
 from __future__ import annotations
@@ -26,22 +29,62 @@ from dataclasses import dataclass, field
 
 from gpo.embed.cache import EmbeddingCache, Shard
 from gpo.embed.extract import Stats
-from gpo.embed.replica import Replica, describe, plan_resources
+from gpo.embed.replica import Replica, describe, launching, plan_resources, unplaceable
 from gpo.errors import GPOError
 from gpo.progress import progress
 
 log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_WORKER = 2  # keeps each replica busy while the driver writes results
+PLACEMENT_POLL_S = 1.0  # how often a driver with nothing to collect checks that some replica has a node
 
 
 def init_ray(address: str = ""):
     import ray
 
     if not ray.is_initialized():
+        check_token(address)
         ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     return ray
+
+
+def check_token(address: str) -> None:
+    """Ask the cluster at `address` (host:port) whether it takes this machine's Ray token before
+    connecting: Ray answers a refused token with 20 s of retries and a ConnectionError. A token
+    found here (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) is then sent to a
+    cluster that asks for one even when RAY_AUTH_MODE is unset, as Ray does for local clusters."""
+    if address in ("", "auto", "local") or "://" in address:
+        return
+    from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    from ray._raylet import AuthenticationTokenLoader
+
+    if gcs_accepts(address, {}):
+        return
+    token = AuthenticationTokenLoader.instance().get_token_for_http_header(ignore_auth_mode=True)
+    if not token:
+        raise GPOError(f"RAY_ADDRESS={address}: this cluster uses Ray's token authentication and no token was found here: "
+                       "set RAY_AUTH_TOKEN to the head's token (`ray get-auth-token` on the head)")
+    if not gcs_accepts(address, token):
+        raise GPOError(f"RAY_ADDRESS={address}: this cluster refuses the Ray token found here (RAY_AUTH_TOKEN, "
+                       "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token): set RAY_AUTH_TOKEN to the head's token "
+                       "(`ray get-auth-token` on the head)")
+    _enable_token_auth()  # RAY_AUTH_MODE=token for this process and its children
+
+
+def gcs_accepts(address: str, header: dict) -> bool:
+    """False only when the GCS at `address` refuses the request as unauthenticated; an address
+    that does not answer counts as accepting, and ray.init reports it as usual."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                gcs_service_pb2.GetClusterIdRequest(), timeout=10, metadata=tuple(header.items()))
+        except grpc.RpcError as e:
+            return e.code() != grpc.StatusCode.UNAUTHENTICATED
+    return True
 
 
 @dataclass
@@ -90,6 +133,7 @@ class _Job:
         self.refs: dict = {}  # object ref -> (replica slot, rank, shard index or None for a load)
         self.failures, self.shard_failures = Counter(), Counter()
         self.total, self.done, self.start, self.first_info = Stats(), 0, None, None
+        self.stalled = None  # since when no replica has had a node while the autoscaler started none
         for slot in range(cfg.workers):
             self.replicas.append(None)
             self.running.append({})
@@ -108,7 +152,11 @@ class _Job:
         with progress(total=n_points, desc=f"embed {self.cfg.model} x{self.cfg.workers}", unit="pt") as bar:
             self.bar = bar
             while self.pending or any(self.running):
-                [ref], _ = self.ray.wait(list(self.refs), num_returns=1)
+                ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=PLACEMENT_POLL_S)
+                if not ready:
+                    self._check_placement()
+                    continue
+                [ref] = ready
                 slot, rank, index = self.refs.pop(ref)
                 try:
                     value = self.ray.get(ref)
@@ -120,6 +168,20 @@ class _Job:
                 else:
                     self._returned(slot, rank, index, value)
         return self.total
+
+    def _check_placement(self) -> None:
+        """End the job when no replica's ranks have had a node for embed.placement_timeout seconds
+        while the autoscaler started none: a placement group nothing can take waits forever.
+        Time spent while nodes are launched or set up does not count (minutes on a cloud)."""
+        if any(r.ready or r.placed() for r in self.replicas):
+            self.stalled = None
+            return
+        starting, failed = launching(self.ray)
+        now = time.monotonic()
+        if starting or self.stalled is None:
+            self.stalled = now
+        elif now - self.stalled > self.cfg.placement_timeout:
+            raise GPOError(unplaceable(self.ray, self.cfg, self.res, failed))
 
     def _loaded(self, slot: int, rank: int, info: dict) -> None:
         replica = self.replicas[slot]

@@ -161,19 +161,28 @@ def deepspeed_module(net, cfg, device: str):
     return engine.module
 
 
-def count_parameters(model: str, layers: int = 0) -> int:
-    """Parameters of a base model (truncated to `layers`), counted without loading its weights."""
+def weightless(model: str, layers: int = 0):
+    """The base model's architecture on the meta device (truncated to `layers`): its shapes and
+    modules without reading or allocating its weights."""
     import torch
     from transformers import AutoConfig, AutoModel
 
-    if model == "synthetic":
-        return 0
-    config = AutoConfig.from_pretrained(resolve(model))
+    try:
+        config = AutoConfig.from_pretrained(resolve(model))
+    except (OSError, ValueError) as e:
+        raise GPOError(f"cannot read the config of model {model!r}: {str(e).splitlines()[0]}") from None
     with torch.device("meta"):
         net = AutoModel.from_config(config)
     if layers:
         truncate(net, layers)
-    return sum(p.numel() for p in net.parameters())
+    return net
+
+
+def count_parameters(model: str, layers: int = 0) -> int:
+    """Parameters of a base model (truncated to `layers`), counted without loading its weights."""
+    if model == "synthetic":
+        return 0
+    return sum(p.numel() for p in weightless(model, layers).parameters())
 
 
 def digest(model: str, layers: int = 0) -> str:

@@ -48,21 +48,12 @@ def check_autotp(model: str, tp: int, layers: int = 0) -> None:
     config and a weightless copy: families on DeepSpeed's own refusal list (GPT-2 among them),
     and fewer key/value heads than ranks (AutoTP splits attention by key/value head, so a rank
     would get none, which fails under the attention masks extraction uses)."""
-    import torch
-    from transformers import AutoConfig, AutoModel
-
-    from gpo.embed.models import resolve, truncate
-
-    try:
-        config = AutoConfig.from_pretrained(resolve(model))
-    except (OSError, ValueError) as e:
-        raise GPOError(f"cannot read the config of model {model!r}: {str(e).splitlines()[0]}") from None
-    with torch.device("meta"):
-        net = AutoModel.from_config(config)
-    if layers:
-        truncate(net, layers)
     from deepspeed.module_inject.auto_tp import AutoTP
 
+    from gpo.embed.models import weightless
+
+    net = weightless(model, layers)
+    config = net.config
     try:
         supported = AutoTP.supported(net)
     except AssertionError:
@@ -81,50 +72,102 @@ def plan_resources(ray, cfg) -> RankResources:
     """Each rank's request, from the config alone for GPUs (`embed.device`), checked against the
     nodes the cluster has or its autoscaler can add: a replica whose ranks cannot share any
     node is an error here, before any model loads."""
-    nodes, autoscaler = node_shapes(ray)
+    live, nodes, autoscaler = node_shapes(ray)
     has_gpus = any(n.get("GPU", 0) > 0 for n in nodes)
     gpus = 1 if cfg.device.startswith("cuda") or (cfg.device == "auto" and has_gpus) else 0  # Ray picks which GPU
-    if cfg.threads:
-        threads = cfg.threads
-    else:  # share the CPUs between all ranks of all replicas
-        threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // (cfg.workers * cfg.tp))
+    threads = cfg.threads or default_threads(live, nodes, cfg.workers, cfg.tp)
     res = RankResources(cpus=1 if gpus else threads, gpus=gpus, threads=threads)
     need = {k: v * cfg.tp for k, v in res.bundle().items()}
     if autoscaler == "unknown node types" or any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
         return res
-    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
-
-    def count(resources: dict, kinds=("CPU", "GPU")) -> str:
-        return " and ".join(f"{resources.get(k, 0):g} {k}{'s' if resources.get(k, 0) != 1 else ''}" for k in kinds)
-
     raise GPOError(f"embed.tp={cfg.tp}: a replica's ranks must share one node and together need {count(need, need)} "
                    f"({count(res.bundle(), need)} per rank, embed.device={cfg.device}); the largest node"
-                   f"{' or node type' if autoscaler else ''} has {count(largest)} "
+                   f"{' or node type' if autoscaler else ''} has {count(largest(nodes))} "
                    "(lower embed.tp or embed.threads, change embed.device, or add a larger node type)")
 
 
-def node_shapes(ray) -> tuple[list[dict], str]:
-    """Total resources of each live node, plus each node type an autoscaler may still launch,
-    and what is known of the autoscaler: "" (none), "node types" (Ray's v2 autoscaler publishes
-    them) or "unknown node types" (the v1 autoscaler, which publishes only its status)."""
-    import json
+def unplaceable(ray, cfg, res: RankResources, failed: list[str]) -> str:
+    """Why a replica still waits for a node after embed.placement_timeout: what its ranks asked
+    for, what the cluster has or can launch, and the autoscaler's failed launches, in one line."""
+    _, nodes, autoscaler = node_shapes(ray)
+    need = {k: v * cfg.tp for k, v in res.bundle().items()}
+    ranks = f"{cfg.tp} ranks on one node, {count(res.bundle(), need)} each" if cfg.tp > 1 else count(need, need)
+    types = {"node types": "the largest node or node type has", "unknown node types": "the largest node has"}
+    unknown = ", and the autoscaler does not publish the node types it can launch" if autoscaler == "unknown node types" else ""
+    failures = f"; failed launches: {'; '.join(failed)}" if failed else ""
+    return (f"embed.tp={cfg.tp}, embed.device={cfg.device}: no node took a replica ({ranks}) within "
+            f"embed.placement_timeout={cfg.placement_timeout:g} s while the cluster started no node for it; "
+            f"{types.get(autoscaler, 'the largest node has')} {count(largest(nodes))}{unknown}{failures} "
+            "(lower embed.tp or embed.threads, change embed.device, add a node type that fits, or raise embed.placement_timeout)")
 
+
+def default_threads(live: list[dict], nodes: list[dict], workers: int, tp: int) -> int:
+    """CPU threads per rank when embed.threads is 0. Ray spreads the replicas over the nodes
+    that have CPUs, so as many share a node as there are replicas per node; their ranks split
+    the largest node (or node type) between them, so every replica fits one node whatever the
+    cluster's total (a cluster of small nodes, or a head that runs nothing)."""
+    per_node = -(-workers // max(1, sum(n.get("CPU", 0) > 0 for n in live)))
+    cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    return max(1, int(cpus) // (per_node * tp))
+
+
+def largest(nodes: list[dict]) -> dict:
+    return max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+
+
+def count(resources: dict, kinds=("CPU", "GPU")) -> str:
+    """"2 CPUs and 1 GPU": the amounts of `kinds` in `resources`."""
+    return " and ".join(f"{resources.get(k, 0):g} {k}{'s' if resources.get(k, 0) != 1 else ''}" for k in kinds)
+
+
+def node_shapes(ray) -> tuple[list[dict], list[dict], str]:
+    """Total resources of each live node; the same plus each node type an autoscaler may still
+    launch; and what is known of the autoscaler: "" (none), "node types" (Ray's v2 autoscaler
+    publishes them) or "unknown node types" (the v1 autoscaler, which publishes only its status)."""
     from ray._private.state import state
     from ray.autoscaler._private.util import format_readonly_node_type
-    from ray.experimental.internal_kv import _internal_kv_get
 
-    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    live = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
     config = state.get_cluster_config()
     if config is not None:
-        return shapes + [dict(g.resources) for g in config.node_group_configs if g.max_count != 0], "node types"
-    # The v1 monitor's status: without an autoscaling config it runs a read-only provider whose
-    # node types are its nodes' ids; named node types mean an autoscaler that may add nodes.
-    status = _internal_kv_get("__autoscaling_status")
-    report = json.loads(status).get("autoscaler_report") if status else None
-    types = (report or {}).get("node_type_mapping") or {}
+        return live, live + [dict(g.resources) for g in config.node_group_configs if g.max_count != 0], "node types"
+    # Without an autoscaling config the v1 monitor runs a read-only provider whose node types are
+    # its nodes' ids; named node types mean an autoscaler that may add nodes.
+    types = v1_report().get("node_type_mapping") or {}
     if any(kind != format_readonly_node_type(node) for node, kind in types.items()):
-        return shapes, "unknown node types"
-    return shapes, ""
+        return live, live, "unknown node types"
+    return live, live, ""
+
+
+def v1_report() -> dict:
+    """The v1 autoscaler's last status report ({} without one)."""
+    import json
+
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    status = _internal_kv_get("__autoscaling_status")
+    return (json.loads(status).get("autoscaler_report") if status else None) or {}
+
+
+def launching(ray) -> tuple[bool, list[str]]:
+    """Whether the autoscaler is starting nodes now (launches requested, or nodes booting or
+    being set up, which on a cloud takes minutes), and its recent launch failures ("type:
+    category: description"); a node type whose launches fail is not counted as starting."""
+    from ray._private.state import state
+
+    if state.get_cluster_config() is not None:  # the v2 autoscaler
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        status = get_cluster_status(ray.get_runtime_context().gcs_address)
+        failed = [f"{r.ray_node_type_name}: {r.details}".splitlines()[0] for r in status.failed_launches]
+        return bool(status.pending_launches or status.pending_nodes), failed
+    report = v1_report()
+    records = (report.get("node_availability_summary") or {}).get("node_availabilities") or {}
+    down = {kind: r["unavailable_node_information"] for kind, r in records.items()
+            if not r.get("is_available", True) and r.get("unavailable_node_information")}
+    failed = [f"{kind}: {info['category']}: {info['description']}".splitlines()[0] for kind, info in down.items()]
+    starting = bool(report.get("pending_nodes")) or any(kind not in down for kind in report.get("pending_launches") or {})
+    return starting, failed
 
 
 class Rank:
@@ -206,6 +249,12 @@ class Replica:
     @property
     def ready(self) -> bool:
         return all(self.info)
+
+    def placed(self) -> bool:
+        """Whether a node has taken the ranks' placement group (the ranks may still be loading)."""
+        from ray.util import placement_group_table
+
+        return placement_group_table(self.group).get("state") == "CREATED"
 
     def embed(self, questions) -> list:
         """One task per rank on the same inputs; rank 0's result holds the vectors. Ray runs one
