@@ -45,7 +45,7 @@ def _read_csv(path: Path, columns) -> pd.DataFrame:
     return read_csv(path, columns, keep_default_na=False, na_values=[""])
 
 
-def _list(text, path: Path, row: int, field: str) -> list | None:
+def list_literal(text, path: Path, row: int, field: str) -> list | None:
     """A list literal of info.csv / metadata.csv (None stays None: no ordinal scale)."""
     try:
         value = literal(text)
@@ -79,7 +79,7 @@ def _survey_rows(survey: Path, bad: BadRows) -> list[tuple[dict, int]]:
     metadata = _read_csv(survey / "metadata.csv", METADATA_COLUMNS)
     responses_path = survey / "responses.csv"
     attributes = {
-        row.key: _list(row.options, survey / "metadata.csv", i, "options") or []
+        row.key: list_literal(row.options, survey / "metadata.csv", i, "options") or []
         for i, row in enumerate(metadata.itertuples(index=False), start=1)
     }
     needed = [weight_col, *attributes]
@@ -91,8 +91,8 @@ def _survey_rows(survey: Path, bad: BadRows) -> list[tuple[dict, int]]:
 
     rows = []
     for i, q in enumerate(info.itertuples(index=False), start=1):
-        references = _list(q.references, survey / "info.csv", i, "references") or []
-        ordinal = _list(q.option_ordinal, survey / "info.csv", i, "option_ordinal")
+        references = list_literal(q.references, survey / "info.csv", i, "references") or []
+        ordinal = list_literal(q.option_ordinal, survey / "info.csv", i, "option_ordinal")
         options = [o for o in references if str(o).strip().lower() not in REFUSALS]
         problem = check_distribution(options, [1.0 / max(len(options), 1)] * len(options), ordinal)
         if problem is not None:
@@ -102,7 +102,7 @@ def _survey_rows(survey: Path, bad: BadRows) -> list[tuple[dict, int]]:
             bad.add(RowProblem(str(responses_path), 0, q.key, "question column missing"))
             continue
         try:
-            answers = _answer_texts(responses[q.key], getattr(q, "option_mapping", None))
+            answers = answer_texts(responses[q.key], getattr(q, "option_mapping", None))
         except ValueError as e:
             bad.add(RowProblem(str(survey / "info.csv"), i, "option_mapping", str(e)))
             continue
@@ -130,7 +130,7 @@ def _survey_rows(survey: Path, bad: BadRows) -> list[tuple[dict, int]]:
     return rows
 
 
-def _answer_texts(column: pd.Series, option_mapping) -> pd.Series:
+def answer_texts(column: pd.Series, option_mapping) -> pd.Series:
     """Answers as option texts; numeric codes are mapped through info.csv's option_mapping."""
     if not pd.api.types.is_numeric_dtype(column) or not isinstance(option_mapping, str) or not option_mapping:
         return column.astype("object").where(column.notna())
