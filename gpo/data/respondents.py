@@ -27,7 +27,8 @@ of the first; CSV rows whose question fields or respondent fields differ from th
 their question or respondent are dropped.
 
 Nothing loops over answers or respondents in Python: each step is one numpy or pandas
-operation over a column (Python loops run over questions, columns and reported problems).
+operation over a column; Python loops run over questions, columns, distinct cell texts (each
+options list is parsed once) and reported problems.
 """
 
 from __future__ import annotations
@@ -511,7 +512,7 @@ def _combine(blocks: list[_Block], dataset: str, source: str, bad: BadRows) -> R
     bad.report()
     return Responses(
         dataset=dataset, qids=qids, questions=[first[q][1] for q in qids], options=[first[q][2] for q in qids],
-        ordinal=[first[q][3] for q in qids], respondents=[str(i) for i in ids[keep]],
+        ordinal=[first[q][3] for q in qids], respondents=ids[keep].tolist(),
         answers=answers[keep], asked=asked[keep],
         weights=np.concatenate([b.weights for b in blocks]).astype(np.float64)[keep],
         attributes=pd.DataFrame({c: _category(attributes[c], groups[c]) for c in attributes.columns},
