@@ -101,3 +101,34 @@ def test_default_threads_size_a_replica_to_the_largest_node_not_the_cluster():
     assert default_threads(head, head, workers=1, tp=1) == 1
     assert default_threads([{"CPU": 0}], [{"CPU": 0}, {"CPU": 16}], workers=2, tp=1) == 8  # a node type not yet launched
     assert default_threads([{"CPU": 2}], [{"CPU": 2}], workers=4, tp=1) == 1  # never fewer than one
+
+
+def test_time_while_the_autoscaler_launches_nodes_does_not_count_toward_the_placement_timeout(local_ray, monkeypatch):
+    from gpo.embed import distributed, replica
+    from gpo.embed.replica import RankResources, launching
+
+    class Waiting:  # a replica whose placement group no node has taken
+        ready = False
+
+        def placed(self):
+            return False
+
+    clock = [0.0]
+    monkeypatch.setattr(distributed.time, "monotonic", lambda: clock[0])
+    job = distributed._Job.__new__(distributed._Job)
+    job.ray, job.replicas, job.stalled = ray, [Waiting()], None
+    job.cfg, job.res = EmbedConfig(device="cuda", placement_timeout=60), RankResources(cpus=1, gpus=1, threads=1)
+    report = {"pending_launches": {"gpu_worker": 1}}  # the v1 autoscaler's status while it starts a node
+    monkeypatch.setattr(replica, "v1_report", lambda: report)
+    assert launching(ray) == (True, [])
+    for clock[0] in (0, 100, 200, 300):  # a cloud node boots and runs its setup for minutes
+        job._check_placement()
+    report["node_availability_summary"] = {"node_availabilities": {"gpu_worker": {
+        "is_available": False, "unavailable_node_information": {
+            "category": "VcpuLimitExceeded", "description": "You have requested more vCPU capacity than your current limit"}}}}
+    assert launching(ray) == (False, ["gpu_worker: VcpuLimitExceeded: You have requested more vCPU capacity than your current limit"])
+    clock[0] = 301
+    job._check_placement()  # launches now fail: the clock runs from the last check that saw one starting
+    clock[0] = 361
+    with pytest.raises(GPOError, match=r"within embed.placement_timeout=60 s .*; failed launches: gpu_worker: VcpuLimitExceeded"):
+        job._check_placement()

@@ -92,12 +92,12 @@ def unplaceable(ray, cfg, res: RankResources, failed: list[str]) -> str:
     _, nodes, autoscaler = node_shapes(ray)
     need = {k: v * cfg.tp for k, v in res.bundle().items()}
     ranks = f"{cfg.tp} ranks on one node, {count(res.bundle(), need)} each" if cfg.tp > 1 else count(need, need)
-    types = {"node types": "the largest node or node type has", "unknown node types": "the largest node has"}
+    has = f"the largest node{' or node type' if autoscaler == 'node types' else ''} has {count(largest(nodes))}"
     unknown = ", and the autoscaler does not publish the node types it can launch" if autoscaler == "unknown node types" else ""
     failures = f"; failed launches: {'; '.join(failed)}" if failed else ""
     return (f"embed.tp={cfg.tp}, embed.device={cfg.device}: no node took a replica ({ranks}) within "
             f"embed.placement_timeout={cfg.placement_timeout:g} s while the cluster started no node for it; "
-            f"{types.get(autoscaler, 'the largest node has')} {count(largest(nodes))}{unknown}{failures} "
+            f"{has}{unknown}{failures} "
             "(lower embed.tp or embed.threads, change embed.device, add a node type that fits, or raise embed.placement_timeout)")
 
 
