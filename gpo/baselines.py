@@ -26,15 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from gpo.data.basis import Basis
-from gpo.ops import nnls, segment_softmax
+from gpo.data.panel import Panel
+from gpo.ops import nnls, per_question_normalise, segment_softmax
+from gpo.recommenders import RESPONDENT_BASELINES, RESPONDENT_GRIDS
 from gpo.tasks import Episode, Method, Points
-
-
-def per_question_normalise(p: torch.Tensor, point_question: torch.Tensor) -> torch.Tensor:
-    """Rescale (B, P) so the options of each question sum to one."""
-    totals = torch.zeros(p.shape[0], int(point_question.max()) + 1, dtype=p.dtype, device=p.device)
-    totals = totals.index_add(1, point_question, p)
-    return p / totals[:, point_question].clamp_min(1e-12)
 
 
 def at(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -46,9 +41,8 @@ def uniform(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
     return points.uniform().expand(episode.groups.shape[0], -1)
 
 
-def mean(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
-    weights = (~basis.own(episode.groups)).float()
-    return ((weights / weights.sum(1, keepdim=True))[:, None, :] @ basis.rows(episode.groups)).squeeze(1)
+def mean(points: Points, basis: Basis | Panel, episode: Episode) -> torch.Tensor:
+    return basis.mean(episode.groups)
 
 
 def mixture(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
@@ -136,10 +130,15 @@ def kernel(points: Points, basis: Basis, episode: Episode, bandwidth: float = 0.
     return segment_softmax(pool + (K * coef).sum(1), pq.expand(pool.shape[0], -1))
 
 
-BASELINES = {"uniform": uniform, "mean": mean, "mixture": mixture, "logit": logit, "ridge": ridge, "kernel": kernel}
-# Hyperparameter grids, searched on validation groups (never test groups).
+GROUP_BASELINES = {"uniform": uniform, "mean": mean, "mixture": mixture, "logit": logit, "ridge": ridge, "kernel": kernel}
+BASELINES = {**GROUP_BASELINES, "population": mean, **RESPONDENT_BASELINES}
+# Hyperparameter grids, searched on validation groups (never test groups); a callable makes the
+# grid from the basis (the attributes a panel has).
 GRIDS = {"ridge": {"alpha": [0.1, 1.0, 10.0, 100.0]}, "logit": {"alpha": [0.03, 0.1, 0.3, 1.0, 3.0]},
-         "kernel": {"pool_alpha": [0.1, 1.0], "bandwidth": [0.3, 0.6], "alpha": [0.1, 1.0]}}
+         "kernel": {"pool_alpha": [0.1, 1.0], "bandwidth": [0.3, 0.6], "alpha": [0.1, 1.0]}, **RESPONDENT_GRIDS}
+# What each kind of task can be predicted with: group baselines combine the training groups'
+# distributions (the basis); respondent baselines the training respondents' answers (the panel)
+UNIT_BASELINES = {"group": tuple(GROUP_BASELINES), "respondent": ("uniform", "mean", "population", *RESPONDENT_BASELINES)}
 
 
 def baseline_method(name: str, **params) -> Method:

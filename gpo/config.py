@@ -13,25 +13,40 @@ working folder first, then in the project.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import json
 import os
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from gpo.baselines import BASELINES
-from gpo.data.synthetic import SyntheticWorld
+from gpo.baselines import BASELINES, UNIT_BASELINES
+from gpo.data.synthetic import SyntheticRespondents, SyntheticWorld
 from gpo.device import check_device
 from gpo.errors import ConfigError, require
 from gpo.llm import LLM_BASELINES
 from gpo.llm.prompts import STYLES
 from gpo.losses import LOSSES
-from gpo.model import ModelConfig
+from gpo.model import PRIORS, ModelConfig
 from gpo.prompts import TEMPLATES
 
-PROJECT = Path(__file__).resolve().parents[1]  # the checkout holding gpo/ (installed editable: pip install -e)
+
+def _project() -> Path:
+    """The checkout the package is installed from (`pip install -e`), also where a copy of it is
+    imported from (`ray job submit --working-dir`); without an editable install, the folder
+    holding gpo/."""
+    try:
+        url = json.loads(importlib.metadata.distribution("gpo-study").read_text("direct_url.json") or "{}").get("url", "")
+    except importlib.metadata.PackageNotFoundError:
+        url = ""
+    return Path(urllib.parse.urlparse(url).path) if url.startswith("file://") else Path(__file__).resolve().parents[1]
+
+
+PROJECT = _project()
 DEFAULT_DATA_DIR = "../shared/data"  # the shared data beside the checkout; GPO_DATA_DIR overrides
 
 
@@ -45,12 +60,16 @@ def config_file(path: str | Path) -> Path:
     path = Path(path)
     return path if path.is_file() or path.is_absolute() or not in_project(path).is_file() else in_project(path)
 DTYPES = ("float32", "bfloat16", "float16")
+UNITS = ("group", "respondent")
 
 
 @dataclass
 class DataConfig:
     source: str = "${GPO_DATA_DIR}/opinionqa/group_distributions.jsonl.gz"  # a file, a folder, or "synthetic"
     dataset: str = ""  # the name results carry; "" = the source file's name
+    # "group": a task is a group's answer distribution; "respondent": a task is one person's answers
+    # (per-respondent data: gpo/data/respondents.py), and the *_groups keys name respondent ids
+    unit: str = "group"
     groups: typing.Union[str, list] = "paper17"  # preset name, "all", or group labels: the groups roles are drawn from
     test_groups: typing.Union[str, list] = field(default_factory=list)  # named test groups (preset or labels); [] = drawn
     val_groups: typing.Union[str, list] = field(default_factory=list)  # named validation groups; [] = drawn from training
@@ -66,9 +85,16 @@ class DataConfig:
     train_fraction: float = 0.4  # share of groups seen in meta-training (the rest are test groups)
     val_fraction: float = 0.25  # share of the training candidates kept for model selection
     split_seed: int = 0
-    synthetic: SyntheticWorld = field(default_factory=SyntheticWorld)
+    synthetic: SyntheticWorld = field(default_factory=SyntheticWorld)  # source "synthetic", groups
+    synthetic_respondents: SyntheticRespondents = field(default_factory=SyntheticRespondents)  # ... respondents
 
     def __post_init__(self):
+        require(self.unit in UNITS, "unit", f"one of {UNITS}", self.unit)
+        require(self.unit == "group" or self.groups == "all", "groups", "'all' for respondents (roles are drawn from "
+                "every respondent; name them with test_groups, val_groups, train_groups)", self.groups)
+        require(self.unit == "group" or not (self.test_source or self.extra_train_groups or self.options_as_letters
+                                             or self.test_answer_fraction < 1), "unit",
+                "'group' for test_source, extra_train_groups, options_as_letters and test_answer_fraction", self.unit)
         require(self.on_bad_rows in ("skip", "error"), "on_bad_rows", "'skip' or 'error'", self.on_bad_rows)
         require(0 < self.train_fraction < 1, "train_fraction", "a fraction in (0, 1)", self.train_fraction)
         require(0 <= self.val_fraction < 1, "val_fraction", "a fraction in [0, 1)", self.val_fraction)
@@ -184,10 +210,12 @@ class ShrinkPolicy:
     enabled: bool = True  # w per k from SHRINK, chosen on validation groups (False: every method as it is)
     per_task: bool = True  # ... raised where a task's own context asks for more (leave-one-out on its context)
     per_task_se: float = 0.0  # the per-task rule's caution: the most shrunk w within this many standard errors of the best
+    per_task_holdout: int = 0  # context questions the rule holds out, at most (0: every one; each costs a prediction)
     training_floor: bool = True  # GPO: w at least what its own training groups choose (they flatter it)
 
     def __post_init__(self):
         require(self.per_task_se >= 0, "per_task_se", "at least 0", self.per_task_se)
+        require(self.per_task_holdout >= 0, "per_task_holdout", "at least 0 (0: every context question)", self.per_task_holdout)
 
     def task_se(self) -> float | None:
         """The per-task rule's tolerance, None when tasks are not shrunk."""
@@ -249,6 +277,19 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+
+    def __post_init__(self):
+        """What one section's settings mean for another's: the baselines and priors a unit has."""
+        unit = self.data.unit
+        fits = UNIT_BASELINES[unit]
+        require(set(self.eval.baselines) <= set(fits), "eval.baselines", f"baselines of {unit}s: names from {list(fits)}",
+                self.eval.baselines)
+        priors = ("none", *(p for p in PRIORS if p in fits))
+        require(self.model.prior in priors, "model.prior", f"for {unit}s one of {priors}", self.model.prior)
+        require(unit == "group" or not self.model.basis, "model.basis", "false for respondents (no basis of groups)",
+                self.model.basis)
+        require(unit == "group" or not self.eval.llm_baselines, "eval.llm_baselines", "none for respondents",
+                self.eval.llm_baselines)
 
     @property
     def run_dir(self) -> Path:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from gpo.data.basis import Basis
-from gpo.metrics import alignment
+from gpo.metrics import question_scores
 from gpo.progress import progress
 from gpo.tasks import Method, Points, Questions, make_episode, sample_questions
 
@@ -50,52 +50,71 @@ def predictions(method: Method, points: Points, labels: torch.Tensor, basis: Bas
                       for s in range(0, rows.shape[0], chunk)])
 
 
-def score(points: Points, labels: torch.Tensor, p: torch.Tensor, rows: torch.Tensor, q: Questions) -> torch.Tensor:
-    """Mean alignment over each row's target questions: (B, P) probabilities -> (B,)."""
+def per_question(metric: str, points: Points, labels: torch.Tensor, p: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(B, Q) a metric of each row's predictions p (B, P) against its group's shares, per question
+    (metrics.py: alignment for distributions; accuracy and log loss for one-hot answers)."""
     B, Q = rows.shape[0], points.question_points.shape[0]
-    target = torch.zeros(B, Q + 1, dtype=torch.bool, device=p.device)
-    target = target.scatter(1, torch.where(q.tar_ok, q.tar, Q), True)[:, :Q]
     qp = points.question_points
     mask = (qp >= 0).expand(B, -1, -1)
-    pred = p[:, qp.clamp_min(0)] * mask  # (B, Q, O)
-    true = labels[rows][:, qp.clamp_min(0)].nan_to_num(0.0) * mask
-    ordinal = points.ordinal.expand(B, -1, -1)
-    per_question = alignment(pred.reshape(B * Q, -1).double(), true.reshape(B * Q, -1).double(),
-                             ordinal.reshape(B * Q, -1), mask.reshape(B * Q, -1),
-                             points.is_ordinal.repeat(B)).reshape(B, Q)
-    return torch.where(target, per_question, 0.0).sum(1) / target.sum(1).clamp_min(1)
+    pred = (p[:, qp.clamp_min(0)] * mask).reshape(B * Q, -1).double()  # (B * Q, O)
+    true = (labels[rows][:, qp.clamp_min(0)].nan_to_num(0.0) * mask).reshape(B * Q, -1).double()
+    mask = mask.reshape(B * Q, -1)
+    ordinal = points.ordinal.expand(B, -1, -1).reshape(B * Q, -1)
+    return question_scores(metric, pred, true, ordinal, mask, points.is_ordinal.repeat(B)).reshape(B, Q)
+
+
+def score(points: Points, labels: torch.Tensor, p: torch.Tensor, rows: torch.Tensor, q: Questions,
+          metric: str = "alignment") -> torch.Tensor:
+    """Mean of a metric over each row's target questions: (B, P) probabilities -> (B,)."""
+    Q = points.question_points.shape[0]
+    target = torch.zeros(rows.shape[0], Q + 1, dtype=torch.bool, device=p.device)
+    target = target.scatter(1, torch.where(q.tar_ok, q.tar, Q), True)[:, :Q]
+    values = per_question(metric, points, labels, p, rows)
+    return torch.where(target, values, 0.0).sum(1) / target.sum(1).clamp_min(1)
 
 
 def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, basis: Basis, groups: list[int],
              group_names: list[str], ks: list[int], draws: int, seed: int, chunk: int = 32, max_targets: int = 0,
-             desc: str | None = None) -> pd.DataFrame:
-    """One row per (method, k, group): alignment averaged over the draws. `desc` names a
-    progress bar over (method, k) pairs (none when None: validation runs inside training)."""
-    records = []
+             desc: str | None = None, metrics: tuple[str, ...] = ("alignment",)) -> pd.DataFrame:
+    """One row per (method, k, group): each of `metrics` averaged over the draws, the first also
+    as `score` (what choices and reports read), its spread over the draws, the mean number of
+    targets. `desc` names a progress bar over (method, k) pairs (none when None: validation
+    runs inside training)."""
+    frames = []
     bar = progress(total=len(ks) * len(methods), desc=desc, unit="method x k", disable=desc is None)
+    names = pd.Series(group_names)[groups].to_numpy()
     for k in ks:
         rows, q = episodes(points, groups, k, draws, seed, max_targets)
-        n_targets = q.tar_ok.sum(1).float().reshape(len(groups), draws).mean(1).tolist()
-        short = [group_names[g] for g, n in zip(groups, n_targets) if n == 0]  # every question it answered is context
-        if short:
-            warn_once(f"k={k}: {', '.join(short)} answered at most {k} questions, so nothing is left to predict: left out at this k")
+        n_targets = q.tar_ok.sum(1).float().reshape(len(groups), draws).mean(1)
+        scored = (n_targets > 0).numpy(force=True)
+        short = names[~scored]  # every question it answered is context
+        if len(short):
+            warn_once(f"k={k}: {', '.join(short[:10])}{' ...' if len(short) > 10 else ''} answered at most {k} questions, "
+                      "so nothing is left to predict: left out at this k")
         for name, method in methods.items():
             bar.set_postfix(method=name, k=k)
             p = predictions(method, points, labels, basis, rows, q, chunk)
-            per_group = score(points, labels, p, rows, q).reshape(len(groups), draws)
-            spread = per_group.std(1) if draws > 1 else torch.zeros(len(groups))
-            for g, value, sd, n in zip(groups, per_group.mean(1).tolist(), spread.tolist(), n_targets):
-                if n == 0:
-                    continue
-                records.append({"method": name, "k": k, "group": group_names[g], "alignment": value,
-                                "alignment_sd_draws": sd, "n_targets": n, "draws": draws,
-                                "train_s": getattr(method, "train_seconds", None)})
+            values = {m: score(points, labels, p, rows, q, m).reshape(len(groups), draws) for m in metrics}
+            primary = values[metrics[0]]
+            frame = pd.DataFrame({"method": name, "k": k, "group": names, "score": primary.mean(1).numpy(force=True),
+                                  "metric": metrics[0], **{m: v.mean(1).numpy(force=True) for m, v in values.items()},
+                                  "score_sd_draws": (primary.std(1) if draws > 1 else torch.zeros(len(groups))).numpy(force=True),
+                                  "n_targets": n_targets.numpy(force=True), "draws": draws,
+                                  "train_s": getattr(method, "train_seconds", None)})
+            frames.append(frame[scored])
             bar.update(1)
     bar.close()
-    return pd.DataFrame.from_records(records)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def summarise(results: pd.DataFrame, by=("method", "k")) -> pd.DataFrame:
-    """Mean and worst group per method and k."""
-    grouped = results.groupby(list(by))["alignment"]
-    return pd.DataFrame({"mean": grouped.mean(), "worst": grouped.min(), "groups": grouped.size()}).reset_index()
+    """Per method and k: the mean score over groups and the worst group's, or over respondents
+    (rows with a survey `weight`) the mean, the survey-weighted mean and the mean of the worst
+    decile of respondents."""
+    grouped = results.groupby(list(by))["score"]
+    out = pd.DataFrame({"mean": grouped.mean(), "worst": grouped.min(), "groups": grouped.size()})
+    if "weight" in results:
+        worst_decile = lambda s: s.nsmallest(max(1, len(s) // 10)).mean()  # noqa: E731
+        weighted = results.assign(ws=results["score"] * results["weight"]).groupby(list(by))
+        out = out.assign(worst=grouped.agg(worst_decile), weighted=weighted["ws"].sum() / weighted["weight"].sum())
+    return out.reset_index()

@@ -9,7 +9,8 @@ in each trial on whatever device the trial got.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -18,12 +19,15 @@ import torch
 from gpo.config import ExperimentConfig
 from gpo.data import load_table
 from gpo.data.basis import Basis
-from gpo.data.splits import GroupSplit, split_groups
-from gpo.data.survey import SurveyData, group_labels, resolve_groups, select
+from gpo.data.panel import Panel
+from gpo.data.respondents import Responses, load_responses
+from gpo.data.schema import BadRows, RowProblem
+from gpo.data.splits import GroupSplit, split_groups, split_respondents
+from gpo.data.survey import SurveyData, group_labels, resolve_groups, respondent_survey, select
 from gpo.data.transforms import options_as_letters, with_test_survey
 from gpo.device import pick_device
 from gpo.embed.survey import embed_survey
-from gpo.errors import ConfigError
+from gpo.errors import ConfigError, DataError
 from gpo.tasks import Points, labels_of
 
 log = logging.getLogger(__name__)
@@ -31,17 +35,43 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Prepared:
-    """A run's inputs on its device: the survey, its split, the label-free points, every
-    group's shares (for sampling and scoring only) and the training groups' basis."""
+    """A run's inputs on its device: the survey, its split, the label-free points, every task's
+    shares (for sampling and scoring only) and what the training tasks answered: the basis of
+    training groups, or the panel of training respondents (`unit`)."""
 
     data: SurveyData
     split: GroupSplit
     points: Points
     labels: torch.Tensor  # (G, P)
-    basis: Basis
+    basis: Basis | Panel
+    unit: str = "group"  # "group" or "respondent"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """What evaluation reports; the first (higher is better) is what every choice is made on."""
+        return ("alignment",) if self.unit == "group" else ("accuracy", "log_loss", "alignment")
+
+    @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+    @property
+    def chunk(self) -> int:
+        """Tasks a method predicts at once: the group methods read a (tasks, groups, points) basis."""
+        return 32 if self.unit == "group" else 512
+
+    @property
+    def choosers(self) -> list[str]:
+        """The tasks baselines' settings are chosen on: validation and training groups (a training
+        group reads the basis without itself), or the validation respondents."""
+        return self.split.val + self.split.train if self.unit == "group" else self.split.val
+
+    @cached_property
+    def row_of(self) -> dict[str, int]:
+        return {g: i for i, g in enumerate(self.data.groups)}
 
     def index(self, names: list[str]) -> list[int]:
-        return [self.data.groups.index(n) for n in names]
+        return [self.row_of[n] for n in names]
 
 
 def load_source(cfg: ExperimentConfig) -> tuple[pd.DataFrame, np.ndarray | None]:
@@ -66,6 +96,12 @@ def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None) -> tup
     Questions are kept per role: a group that may be evaluated answers the evaluation
     questions (those its groups answered: all of them, or data.min_groups), while a training
     group keeps every question it answered, so its tasks draw from all of them."""
+    if cfg.data.unit == "respondent":
+        responses, features = None, None
+        if cfg.data.source == "synthetic":
+            responses, features, _ = cfg.data.synthetic_respondents.build()
+        data, split = load_respondents(cfg, responses)
+        return data, split, features
     features = None
     if table is None:
         table, features = load_source(cfg)
@@ -92,6 +128,57 @@ def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None) -> tup
     if d.test_answer_fraction < 1:
         data = sparse_test_groups(data, split.test, d.test_answer_fraction, d.split_seed)
     return data, split, features
+
+
+def load_respondents(cfg: ExperimentConfig, responses: Responses | None = None) -> tuple[SurveyData, GroupSplit]:
+    """Every respondent a task: the survey arrays and the respondents' split, drawn within each
+    survey form. A respondent who answered no more questions than the largest context size is
+    a bad row (nothing would be left to predict), reported and skipped, or an error, by
+    data.on_bad_rows."""
+    d = cfg.data
+    responses = responses or load_responses(d.resolved_source(), d.on_bad_rows)
+    responses = with_enough_answers(responses, max(*cfg.eval.ks, cfg.train.val_k) + 1, BadRows(d.on_bad_rows))
+    known = set(responses.respondents)
+    named = {}
+    for role in ("test", "val", "train"):
+        ids = [str(i) for i in getattr(d, f"{role}_groups")] if isinstance(getattr(d, f"{role}_groups"), list) else []
+        unknown = [i for i in ids if i not in known]
+        if getattr(d, f"{role}_groups") and (unknown or not ids):
+            raise DataError(f"data.{role}_groups: respondents are named by id; not in the data: "
+                            f"{unknown[:5] or getattr(d, f'{role}_groups')}")
+        named[role] = ids
+    split = split_respondents(responses.respondents, forms(responses.asked), d.train_fraction, d.val_fraction,
+                              d.split_seed, **named)
+    return respondent_survey(responses, d.require_ordinal), split
+
+
+def with_enough_answers(responses: Responses, need: int, bad: BadRows) -> Responses:
+    """The respondents with at least `need` answers; each other one is reported by `bad`."""
+    n = (responses.answers >= 0).sum(1)
+    short = np.flatnonzero(n < need)
+    for i in short:  # the respondents reported, not every respondent
+        bad.add(RowProblem(responses.files[responses.file_index[i]], int(responses.rows[i]), "answers",
+                           f"{n[i]} answers: a task needs more than the largest context size ({need - 1})"))
+    bad.report()
+    if len(short) == len(n):
+        raise DataError(f"{responses.dataset}: no respondent answered more than {need - 1} questions (lower eval.ks)")
+    return keep_respondents(responses, n >= need) if len(short) else responses
+
+
+def keep_respondents(responses: Responses, keep: np.ndarray) -> Responses:
+    """The respondents marked in `keep` (R,), in order."""
+    return replace(responses, respondents=[r for r, k in zip(responses.respondents, keep) if k], answers=responses.answers[keep],
+                   asked=responses.asked[keep], weights=responses.weights[keep],
+                   attributes=responses.attributes[keep].reset_index(drop=True), rows=responses.rows[keep],
+                   file_index=responses.file_index[keep])
+
+
+def forms(asked: np.ndarray, smallest: int = 20) -> np.ndarray:
+    """(R,) a stratum per respondent: the set of questions put to it (a survey form, with its
+    skip patterns); sets shared by fewer than `smallest` respondents form one stratum together."""
+    _, pattern, counts = np.unique(np.packbits(asked, axis=1), axis=0, return_inverse=True, return_counts=True)
+    pattern = pattern.reshape(-1)
+    return np.where(counts[pattern] >= smallest, pattern, -1)
 
 
 def sparse_test_groups(data: SurveyData, groups: list[str], fraction: float, seed: int) -> SurveyData:
@@ -135,11 +222,17 @@ def check_context_sizes(data: SurveyData, split: GroupSplit, cfg: ExperimentConf
 def assemble(data: SurveyData, split: GroupSplit, x: np.ndarray, device: str) -> Prepared:
     points = Points.build(data, x, device)
     labels = labels_of(data, device)
-    basis = Basis.build(labels, [data.groups.index(g) for g in split.train], points.uniform())
-    log.info("%s: %d questions, %d points, %d groups (train %d, val %d, test %d), x dim %d",
-             data.dataset, len(data.qids), data.n_points, len(data.groups), len(split.train),
+    row_of = {g: i for i, g in enumerate(data.groups)}
+    train = [row_of[g] for g in split.train]
+    if data.unit == "respondent":
+        basis = Panel.build(labels, train, data.demographics, points.question_points, points.point_question, data.weights,
+                            points.uniform())
+    else:
+        basis = Basis.build(labels, train, points.uniform())
+    log.info("%s: %d questions, %d points, %d %ss (train %d, val %d, test %d), x dim %d",
+             data.dataset, len(data.qids), data.n_points, len(data.groups), data.unit, len(split.train),
              len(split.val), len(split.test), x.shape[1])
-    return Prepared(data, split, points, labels, basis)
+    return Prepared(data, split, points, labels, basis, data.unit)
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:

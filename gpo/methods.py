@@ -17,7 +17,7 @@ from gpo.errors import ConfigError
 from gpo.inputs import Prepared
 from gpo.model import GPO
 from gpo.ops import segment_softmax
-from gpo.selection import Choice, baseline, choose, shrink_gpo
+from gpo.selection import Choice, baseline, choose, per_task, shrink_gpo
 from gpo.tasks import Episode, Method, Points, gpo_inputs
 from gpo.train import load_model
 
@@ -109,7 +109,7 @@ def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
             methods[name] = gpo
         else:
             methods[name] = shrink_gpo(prep, cfg, name, gpo, prior)
-    methods.update({name: baseline(name, choose(prep, cfg, name), cfg.eval.shrink.task_se())
+    methods.update({name: baseline(name, choose(prep, cfg, name), per_task(prep, cfg))
                     for name in cfg.eval.baselines if name not in unavailable})
     methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines if llm_names is None else llm_names))
     return methods, training, unavailable
@@ -118,7 +118,7 @@ def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
 def basis_coverage(prep: Prepared) -> float:
     """The share of the test groups' answers (points) that some training group also answered."""
     answered = ~prep.labels[prep.index(prep.split.test)].isnan()
-    return float((answered & prep.basis.answered.any(0)).sum() / answered.sum().clamp_min(1))
+    return float((answered & prep.basis.covered).sum() / answered.sum().clamp_min(1))
 
 
 def gpo_reads_basis(checkpoints: list[Path]) -> bool:

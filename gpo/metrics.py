@@ -53,3 +53,28 @@ def alignment(p, q, ordinal, mask, is_ordinal) -> torch.Tensor:
     safe_ordinal = torch.where(on_scale, ordinal, 0.0)
     w1 = ordinal_alignment(renormalised(p, on_scale), renormalised(q, on_scale), safe_ordinal, on_scale)
     return torch.where(is_ordinal, w1, js_alignment(p, q, mask))
+
+
+def accuracy(p: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Whether the most likely option of p is the chosen one (the option where `true` is
+    largest, a one-hot answer): (N, O) -> (N,). Ties count as a fraction: 1/t when the
+    chosen option is among t options tied for the most likely."""
+    p = torch.where(mask, p, -torch.inf)
+    top = p == p.amax(-1, keepdim=True)
+    chosen = torch.where(mask, true, -torch.inf).argmax(-1, keepdim=True)
+    return top.gather(-1, chosen).squeeze(-1) / top.sum(-1).clamp_min(1)
+
+
+def log_loss(p: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, floor: float = 1e-6) -> torch.Tensor:
+    """-log of the probability p gives the chosen option (where `true`, one-hot, is largest),
+    floored so a confident miss costs a finite -log(floor): (N, O) -> (N,)."""
+    chosen = torch.where(mask, true, -torch.inf).argmax(-1, keepdim=True)
+    return -p.gather(-1, chosen).squeeze(-1).clamp_min(floor).log()
+
+
+def question_scores(metric: str, p, true, ordinal, mask, is_ordinal) -> torch.Tensor:
+    """Per question (N rows of options), the named metric: "alignment" (higher is better),
+    "accuracy" (higher is better) or "log_loss" (lower is better)."""
+    if metric == "alignment":
+        return alignment(p, true, ordinal, mask, is_ordinal)
+    return {"accuracy": accuracy, "log_loss": log_loss}[metric](p, true, mask)

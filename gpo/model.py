@@ -27,7 +27,7 @@ from torch import nn
 
 from gpo.errors import require
 
-PRIORS = ("none", "mean", "mixture", "logit")  # baselines a residual GPO can correct
+PRIORS = ("none", "mean", "mixture", "logit", "population", "demographic")  # baselines a residual GPO can correct
 
 
 @dataclass
@@ -38,7 +38,8 @@ class ModelConfig:
     d_ff: int = 128
     embed_depth: int = 4  # layers of the input MLP on [x; y]
     dropout: float = 0.0
-    prior: str = "none"  # "none" (the paper), or a baseline to correct: "mean", "mixture", "logit"
+    prior: str = "none"  # "none" (the paper), or a baseline to correct: groups "mean", "mixture", "logit";
+    # respondents "population", "demographic"
     basis: bool = False  # also read the training groups' shares of every point
 
     def __post_init__(self):

@@ -50,3 +50,10 @@ def nnls(A: torch.Tensor, b: torch.Tensor, iters: int = 300) -> torch.Tensor:
         z = w_next + ((t - 1) / t_next) * (w_next - w)
         w, t = w_next, t_next
     return w
+
+
+def per_question_normalise(p: torch.Tensor, point_question: torch.Tensor) -> torch.Tensor:
+    """Rescale (B, P) so the options of each question sum to one."""
+    totals = torch.zeros(p.shape[0], int(point_question.max()) + 1, dtype=p.dtype, device=p.device)
+    totals = totals.index_add(1, point_question, p)
+    return p / totals[:, point_question].clamp_min(1e-12)

@@ -126,13 +126,16 @@ def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict, unavailab
     frames = []
     for role, groups in (("val", prep.split.val), ("test", prep.split.test)):
         frames.append(evaluate(built, prep.points, prep.labels, prep.basis, prep.index(groups), prep.data.groups,
-                               cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, max_targets=cfg.eval.max_targets,
-                               desc=f"evaluate {role} groups").assign(role=role))
+                               cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, prep.chunk, cfg.eval.max_targets,
+                               f"evaluate {role} {prep.unit}s", prep.metrics).assign(role=role))
     frames.append(pd.DataFrame([{"method": name, "k": k, "role": "test", "note": f"cannot run: {reason}"}
                                 for name, reason in (unavailable or {}).items() for k in cfg.eval.ks]))
-    return pd.concat(frames, ignore_index=True).assign(
-        run=cfg.name, dataset=prep.data.dataset, train_fraction=cfg.data.train_fraction, split_seed=cfg.data.split_seed,
-        seed=cfg.train.seed)
+    results = pd.concat(frames, ignore_index=True).assign(
+        run=cfg.name, dataset=prep.data.dataset, unit=prep.unit, train_fraction=cfg.data.train_fraction,
+        split_seed=cfg.data.split_seed, seed=cfg.train.seed)
+    if prep.data.weights is not None:  # a respondent's survey weight, for weighted means
+        results["weight"] = results["group"].map(dict(zip(prep.data.groups, prep.data.weights)))
+    return results
 
 
 def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path]) -> pd.DataFrame:
@@ -151,7 +154,7 @@ def write_results(results: pd.DataFrame, run_dir: Path) -> str:
     results.to_parquet(tmp)
     tmp.replace(run_dir / "results.parquet")
     test = results[results.role == "test"]
-    table = format_table(summarise(test))
+    table = format_table(test)
     if "note" in test:
         table += "".join(f"\n{method}: {note}" for method, note in test.dropna(subset=["note"]).drop_duplicates("method")[
             ["method", "note"]].itertuples(index=False))
@@ -159,14 +162,27 @@ def write_results(results: pd.DataFrame, run_dir: Path) -> str:
     return table
 
 
-def format_table(summary: pd.DataFrame) -> str:
-    """Methods x k, each cell 'mean (worst group)'; 'n/a' for a method that could not run."""
-    cell = summary.assign(cell=(summary["mean"].map("{:.4f}".format) + " (" + summary["worst"].map("{:.4f}".format) + ")")
-                          .where(summary["mean"].notna(), "n/a"))
-    wide = cell.pivot(index="method", columns="k", values="cell")
+def format_table(test: pd.DataFrame) -> str:
+    """Methods x k of the test rows' score: each cell 'mean (worst group)', or for respondents
+    'mean (worst decile) weighted mean', then their log loss the same way; 'n/a' for a method
+    that could not run."""
+    metric = test["metric"].dropna().iloc[0] if test["metric"].notna().any() else "alignment"
+    if "weight" not in test:
+        return f"{metric} on held-out groups: mean (worst group)\n" + pivot(summarise(test), "{mean:.4f} ({worst:.4f})")
+    cell = "{mean:.4f} ({worst:.4f}) {weighted:.4f}"
+    loss = summarise(test.assign(score=-test["log_loss"]))[["mean", "worst", "weighted"]].mul(-1)
+    return (f"{metric} on held-out respondents: mean (mean of the worst decile) survey-weighted mean\n"
+            + pivot(summarise(test), cell) + "\n\nlog loss of the answer (lower is better): mean (worst decile) weighted\n"
+            + pivot(summarise(test).assign(**loss), cell, ascending=True))
+
+
+def pivot(summary: pd.DataFrame, cell: str, ascending: bool = False) -> str:
+    """Methods (best at the largest k first) x k, each cell formatted from its summary row."""
+    text = summary.apply(lambda r: cell.format(**r) if pd.notna(r["mean"]) else "n/a", axis=1)
+    wide = summary.assign(cell=text).pivot(index="method", columns="k", values="cell")
     wide.columns = [f"k={k}" for k in wide.columns]
-    order = summary.groupby("method")["mean"].last().sort_values(ascending=False).index
-    return "alignment on held-out groups: mean (worst group)\n" + wide.loc[order].to_string()
+    order = summary.groupby("method")["mean"].last().sort_values(ascending=ascending).index
+    return wide.loc[order].to_string()
 
 
 def run(cfg: ExperimentConfig) -> pd.DataFrame:

@@ -3,9 +3,11 @@
 A `Choice` is what was chosen for one k: a candidate's hyperparameters and the weight of the
 reference it is shrunk toward (gpo/shrink.py). Baselines train nothing, so the training
 groups (each predicted from the basis without itself, as a test group is) choose with the
-validation groups; GPO was fit to its training groups, so the validation groups choose its
-weight, floored by what its training groups choose (`ShrinkPolicy.training_floor`). A method
-with a choice per k predicts with the entry of the nearest k (`PerK`).
+validation groups (`Prepared.choosers`; respondents: the validation respondents alone, as a
+low-rank model is fit to the training respondents); GPO was fit to its training tasks, so the
+validation tasks choose its weight, floored by what its training tasks choose
+(`ShrinkPolicy.training_floor`). A method with a choice per k predicts with the entry of the
+nearest k (`PerK`).
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from gpo.errors import ConfigError
 from gpo.evaluate import episodes, evaluate, predictions, score
 from gpo.inputs import Prepared
 from gpo.progress import progress
-from gpo.shrink import SHRINK, shrunk
+from gpo.shrink import SHRINK, PerTask, shrunk
 from gpo.tasks import Episode, Method, Points
 
 log = logging.getLogger(__name__)
 
-NO_CONTEXT = ("uniform", "mean")  # baselines that never read the context: nothing to choose or shrink
+NO_CONTEXT = ("uniform", "mean", "population", "demographic")  # baselines that never read the context: nothing to shrink
 
 
 @dataclass(frozen=True)
@@ -62,27 +64,29 @@ def standard_error(differences: torch.Tensor) -> float:
 
 
 def select(prep: Prepared, cfg: ExperimentConfig, candidates: list[tuple[dict, Method]], reference: Method,
-           label: str, groups: list[str]) -> dict[int, Choice]:
-    """For every k of context_sizes, a candidate and a shrink weight (SHRINK, or 0 only when
-    shrinking is off), scored by mean alignment on `groups`. The choice is the most shrunk
-    setting within one standard error (over the groups) of the best one: a few groups cannot
-    tell settings that close apart, and shrinking is the safer side. Weight 1 (the reference
-    alone) is always a choice, so on `groups` a shrunk method never scores clearly below its
-    reference."""
+           label: str, groups: list[str], ks: list[int] | None = None, weights: tuple[float, ...] | None = None
+           ) -> dict[int, Choice]:
+    """For every k of `ks` (default: context_sizes), a candidate and a shrink weight (`weights`,
+    default SHRINK, or 0 only when shrinking is off), scored by the mean of the run's metric on
+    `groups`. The choice is the most shrunk setting within one standard error (over the groups)
+    of the best one: a few groups cannot tell settings that close apart, and shrinking is the
+    safer side. Weight 1 (the reference alone) is always a choice, so on `groups` a shrunk
+    method never scores clearly below its reference."""
     points, labels, basis, rows_of = prep.points, prep.labels, prep.basis, prep.index(groups)
-    weights = SHRINK if cfg.eval.shrink.enabled else (0.0,)
-    ks = context_sizes(cfg)
+    weights = weights or (SHRINK if cfg.eval.shrink.enabled else (0.0,))
+    ks = ks or context_sizes(cfg)
     chosen = {}
     with progress(total=len(ks) * len(candidates), desc=f"choose {label}", unit="setting") as bar:
         for k in ks:
             rows, q = episodes(points, rows_of, k, cfg.eval.draws, cfg.eval.seed + 1)
             scored = q.tar_ok.reshape(len(rows_of), -1).any(-1)  # groups with something left to predict at this k
-            reference_p = predictions(reference, points, labels, basis, rows, q)
+            reference_p = predictions(reference, points, labels, basis, rows, q, prep.chunk)
             options = []  # (params, weight, per-group scores)
             for params, method in candidates:
-                p = predictions(method, points, labels, basis, rows, q)
+                p = predictions(method, points, labels, basis, rows, q, prep.chunk)
                 for w in weights:
-                    per_group = score(points, labels, (1 - w) * p + w * reference_p, rows, q).reshape(len(rows_of), -1).mean(1)
+                    mixed = (1 - w) * p + w * reference_p
+                    per_group = score(points, labels, mixed, rows, q, prep.metric).reshape(len(rows_of), -1).mean(1)
                     options.append((params, w, per_group[scored].double()))
                 bar.update(1)
             if scored.any():
@@ -101,22 +105,39 @@ def describe(choice: Choice) -> str:
     return f"{params}{' ' if params else ''}{choice.shrink:.0%} reference ({choice.score:.4f})"
 
 
-def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, Choice]:
-    """A baseline's settings per k, chosen on the validation and training groups: its
-    hyperparameters (from GRIDS) and, unless it ignores the context, its shrink toward the mean prior."""
+def candidates(name: str, basis) -> list[dict]:
+    """Every setting of a baseline's grid (GRIDS; a callable grid is made from the basis)."""
     grid = GRIDS.get(name, {})
-    candidates = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+    grid = grid(basis) if callable(grid) else grid
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+
+
+def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, Choice]:
+    """A baseline's settings per k, chosen on `prep.choosers` (never test groups): its
+    hyperparameters and, unless it ignores the context, its shrink toward the mean prior. A
+    baseline that ignores the context has one setting for every k, chosen on all of the
+    choosers' answers (k = 0), and nothing to shrink."""
+    options = candidates(name, prep.basis)
     if name in NO_CONTEXT:
-        return {k: Choice(candidates[0]) for k in context_sizes(cfg)}
-    return select(prep, cfg, [(c, baseline_method(name, **c)) for c in candidates], baseline_method("mean"), name,
-                  prep.split.val + prep.split.train)
+        params = options[0] if len(options) == 1 else select(
+            prep, cfg, [(c, baseline_method(name, **c)) for c in options], baseline_method("mean"), name, prep.choosers,
+            ks=[0], weights=(0.0,))[0].params
+        return {k: Choice(params) for k in context_sizes(cfg)}
+    return select(prep, cfg, [(c, baseline_method(name, **c)) for c in options], baseline_method("mean"), name,
+                  prep.choosers)
 
 
-def baseline(name: str, choices: dict[int, Choice], per_task_se: float | None = None) -> Method:
-    """A baseline with its per-k choices, shrunk more where a task's own context asks for it,
-    with tolerance `per_task_se` (gpo/shrink.py; None: not)."""
+def baseline(name: str, choices: dict[int, Choice], rule: PerTask | None = None) -> Method:
+    """A baseline with its per-k choices, shrunk more where a task's own context asks for it
+    (gpo/shrink.py; `rule` None: not)."""
     return PerK({k: shrunk(baseline_method(name, **c.params), baseline_method("mean"), c.shrink,
-                           None if name in NO_CONTEXT else per_task_se) for k, c in choices.items()})
+                           None if name in NO_CONTEXT else rule) for k, c in choices.items()})
+
+
+def per_task(prep: Prepared, cfg: ExperimentConfig) -> PerTask | None:
+    """The per-task shrink rule of a run, None when tasks are not shrunk."""
+    se = cfg.eval.shrink.task_se()
+    return None if se is None else PerTask(se, prep.metric, cfg.eval.shrink.per_task_holdout, prep.chunk)
 
 
 def gpo_choices(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, prior: Method | None) -> dict[int, Choice]:
@@ -146,14 +167,14 @@ def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method,
     mean = baseline_method("mean")
     choices = gpo_choices(prep, cfg, name, method, prior)
     if prior is None:
-        return PerK({k: shrunk(method, mean, c.shrink, policy.task_se()) for k, c in choices.items()})
-    return PerK({k: shrunk(shrunk(method, prior, c.shrink), mean, 0.0, policy.task_se()) for k, c in choices.items()})
+        return PerK({k: shrunk(method, mean, c.shrink, per_task(prep, cfg)) for k, c in choices.items()})
+    return PerK({k: shrunk(shrunk(method, prior, c.shrink), mean, 0.0, per_task(prep, cfg)) for k, c in choices.items()})
 
 
 def validation_score(prep: Prepared, cfg: ExperimentConfig, method: Method) -> float:
-    """Mean alignment on the validation groups at k = train.val_k (fixed episodes)."""
+    """Mean score on the validation groups at k = train.val_k (fixed episodes)."""
     results = evaluate({"m": method}, prep.points, prep.labels, prep.basis, prep.index(prep.split.val), prep.data.groups,
-                       [cfg.train.val_k], cfg.eval.draws, cfg.eval.seed + 1)
+                       [cfg.train.val_k], cfg.eval.draws, cfg.eval.seed + 1, metrics=(prep.metric,), chunk=prep.chunk)
     if results.empty:
         raise ConfigError(f"train.val_k: {cfg.train.val_k} context questions leave no validation group anything to predict")
-    return float(results["alignment"].mean())
+    return float(results["score"].mean())

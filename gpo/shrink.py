@@ -7,7 +7,7 @@ Choices of w, combined by taking the most shrunk one:
   choose: `gpo_choices`);
 - per task, from the task's own context, by leave-one-out: each context question is predicted
   from the others, by the method and by the reference, and w is the most shrunk weight of
-  SHRINK whose held-out alignment is within `se` standard errors of the best
+  SHRINK whose held-out score is within `se` standard errors of the best
   (eval.shrink.per_task_se). A group unlike the validation groups (another country, another survey)
   so decides from its own answers whether its context is worth reading. With fewer than two
   context questions nothing can be held out.
@@ -15,10 +15,12 @@ Choices of w, combined by taking the most shrunk one:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from gpo.data.basis import Basis
-from gpo.metrics import alignment
+from gpo.metrics import question_scores
 from gpo.ops import compact
 from gpo.tasks import Episode, Method, Points
 
@@ -35,14 +37,17 @@ def question_slots(points: Points, episode: Episode) -> torch.Tensor:
     return torch.where(valid, starts.cumsum(1) - 1, -1)
 
 
-def leave_one_out(points: Points, episode: Episode) -> tuple[Episode, torch.Tensor, torch.Tensor]:
-    """Row b * k + j reads row b's context without its j-th question and predicts that question.
-    Returns those B * k episodes, the held-out shares at their targets (B * k, T) and which of
-    the B * k rows hold a question (B, k): a row may have fewer than k context questions."""
+def leave_one_out(points: Points, episode: Episode, holdout: int = 0) -> tuple[Episode, torch.Tensor, torch.Tensor]:
+    """Row b * h + j reads row b's context without its j-th question and predicts that question,
+    for the first h = min(k, holdout) context questions (every one when holdout is 0; context
+    questions come in random order, so the first h are a random sample). Returns those B * h
+    episodes, the held-out shares at their targets (B * h, T) and which of the B * h rows hold
+    a question (B, h): a row may have fewer than k context questions."""
     k = episode.k
-    slot = question_slots(points, episode).repeat_interleave(k, 0)
-    held_slot = torch.arange(k, device=slot.device).repeat(episode.ctx.shape[0])[:, None]
-    ctx, ctx_y = episode.ctx.repeat_interleave(k, 0), episode.ctx_y.repeat_interleave(k, 0)
+    h = min(k, holdout) if holdout else k
+    slot = question_slots(points, episode).repeat_interleave(h, 0)
+    held_slot = torch.arange(h, device=slot.device).repeat(episode.ctx.shape[0])[:, None]
+    ctx, ctx_y = episode.ctx.repeat_interleave(h, 0), episode.ctx_y.repeat_interleave(h, 0)
 
     def gather(keep):
         order, valid = compact(keep)
@@ -50,13 +55,13 @@ def leave_one_out(points: Points, episode: Episode) -> tuple[Episode, torch.Tens
 
     rest, rest_y, _ = gather((slot >= 0) & (slot != held_slot))
     held, held_y, held_ok = gather(slot == held_slot)
-    loo = Episode(episode.groups.repeat_interleave(k), rest, rest_y, held, torch.where(held_ok, 0, -1), k - 1)
-    return loo, held_y, held_ok.any(1).reshape(-1, k)
+    loo = Episode(episode.groups.repeat_interleave(h), rest, rest_y, held, torch.where(held_ok, 0, -1), k - 1)
+    return loo, held_y, held_ok.any(1).reshape(-1, h)
 
 
-def held_out_alignment(points: Points, p: torch.Tensor, loo: Episode, held_y: torch.Tensor) -> torch.Tensor:
-    """(B * k,) the alignment of each leave-one-out row's prediction p (B * k, P) with its
-    held-out question's shares (0 where the row holds none)."""
+def held_out_score(points: Points, p: torch.Tensor, loo: Episode, held_y: torch.Tensor, metric: str) -> torch.Tensor:
+    """(B * k,) the metric (higher is better) of each leave-one-out row's prediction p (B * k, P)
+    against its held-out question's shares (0 where the row holds none)."""
     question = points.point_question[loo.tar[:, 0].clamp_min(0)]
     options = points.question_points[question]  # (n, O)
     mask = options >= 0
@@ -64,7 +69,7 @@ def held_out_alignment(points: Points, p: torch.Tensor, loo: Episode, held_y: to
     true = torch.zeros(p.shape[0], spare + 1, dtype=p.dtype, device=p.device)
     true = true.scatter(1, torch.where(loo.tar >= 0, loo.tar, spare), held_y)[:, :-1]
     pick = lambda v: v.gather(1, options.clamp_min(0)).double() * mask  # noqa: E731
-    return alignment(pick(p), pick(true), points.ordinal[question], mask, points.is_ordinal[question]).nan_to_num(0.0)
+    return question_scores(metric, pick(p), pick(true), points.ordinal[question], mask, points.is_ordinal[question]).nan_to_num(0.0)
 
 
 def most_shrunk_within_se(scores: torch.Tensor, ok: torch.Tensor, se: float) -> torch.Tensor:
@@ -82,15 +87,15 @@ def most_shrunk_within_se(scores: torch.Tensor, ok: torch.Tensor, se: float) -> 
 
 
 def held_out_scores(method: Method, reference: Method, points: Points, basis: Basis, episode: Episode,
-                    chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each task's leave-one-out evidence: the held-out alignment of every SHRINK mix of method
-    and reference, (B, k, W), and which held-out rows hold a question, (B, k)."""
-    loo, held_y, ok = leave_one_out(points, episode)
+                    chunk: int = 32, metric: str = "alignment", holdout: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each task's leave-one-out evidence: the held-out metric of every SHRINK mix of method
+    and reference, (B, h, W), and which held-out rows hold a question, (B, h) (`leave_one_out`)."""
+    loo, held_y, ok = leave_one_out(points, episode, holdout)
     scores = []
     for s in range(0, loo.groups.shape[0], chunk):  # k times the rows: bounded memory
         part = loo.rows(slice(s, s + chunk))
         p, r = method(points, basis, part), reference(points, basis, part)
-        scores.append(torch.stack([held_out_alignment(points, (1 - w) * p + w * r, part, held_y[s:s + chunk])
+        scores.append(torch.stack([held_out_score(points, (1 - w) * p + w * r, part, held_y[s:s + chunk], metric)
                                    for w in SHRINK], -1))
     return torch.cat(scores).reshape(*ok.shape, -1), ok
 
@@ -102,27 +107,40 @@ def evidence_weights(scores: torch.Tensor, ok: torch.Tensor, se: float) -> torch
     return torch.where(ok.sum(1) >= 2, chosen, 0.0)
 
 
-def context_weights(method: Method, reference: Method, points: Points, basis: Basis, episode: Episode, se: float,
-                    chunk: int = 32) -> torch.Tensor:
+def context_weights(method: Method, reference: Method, points: Points, basis: Basis, episode: Episode,
+                    rule: PerTask) -> torch.Tensor:
     """(B,) each task's weight of the reference, chosen by leave-one-out on its context."""
     if episode.k < 2:
         return torch.zeros(episode.groups.shape[0], device=points.device)
-    return evidence_weights(*held_out_scores(method, reference, points, basis, episode, chunk), se)
+    return evidence_weights(*held_out_scores(method, reference, points, basis, episode, rule.chunk, rule.metric,
+                                             rule.holdout), rule.se)
 
 
-def shrunk(method: Method, reference: Method, weight: float, per_task_se: float | None = None) -> Method:
+@dataclass(frozen=True)
+class PerTask:
+    """The per-task rule: its tolerance in standard errors, the metric it judges by (higher is
+    better), how many context questions it holds out at most (0: all), and how many
+    leave-one-out rows a method predicts at once."""
+
+    se: float = 0.0
+    metric: str = "alignment"
+    holdout: int = 0
+    chunk: int = 32
+
+
+def shrunk(method: Method, reference: Method, weight: float, per_task: PerTask | None = None) -> Method:
     """The method shrunk toward its reference by `weight` (chosen per k on validation groups)
-    or, where the task's own context asks for more, by its leave-one-out weight with tolerance
-    `per_task_se` (None: no per-task shrink)."""
+    or, where the task's own context asks for more, by its leave-one-out weight (`per_task`;
+    None: no per-task shrink)."""
     if weight == 1:
         return reference
-    if weight == 0 and per_task_se is None:
+    if weight == 0 and per_task is None:
         return method
 
     def predict(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
         w = torch.full((episode.groups.shape[0],), float(weight), device=points.device)
-        if per_task_se is not None:
-            w = torch.maximum(w, context_weights(method, reference, points, basis, episode, per_task_se))
+        if per_task is not None:
+            w = torch.maximum(w, context_weights(method, reference, points, basis, episode, per_task))
         w = w[:, None]
         return (1 - w) * method(points, basis, episode) + w * reference(points, basis, episode)
     return predict

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from gpo.baselines import BASELINES, baseline_method
+from gpo.baselines import GROUP_BASELINES, baseline_method
 from gpo.config import LLMConfig
 from gpo.data.basis import Basis
 from gpo.data.splits import split_groups
@@ -20,7 +20,7 @@ from gpo.inputs import assemble
 from gpo.llm import LLM_BASELINES
 from gpo.methods import gpo_method
 from gpo.model import GPO, ModelConfig
-from gpo.shrink import shrunk
+from gpo.shrink import PerTask, shrunk
 from gpo.tasks import sample_questions
 
 
@@ -71,9 +71,9 @@ def gpo_variants(prep):
 def methods(prep):
     gpo = gpo_variants(prep)
     # shrunk per task, a method also reads its context's shares through the leave-one-out episodes
-    loo = {f"{name} shrunk per task": shrunk(method, baseline_method("mean"), 0.0, per_task_se=0.0)
+    loo = {f"{name} shrunk per task": shrunk(method, baseline_method("mean"), 0.0, PerTask(0.0))
            for name, method in (("gpo", gpo["gpo"]), ("kernel", baseline_method("kernel")))}
-    return {**gpo, **loo, **{name: baseline_method(name) for name in BASELINES}}
+    return {**gpo, **loo, **{name: baseline_method(name) for name in GROUP_BASELINES}}
 
 
 def assert_blind(method, prep, rows, q, poison_groups):

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
-from gpo.metrics import alignment, js_alignment, ordinal_alignment
+from gpo.metrics import accuracy, alignment, js_alignment, log_loss, ordinal_alignment
 
 
 def padded(rows, width):
@@ -101,3 +101,26 @@ def test_options_off_the_scale_are_left_out_of_w1_and_the_rest_renormalised():
     # the same shares with every option on a scale score differently: the option was really dropped
     full = torch.tensor([[1.0, 2.0, 3.0, torch.nan]], dtype=torch.float64)
     assert alignment(p, q, full, mask, torch.tensor([True])).item() != pytest.approx(expected)
+
+
+def test_accuracy_counts_ties_as_fractions_and_ignores_padding():
+    p, mask = padded([[0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [0.4, 0.4, 0.2], [0.5, 0.5]], 4)
+    true, _ = padded([[0, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0]], 4)
+    assert accuracy(p, true, mask).tolist() == [1.0, 0.5, 0.0, 0.5]
+
+
+@settings(max_examples=60)
+@given(st.lists(st.integers(2, 6).flatmap(lambda n: st.tuples(
+    st.lists(st.floats(0.0, 1.0, allow_subnormal=False), min_size=n, max_size=n).filter(lambda v: sum(v) > 0),
+    st.integers(0, n - 1))), min_size=1, max_size=6))
+def test_accuracy_and_log_loss_match_a_loop(cases):
+    p, mask = padded([np.array(v) / sum(v) for v, _ in cases], 7)
+    true, _ = padded([np.eye(len(v))[a] for v, a in cases], 7)
+    expected_acc, expected_loss = [], []
+    for v, a in cases:
+        v = np.array(v) / sum(v)
+        tied = [i for i in range(len(v)) if v[i] == v.max()]
+        expected_acc.append((a in tied) / len(tied))
+        expected_loss.append(-np.log(max(v[a], 1e-6)))
+    assert accuracy(p, true, mask).tolist() == pytest.approx(expected_acc)
+    assert log_loss(p, true, mask).tolist() == pytest.approx(expected_loss)

@@ -16,7 +16,7 @@ from gpo.data.splits import GroupSplit
 from gpo.data.survey import select
 from gpo.evaluate import evaluate
 from gpo.inputs import assemble
-from gpo.shrink import SHRINK, context_weights, leave_one_out, most_shrunk_within_se, shrunk
+from gpo.shrink import SHRINK, PerTask, context_weights, leave_one_out, most_shrunk_within_se, shrunk
 from gpo.tasks import make_episode, sample_questions
 
 
@@ -47,16 +47,17 @@ def episode(k, seed=0, draws=3):
     return make_episode(PREP.points, PREP.labels, rows, q), rows, q
 
 
-@given(k=st.integers(2, 8), seed=st.integers(0, 1000))
-def test_each_leave_one_out_row_holds_out_exactly_one_context_question(k, seed):
+@given(k=st.integers(2, 8), seed=st.integers(0, 1000), holdout=st.integers(0, 9))
+def test_each_leave_one_out_row_holds_out_exactly_one_context_question(k, seed, holdout):
     ep, rows, q = episode(k, seed)
-    loo, held_y, ok = leave_one_out(PREP.points, ep)
-    assert loo.k == k - 1 and ok.all() and loo.groups.tolist() == rows.repeat_interleave(k).tolist()
+    loo, held_y, ok = leave_one_out(PREP.points, ep, holdout)
+    h = min(k, holdout) if holdout else k  # the first h context questions are held out, one per row
+    assert loo.k == k - 1 and ok.all() and ok.shape[1] == h and loo.groups.tolist() == rows.repeat_interleave(h).tolist()
     pq = PREP.points.point_question
     for b in range(ep.ctx.shape[0]):
         context = set(ep.ctx[b][ep.ctx[b] >= 0].tolist())
-        for j in range(k):
-            r = b * k + j
+        for j in range(h):
+            r = b * h + j
             rest, held = loo.ctx[r][loo.ctx[r] >= 0], loo.tar[r][loo.tar[r] >= 0]
             assert pq[held].unique().tolist() == [int(q.ctx[b, j])]  # one question: the j-th of the context
             assert held.numel() == int((PREP.points.question_points[q.ctx[b, j]] >= 0).sum())  # all its options
@@ -96,12 +97,12 @@ def oracle(points, basis, ep):
 def test_the_context_chooses_the_oracle_and_shrinks_a_misled_pool(se):
     ep, rows, q = episode(10)
     mean = baseline_method("mean")
-    assert (context_weights(oracle, mean, PREP.points, PREP.basis, ep, se) == 0).all()
+    assert (context_weights(oracle, mean, PREP.points, PREP.basis, ep, PerTask(se)) == 0).all()
     # a log-linear pool fitted with almost no regularisation chases the sampling noise of 10 answers
     pool = baseline_method("logit", alpha=1e-4)
-    weights = context_weights(pool, mean, PREP.points, PREP.basis, ep, se)
+    weights = context_weights(pool, mean, PREP.points, PREP.basis, ep, PerTask(se))
     assert weights.mean() >= 0.75
-    methods = {"shrunk": shrunk(pool, mean, 0.0, per_task_se=se), "pool": pool, "mean": mean}
+    methods = {"shrunk": shrunk(pool, mean, 0.0, PerTask(se)), "pool": pool, "mean": mean}
     scores = evaluate(methods, PREP.points, PREP.labels, PREP.basis, TEST.tolist(), PREP.data.groups, [10], 3, 0)
     scores = scores.groupby("method")["alignment"].mean()
     assert scores["pool"] < scores["mean"] - 0.005 and scores["shrunk"] > scores["mean"] - 0.002
@@ -111,11 +112,11 @@ def test_a_shrunk_prediction_mixes_each_row_by_its_own_weight_and_never_less_tha
     ep, rows, q = episode(6)
     pool, mean = baseline_method("logit", alpha=1e-4), baseline_method("mean")
     p, r = pool(PREP.points, PREP.basis, ep), mean(PREP.points, PREP.basis, ep)
-    w = context_weights(pool, mean, PREP.points, PREP.basis, ep, 0.0)
+    w = context_weights(pool, mean, PREP.points, PREP.basis, ep, PerTask(0.0))
     for floor in (0.0, 0.5):
-        mixed = shrunk(pool, mean, floor, per_task_se=0.0)(PREP.points, PREP.basis, ep)
+        mixed = shrunk(pool, mean, floor, PerTask(0.0))(PREP.points, PREP.basis, ep)
         expected = torch.maximum(w, torch.tensor(floor))[:, None]
         assert torch.allclose(mixed, (1 - expected) * p + expected * r)
     assert torch.allclose(shrunk(pool, mean, 0.5)(PREP.points, PREP.basis, ep), 0.5 * p + 0.5 * r)
     short, _, _ = episode(1)
-    assert (context_weights(pool, mean, PREP.points, PREP.basis, short, 0.0) == 0).all()  # nothing to hold out
+    assert (context_weights(pool, mean, PREP.points, PREP.basis, short, PerTask(0.0)) == 0).all()  # nothing to hold out

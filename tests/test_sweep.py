@@ -15,8 +15,9 @@ import psutil
 import pytest
 import yaml
 
+from gpo.config import in_project
 from gpo.errors import ConfigError
-from gpo.tune.study import load_study
+from gpo.tune.study import BaseModel, load_study
 from gpo.tune.sweep import smoke
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,12 +59,20 @@ def test_paths_in_a_study_resolve_against_the_project_not_the_working_directory(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GPO_DATA_DIR", raising=False)
     study = load_study("tune/studies/opinionqa.yaml")
-    assert str(study.root) == str(ROOT / "runs" / "sweeps" / "opinionqa-arch")
+    assert Path(str(study.root)) == (ROOT / "runs" / "sweeps" / "opinionqa-arch").resolve()
     cfg = study.experiment(study.base_models[0], 20)
-    assert cfg.data.source == str(ROOT.parent / "shared" / "data" / "opinionqa" / "group_distributions.jsonl.gz")
-    assert cfg.embed.cache_dir == str(ROOT / ".cache" / "embeddings")
+    data = ROOT.parent / "shared" / "data" / "opinionqa" / "group_distributions.jsonl.gz"
+    assert Path(cfg.data.resolved_source()) == data.resolve()
+    assert in_project(cfg.embed.cache_dir) == (ROOT / ".cache" / "embeddings").resolve()
     with pytest.raises(ConfigError, match="study file not found"):
         load_study("tune/studies/nope.yaml")
+
+
+def test_a_symlinked_data_folder_is_the_same_data(shared_data, tmp_path, monkeypatch):
+    (tmp_path / "data").symlink_to(shared_data, target_is_directory=True)
+    monkeypatch.setenv("GPO_DATA_DIR", str(tmp_path / "data"))
+    cfg = load_study("tune/studies/opinionqa.yaml").experiment(BaseModel(), 20)
+    assert Path(cfg.data.resolved_source()).samefile(shared_data / "opinionqa" / "group_distributions.jsonl.gz")
 
 
 def test_the_smoke_test_clamps_searched_step_counts():

@@ -32,18 +32,13 @@ from pathlib import Path
 
 import yaml
 
-from gpo.config import ExperimentConfig, from_dict, load_config
+from gpo.config import PROJECT, ExperimentConfig, config_file, from_dict, in_project, load_config, read_yaml
 from gpo.errors import ConfigError, require
 from gpo.tune.storage import Storage
 
 SAMPLERS = ("choice", "int", "uniform", "loguniform")
 SEARCHERS = ("optuna", "random")
 METRICS = ("best_val_alignment", "val_alignment")  # what trials report, higher is better
-PROJECT = Path(__file__).resolve().parents[1]  # the checkout holding tune/ (installed editable: pip install -e)
-
-
-def in_project(path: str | Path) -> Path:
-    return (PROJECT / Path(path).expanduser()).resolve()
 
 
 @dataclass
@@ -130,11 +125,6 @@ class StudyConfig:
         if values.get("train.ctx_min", 0) > values.get("train.ctx_max", float("inf")):  # a searched range came out crossed
             values["train.ctx_min"] = values["train.ctx_max"]
         cfg = load_config(in_project(self.base), [*self.overrides, *extra], values)
-        if cfg.data.source != "synthetic":
-            cfg.data.source = str(in_project(cfg.data.resolved_source()))
-        if cfg.data.test_source:
-            cfg.data.test_source = str(in_project(cfg.data.resolve(cfg.data.test_source)))
-        cfg.embed.cache_dir = str(in_project(cfg.embed.cache_dir))
         if self.resources.gpu > 0 and cfg.embed.device == "auto" and cfg.embed.workers >= 1:
             # GPU ranks from the start: "auto" would see no GPU on a CPU head before the
             # autoscaler has added any, and extract on CPUs (or start a GPU node for CPU work)
@@ -158,12 +148,8 @@ class StudyConfig:
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
-    path = Path(path)
-    if not path.is_file() and not path.is_absolute() and in_project(path).is_file():
-        path = in_project(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: study file not found (looked in {Path.cwd()} and {PROJECT})")
-    tree = yaml.safe_load(path.read_text()) or {}
+    path = config_file(path)
+    tree = read_yaml(path, "study")
     for item in overrides:
         key, _, value = item.partition("=")
         node = tree

@@ -49,6 +49,16 @@ class Basis:
         mean_of_others = (others[:, None, :] @ shares).squeeze(1) / others.sum(1, keepdim=True).clamp_min(1)
         return torch.where(own[..., None], mean_of_others[:, None, :], shares)
 
+    def mean(self, groups: torch.Tensor) -> torch.Tensor:
+        """(B, P) the mean of the basis groups each row may read (its own group left out)."""
+        weights = (~self.own(groups)).float()
+        return ((weights / weights.sum(1, keepdim=True))[:, None, :] @ self.rows(groups)).squeeze(1)
+
+    @property
+    def covered(self) -> torch.Tensor:
+        """(P,) whether some basis group answered the point."""
+        return self.answered.any(0)
+
     def features(self, groups: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """(B, N, J) the basis shares of point ids `ids` (B, N) as each row may read them."""
         rows = self.rows(groups)

@@ -48,7 +48,10 @@ def split_groups(groups: list[str], train_fraction: float, val_fraction: float, 
         if train:  # draw from the named training groups, in a seeded order of their own
             candidates = [candidates[i] for i in np.random.default_rng(seed).permutation(len(candidates))]
         val = candidates[: max(1, int(round(val_fraction * len(candidates))))]
-    train = [g for g in candidates if g not in val] + [g for g in extra_train if g not in {*groups, *test, *val}]
+    not_train = {*val}
+    train = [g for g in candidates if g not in not_train]
+    not_extra = {*groups, *test, *val}
+    train += [g for g in extra_train if g not in not_extra]
     for role, members, key in (("test", test, "test_groups"), ("validation", val, "val_groups"), ("training", train, "train_groups")):
         if not members:
             raise ConfigError(
@@ -56,3 +59,14 @@ def split_groups(groups: list[str], train_fraction: float, val_fraction: float, 
                 f"named: test {len(named['test'])}, val {len(named['val'])}, train {len(named['train'])}); "
                 f"name them with data.{key} or add groups")
     return GroupSplit(train=list(train), val=list(val), test=list(test))
+
+
+def split_respondents(ids: list[str], strata: np.ndarray, train_fraction: float, val_fraction: float, seed: int,
+                      test: list[str] = (), val: list[str] = (), train: list[str] = ()) -> GroupSplit:
+    """Roles for respondents: drawn within each stratum (e.g. a survey form, so every role holds
+    each form in its share), or, where any role is named, as `split_groups` draws them."""
+    if test or val or train:
+        return split_groups(ids, train_fraction, val_fraction, seed, test=test, val=val, train=train)
+    parts = [split_groups([ids[i] for i in np.flatnonzero(strata == s)], train_fraction, val_fraction, seed)
+             for s in np.unique(strata)]
+    return GroupSplit(*([g for part in parts for g in getattr(part, role)] for role in ("train", "val", "test")))

@@ -46,16 +46,22 @@ class SurveyText:
 
 @dataclass
 class SurveyData:
+    """A survey's tasks (groups, or respondents) and their shares of every point; for
+    respondents the shares are one-hot on the answer, and each respondent carries its survey
+    weight and its demographic attributes."""
+
     dataset: str
     qids: list[str]
     questions: list[str]
     options: list[list[str]]
     ordinal: list[list[float] | None]
-    groups: list[str]
-    attributes: list[str]  # each group's attribute ("POLPARTY", "COUNTRY", ...)
+    groups: list[str]  # task names: group labels, or respondent ids
+    attributes: list[str]  # each group's attribute ("POLPARTY", "COUNTRY", ...; "RESPONDENT")
     y: np.ndarray  # (G, P) float32 shares, NaN where the group lacks the question
-    n: np.ndarray  # (G, Q) respondent counts, NaN when unknown
     filtered: np.ndarray  # (Q,) bool: an evaluation question (passed the question filters)
+    unit: str = "group"  # "group", or "respondent": every task one person
+    weights: np.ndarray | None = None  # (G,) respondents' survey weights
+    demographics: pd.DataFrame | None = None  # G rows: respondents' attributes (categorical, NaN = unknown)
 
     @cached_property
     def n_options(self) -> np.ndarray:  # (Q,)
@@ -86,11 +92,12 @@ class SurveyData:
     def without(self, groups: list[str], questions: np.ndarray) -> "SurveyData":
         """The survey with the answers of `groups` to the questions marked in `questions` (Q,)
         removed (as if never given)."""
-        y, n = self.y.copy(), self.n.copy()
-        rows = [self.groups.index(g) for g in groups]
-        y[np.ix_(rows, questions[self.point_question])] = np.nan
-        n[np.ix_(rows, questions)] = np.nan
-        return replace(self, y=y, n=n)
+        if not groups or not questions.any():
+            return self
+        y = self.y.copy()
+        row_of = {g: i for i, g in enumerate(self.groups)}
+        y[np.ix_([row_of[g] for g in groups], questions[self.point_question])] = np.nan
+        return replace(self, y=y)
 
     def digest(self) -> str:
         """Hash of the questions and options (what embeddings depend on), not of the shares."""
@@ -169,11 +176,9 @@ def select(
     n_options = questions["options"].map(len).to_numpy()
     starts = np.concatenate([[0], np.cumsum(n_options)[:-1]])
     y = np.full((len(wanted), int(n_options.sum())), np.nan, dtype=np.float32)
-    n = np.full((len(wanted), len(qindex)), np.nan, dtype=np.float32)
-    for qid, label, dist, count in zip(table["qid"], table["label"], table["distribution"], table["n"]):
+    for qid, label, dist in zip(table["qid"], table["label"], table["distribution"]):
         g, q = gindex[label], qindex[qid]
         y[g, starts[q]:starts[q] + len(dist)] = dist
-        n[g, q] = count
     return SurveyData(
         dataset=str(questions["dataset"].iloc[0]),
         qids=questions["qid"].tolist(),
@@ -183,6 +188,34 @@ def select(
         groups=list(wanted),
         attributes=[attribute_of[g] for g in wanted],
         y=y,
-        n=n,
         filtered=questions["qid"].isin(filtered).to_numpy(),
+    )
+
+
+def respondent_survey(responses, require_ordinal: bool = False) -> SurveyData:
+    """Arrays for per-respondent answers (gpo/data/respondents.py `Responses`): every respondent
+    a task whose share of a point is 1 for the option it chose and 0 for the question's other
+    options (NaN for questions it did not answer), built without a Python object per answer."""
+    keep = np.array([o is not None for o in responses.ordinal]) if require_ordinal else np.ones(len(responses.qids), bool)
+    if not keep.any():
+        raise DataError(f"{responses.dataset}: no question has an ordinal scale (set data.require_ordinal=false)")
+    options = [o for o, k in zip(responses.options, keep) if k]
+    n_options = np.array([len(o) for o in options])
+    point_question = np.repeat(np.arange(len(options)), n_options)
+    point_option = np.arange(n_options.sum()) - np.repeat(np.cumsum(n_options) - n_options, n_options)
+    chosen = responses.answers[:, keep][:, point_question]  # (R, P) the option each respondent chose there
+    y = np.where(chosen >= 0, (chosen == point_option).astype(np.float32), np.float32(np.nan))
+    return SurveyData(
+        dataset=responses.dataset,
+        qids=[q for q, k in zip(responses.qids, keep) if k],
+        questions=[q for q, k in zip(responses.questions, keep) if k],
+        options=[list(o) for o in options],
+        ordinal=[o for o, k in zip(responses.ordinal, keep) if k],
+        groups=list(responses.respondents),
+        attributes=["RESPONDENT"] * len(responses.respondents),
+        y=y,
+        filtered=np.ones(int(keep.sum()), bool),
+        unit="respondent",
+        weights=np.asarray(responses.weights, dtype=np.float64),
+        demographics=responses.attributes.reset_index(drop=True),
     )

@@ -77,3 +77,51 @@ class SyntheticWorld:
             onehot[:, self.n_topics:] = np.stack([position, position**2, np.full(n_opt, 1.0)], 1)
             features.append(onehot @ topic_features + 0.05 * rng.normal(size=(n_opt, self.feature_dim)))
         return pd.DataFrame(rows), np.concatenate(features).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SyntheticRespondents:
+    """A seeded population of respondents with a known latent structure: each belongs to one of
+    `n_classes` classes, each class has its own answer distribution on every question (the
+    population mixes them), and an attribute names the class for a share `attribute_signal` of
+    the respondents (random otherwise). Two survey forms each ask a respondent a random
+    `asked` share of the questions. Context answers reveal a person's class, so methods that
+    find similar respondents (nearest respondents, a low-rank model) beat the population."""
+
+    n_respondents: int = 2000
+    n_questions: int = 60
+    n_options: int = 4
+    n_classes: int = 3
+    sharpness: float = 2.0  # logit scale of a class's preference for its options
+    asked: float = 0.8
+    attribute_signal: float = 0.5
+    feature_dim: int = 16
+    seed: int = 0
+
+    def build(self):
+        """The respondents' answers as gpo/data/respondents.py `Responses`, a random feature per
+        point (P, feature_dim) in question-then-option order, and each respondent's class (R,)."""
+        from gpo.data.respondents import Responses
+
+        rng = np.random.default_rng(self.seed)
+        R, Q, O = self.n_respondents, self.n_questions, self.n_options
+        logits = self.sharpness * rng.normal(size=(self.n_classes, Q, O))
+        shares = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)  # (C, Q, O)
+        cls = rng.integers(self.n_classes, size=R)
+        cumulative = shares.cumsum(-1)[cls]  # (R, Q, O)
+        answers = (rng.random((R, Q, 1)) > cumulative).sum(-1).clip(max=O - 1).astype(np.int16)
+        form = rng.integers(2, size=R)
+        questions_of = rng.random((2, Q)) < self.asked
+        asked = questions_of[form]
+        answers = np.where(asked, answers, -1).astype(np.int16)
+        told = rng.random(R) < self.attribute_signal
+        label = np.where(told, cls, rng.integers(self.n_classes, size=R))
+        attributes = pd.DataFrame({"CLASS": pd.Categorical([f"c{c}" for c in label])})
+        scale = SCALES[O] if O in SCALES else [f"option {o + 1}" for o in range(O)]
+        return Responses(
+            dataset="synthetic-respondents", qids=[f"SYN{q:04d}" for q in range(Q)],
+            questions=[f"Do you agree with statement {q}?" for q in range(Q)], options=[list(scale)] * Q,
+            ordinal=[[float(o + 1) for o in range(O)]] * Q, respondents=[f"r{r}" for r in range(R)],
+            answers=answers, asked=asked, weights=np.ones(R), attributes=attributes, rows=np.arange(1, R + 1),
+            files=["synthetic"], file_index=np.zeros(R, np.int16), problems=[]), \
+            rng.normal(size=(Q * O, self.feature_dim)).astype(np.float32), cls

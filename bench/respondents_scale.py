@@ -1,0 +1,108 @@
+"""Scale of the individual task: time and peak memory per phase for a synthetic population of
+respondents (gpo/data/synthetic.py SyntheticRespondents, random point features), each size in
+its own process so that its peak resident memory is its own.
+
+Phases, as `gpo run configs/individual.yaml` goes through them: load (answers -> survey arrays,
+a split by form), assemble (tensors and the panel of training respondents), choose (every
+baseline's settings on the validation respondents), train step (one GPO meta-training step, the
+config's batch), evaluate (every method, GPO untrained, on every test respondent at 4 k's, one
+draw). The peak is the process's largest resident set so far (ru_maxrss), after each phase.
+
+    python bench/respondents_scale.py                      # W41's size and 100,000 x 100
+    python bench/respondents_scale.py --sizes 2524x90 100000x100 --ks 0 5 10 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(respondents: int, questions: int, ks: list[int]) -> dict:
+    import torch
+
+    from gpo.config import load_config
+    from gpo.data.synthetic import SyntheticRespondents
+    from gpo.evaluate import evaluate
+    from gpo.inputs import assemble, load_respondents
+    from gpo.losses import LOSSES
+    from gpo.methods import build, gpo_method
+    from gpo.model import GPO
+    from gpo.selection import baseline, choose
+    from gpo.tasks import gpo_inputs, make_episode, sample_questions
+
+    torch.set_num_threads(2)
+    cfg = load_config("configs/individual.yaml", ["embed.model=synthetic", f"eval.ks={ks}", f"train.val_k={ks[-1]}",
+                                                  "eval.draws=1"])
+    phases = {}
+
+    def phase(name, start):
+        phases[name] = {"s": round(time.perf_counter() - start, 2), "peak_mb": round(rss_mb())}
+
+    responses, x, _ = SyntheticRespondents(n_respondents=respondents, n_questions=questions).build()
+    start = time.perf_counter()
+    data, split = load_respondents(cfg, responses)
+    phase("load", start)
+    start = time.perf_counter()
+    prep = assemble(data, split, x, "cpu")
+    phase("assemble", start)
+    start = time.perf_counter()
+    methods, _, _ = build(prep, cfg, [])
+    phase("choose", start)
+    model = GPO(cfg.model, x.shape[1])
+    prior = baseline(cfg.model.prior, choose(prep, cfg, cfg.model.prior)) if cfg.model.prior != "none" else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    rows = torch.tensor(prep.index(split.train[:cfg.train.batch_groups]))
+    q = sample_questions(prep.points.available[rows], 20, 20, torch.Generator().manual_seed(0))
+    episode = make_episode(prep.points, prep.labels, rows, q)
+    start = time.perf_counter()
+    mean, log_std = model(**gpo_inputs(prep.points, prep.basis, episode, prior))
+    target = prep.labels[rows[:, None], episode.tar.clamp_min(0)].nan_to_num(0.0)
+    LOSSES[cfg.train.loss](mean, log_std, target, episode.segment).backward()
+    optimizer.step()
+    phase("train step", start)
+    methods = {"gpo": gpo_method(model.eval(), prior), **methods}
+    times = {}
+    start = time.perf_counter()
+    for name, method in methods.items():
+        t = time.perf_counter()
+        evaluate({name: method}, prep.points, prep.labels, prep.basis, prep.index(split.test), data.groups, ks, 1,
+                 cfg.eval.seed, prep.chunk, metrics=prep.metrics)
+        times[name] = round(time.perf_counter() - t, 1)
+    phase("evaluate", start)
+    phases["evaluate"]["per method s"] = times
+    return {"respondents": respondents, "questions": questions, "points": data.n_points, "train": len(split.train),
+            "test": len(split.test), "phases": phases}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="*", default=["2524x90", "100000x100"], help="RESPONDENTSxQUESTIONS")
+    parser.add_argument("--ks", nargs="*", type=int, default=[0, 5, 10, 20])
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process measuring one size
+    args = parser.parse_args()
+    if args.one:
+        r, q = map(int, args.one.split("x"))
+        print(json.dumps(measure(r, q, args.ks)))
+        return
+    for size in args.sizes:
+        out = subprocess.run([sys.executable, __file__, "--one", size, "--ks", *map(str, args.ks)], capture_output=True,
+                             text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{result['respondents']:,} respondents x {result['questions']} questions ({result['points']} points; "
+              f"{result['train']:,} training, {result['test']:,} test respondents):")
+        for name, p in result["phases"].items():
+            extra = f"  {p['per method s']}" if "per method s" in p else ""
+            print(f"  {name:10s} {p['s']:8.2f} s   peak {p['peak_mb']:6.0f} MB{extra}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The panel: what the training respondents answered, which the respondent methods combine
+(population shares, demographic cells, nearest respondents, a low-rank model), and every
+respondent's attributes, which travel with the respondent (a test respondent's attributes are
+known, its answers are not).
+
+A training respondent predicted as a task never reads its own answers: its own contribution is
+taken out of every sum it reads (`own`). Answers are option indices (-1: none), so nothing here
+holds a Python object per answer; the one-hot view (J, P) is built once, as a tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Panel:
+    answers: torch.Tensor  # (J, Q) long: the option each training respondent chose, -1 = no answer
+    weights: torch.Tensor  # (J,) survey weights
+    column: torch.Tensor  # (R,) panel row of each respondent of the survey, -1 if not a training respondent
+    attributes: torch.Tensor  # (R, A) long codes of every respondent's attributes, -1 = unknown
+    attribute_names: list[str]
+    point_question: torch.Tensor  # (P,)
+    point_option: torch.Tensor  # (P,) each point's option index within its question
+    uniform: torch.Tensor  # (P,) where no training respondent answered a question
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, labels: torch.Tensor, train: list[int], attributes, question_points: torch.Tensor,
+              point_question: torch.Tensor, weights, uniform: torch.Tensor) -> "Panel":
+        """The panel of respondents `train` (rows of `labels` (R, P), one-hot answers, NaN where
+        not answered) with every respondent's `attributes` (a DataFrame of categorical columns)
+        and survey `weights` (R,)."""
+        device = labels.device
+        at = labels[:, question_points.clamp_min(0)]  # (R, Q, O)
+        answers = torch.where(at[..., 0].isnan(), -1, at.nan_to_num(-1.0).argmax(-1))  # (R, Q)
+        rows = torch.as_tensor(train, dtype=torch.long, device=device)
+        column = torch.full((labels.shape[0],), -1, dtype=torch.long, device=device)
+        column[rows] = torch.arange(len(train), device=device)
+        codes = torch.tensor(attributes.apply(lambda c: c.cat.codes).to_numpy(dtype="int64").reshape(len(attributes), -1),
+                             device=device)
+        point_option = (question_points[point_question] == torch.arange(labels.shape[1], device=device)[:, None]).float().argmax(1)
+        return cls(answers[rows], torch.as_tensor(weights, dtype=torch.float32, device=device)[rows], column, codes,
+                   list(attributes.columns), point_question, point_option, uniform)
+
+    @property
+    def size(self) -> int:
+        return self.answers.shape[0]
+
+    def onehot(self, answers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, P) each respondent's chosen points (1.0) and answered points (1.0) of answers (n, Q)."""
+        at_points = answers[:, self.point_question]
+        return (at_points == self.point_option).float(), (at_points >= 0).float()
+
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(J, P) the panel's one-hot answers and answered points, each times the respondent's weight."""
+        if "totals" not in self._cache:
+            chosen, answered = self.onehot(self.answers)
+            w = self.weights[:, None].float()
+            self._cache["totals"] = (chosen * w, answered * w)
+        return self._cache["totals"]
+
+    def indicators(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(J, P) the panel's one-hot answers and (J, Q) its answered questions, unweighted."""
+        if "indicators" not in self._cache:
+            self._cache["indicators"] = (self.onehot(self.answers)[0], (self.answers >= 0).float())
+        return self._cache["indicators"]
+
+    def own(self, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, P) each row's own weighted chosen and answered points if it is in the panel, else 0."""
+        chosen, answered = self.totals()
+        col = self.column[groups]
+        inside = (col >= 0)[:, None]
+        return torch.where(inside, chosen[col.clamp_min(0)], 0.0), torch.where(inside, answered[col.clamp_min(0)], 0.0)
+
+    @property
+    def covered(self) -> torch.Tensor:
+        """(P,) whether some training respondent answered the point's question."""
+        return self.totals()[1].sum(0) > 0
+
+    def population(self) -> torch.Tensor:
+        """(P,) the survey-weighted answer shares of the training respondents; uniform where none answered."""
+        chosen, answered = self.totals()
+        n = answered.sum(0)
+        return torch.where(n > 0, chosen.sum(0) / n.clamp_min(1e-12), self.uniform)
+
+    def mean(self, groups: torch.Tensor) -> torch.Tensor:
+        """(B, P) the population's shares as each row may read them: its own answers left out."""
+        chosen, answered = self.totals()
+        own_chosen, own_answered = self.own(groups)
+        n = answered.sum(0) - own_answered
+        return torch.where(n > 0, (chosen.sum(0) - own_chosen) / n.clamp_min(1e-12), self.uniform)
+
+    def cells(self, attributes: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Respondents grouped by their values of `attributes` (unknown is a value of its own):
+        each respondent's cell (R,), and per cell the panel's weighted chosen (C, P) and answered
+        (C, P) points."""
+        if attributes not in self._cache:
+            columns = [self.attribute_names.index(a) for a in attributes]
+            codes = self.attributes[:, columns] + 1  # unknown (-1) becomes 0
+            radix = codes.amax(0) + 1
+            cell = (codes * torch.cat([radix.flip(0).cumprod(0).flip(0)[1:], radix.new_ones(1)])).sum(1)
+            cell = torch.unique(cell, return_inverse=True)[1]
+            chosen, answered = self.totals()
+            member = cell[self.column >= 0][torch.argsort(self.column[self.column >= 0])]  # panel row order
+            n_cells = int(cell.max()) + 1
+            zeros = chosen.new_zeros(n_cells, chosen.shape[1])
+            self._cache[attributes] = (cell, zeros.index_add(0, member, chosen), zeros.index_add(0, member, answered))
+        return self._cache[attributes]

@@ -1,0 +1,108 @@
+"""Baselines for individual respondents, as a recommender-systems engineer would try them
+first; each maps (points, panel, episode) to (B, P) probabilities, like every method.
+
+- population (also called `mean`, gpo/baselines.py): the survey-weighted answer shares of the
+  training respondents (the panel's `mean`).
+- demographic: the shares of the training respondents who share the person's values of some
+  attributes (a cell), smoothed toward the population with `alpha` pseudo-respondents. It reads
+  no answers of the person, only attributes, which travel with every respondent.
+- knn: the K training respondents who agree most with the person on its context answers
+  (agreement rate with a uniform prior, so few common questions count less), their weighted
+  answer shares on every other question, smoothed toward the population with `smoothing`.
+- lowrank: a probabilistic PCA of the training respondents' one-hot answers (centred on the
+  population; covariances over the respondents who answered both questions); a person is
+  folded in from the context answers by the posterior mean of its `rank` factors (prior
+  variances the eigenvalues, noise variance `noise`), and predicted as population + loading x
+  factors, floored and renormalised within each question.
+
+With no context at all (k = 0), knn and lowrank predict the population. The panel
+(gpo/data/panel.py) never lets a training respondent read its own answers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gpo.data.panel import Panel
+from gpo.ops import per_question_normalise
+from gpo.tasks import Episode, Points
+
+FLOOR = 0.01  # the least probability lowrank gives an option, before renormalising
+
+
+def demographic(points: Points, panel: Panel, episode: Episode, attributes=None, alpha: float = 5.0) -> torch.Tensor:
+    cell, chosen, answered = panel.cells(tuple(attributes or panel.attribute_names[:1]))
+    c = cell[episode.groups]
+    own_chosen, own_answered = panel.own(episode.groups)
+    prior = panel.mean(episode.groups)
+    return (chosen[c] - own_chosen + alpha * prior) / (answered[c] - own_answered + alpha)
+
+
+def agreement(points: Points, panel: Panel, episode: Episode) -> torch.Tensor:
+    """(B, J) each row's agreement rate with each panel respondent on its context answers:
+    (agreements + 1) / (common questions + 2), as two products of one-hot matrices."""
+    chosen, answered = panel.indicators()
+    picked = (episode.ctx >= 0) & (episode.ctx_y > 0.5)  # one chosen point per context question
+    ids = torch.where(picked, episode.ctx, points.x.shape[0])
+    mine = torch.zeros(ids.shape[0], points.x.shape[0] + 1, device=ids.device).scatter(1, ids, 1.0)[:, :-1]  # (B, P)
+    questions = torch.where(picked, panel.point_question[episode.ctx.clamp_min(0)], answered.shape[1])
+    asked = torch.zeros(ids.shape[0], answered.shape[1] + 1, device=ids.device).scatter(1, questions, 1.0)[:, :-1]  # (B, Q)
+    return (mine @ chosen.T + 1) / (asked @ answered.T + 2)
+
+
+def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, smoothing: float = 2.0) -> torch.Tensor:
+    prior = panel.mean(episode.groups)
+    members = torch.argsort(torch.where(panel.column >= 0, panel.column, panel.size))[:panel.size]  # survey row per panel row
+    tiebreak = ((members * 0.6180339887) % 1) * 1e-6  # equal agreements: an order fixed per respondent, not per panel
+    sim = agreement(points, panel, episode) + tiebreak
+    own = panel.column[episode.groups]
+    sim = torch.where(torch.arange(panel.size, device=sim.device) == own[:, None], -1.0, sim)  # never itself
+    top = sim.topk(min(neighbours, panel.size), dim=1).indices
+    nearest = torch.zeros_like(sim).scatter(1, top, 1.0)  # (B, J)
+    chosen, answered = panel.totals()
+    near = (nearest @ chosen + smoothing * prior) / (nearest @ answered + smoothing)
+    has_context = ((episode.ctx >= 0) & (episode.ctx_y > 0.5)).any(1, keepdim=True)
+    return torch.where(has_context, near, prior)
+
+
+def components(panel: Panel) -> tuple[torch.Tensor, torch.Tensor]:
+    """The panel's principal axes (P, P) and variances (P,), largest first: eigenvectors of the
+    weighted covariance of one-hot answers centred on the population, each pair of points
+    averaged over the respondents who answered both questions."""
+    if "components" not in panel._cache:
+        chosen, answered = panel.totals()  # weighted
+        w = panel.weights[:, None].float()
+        indicator = answered / w.clamp_min(1e-12)
+        centred = (chosen / w.clamp_min(1e-12) - panel.population()) * indicator
+        cov = (centred * w).T @ centred / ((indicator * w).T @ indicator).clamp_min(1e-12)
+        variances, axes = torch.linalg.eigh(cov.double())
+        panel._cache["components"] = (axes.flip(1).float(), variances.flip(0).clamp_min(1e-6).float())
+    return panel._cache["components"]
+
+
+def lowrank(points: Points, panel: Panel, episode: Episode, rank: int = 8, noise: float = 0.1) -> torch.Tensor:
+    axes, variances = components(panel)
+    V, lam = axes[:, :rank], variances[:rank]
+    prior = panel.mean(episode.groups)
+    ok = (episode.ctx >= 0).float()
+    ctx = episode.ctx.clamp_min(0)
+    Vc = V[ctx] * ok[..., None]  # (B, M, r)
+    residual = (episode.ctx_y - prior.gather(1, ctx)) * ok  # (B, M)
+    precision = Vc.transpose(1, 2) @ Vc + noise * torch.diag(1 / lam)
+    z = torch.linalg.solve(precision, (Vc.transpose(1, 2) @ residual[..., None])).squeeze(-1)  # (B, r)
+    return per_question_normalise((prior + z @ V.T).clamp_min(FLOOR), points.point_question)
+
+
+RESPONDENT_BASELINES = {"demographic": demographic, "knn": knn, "lowrank": lowrank}
+
+
+def demographic_grid(panel: Panel) -> dict:
+    """Every attribute alone and every pair of them, each at two smoothing strengths."""
+    names = panel.attribute_names
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    return {"attributes": [(a,) for a in names] + pairs, "alpha": [2.0, 10.0]}
+
+
+RESPONDENT_GRIDS = {"knn": {"neighbours": [10, 30, 100, 300], "smoothing": [1.0, 4.0]},
+                    "lowrank": {"rank": [2, 4, 8, 16, 32], "noise": [0.05, 0.1, 0.2]},
+                    "demographic": demographic_grid}
