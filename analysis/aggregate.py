@@ -13,7 +13,13 @@ import pandas as pd
 UNIT = ["seed", "split_seed", "train_fraction"]
 
 
-def bootstrap(cell: pd.DataFrame, boots: int = 1000, seed: int = 0, value: str = "alignment") -> dict:
+def metric_of(rows: pd.DataFrame) -> str:
+    """The name of the score the rows hold: alignment (groups), accuracy (respondents), or both."""
+    names = sorted(set(rows["metric"].dropna())) if "metric" in rows else []
+    return " / ".join(names) or "alignment"
+
+
+def bootstrap(cell: pd.DataFrame, boots: int = 1000, seed: int = 0, value: str = "score") -> dict:
     """Mean and worst group of `value` (the mean over units of each unit's mean and minimum),
     with two-level bootstrap intervals.
 

@@ -1,7 +1,7 @@
-"""Scaling fits of alignment against a size (base-model parameters, GPO parameters, compute).
+"""Scaling fits of a score (alignment or accuracy) against a size (base-model parameters, GPO parameters, compute).
 
-- log-linear: alignment = a + b * log10(size);
-- saturating power law: error = 1 - alignment = c + A * size^(-alpha), with c >= 0 the
+- log-linear: score = a + b * log10(size);
+- saturating power law: error = 1 - score = c + A * size^(-alpha), with c >= 0 the
   error left at infinite size.
 Both come with bootstrap intervals on their coefficients (resampling the observations) and
 remember the size range they were fitted on: `predict` outside it raises unless asked to
@@ -46,7 +46,7 @@ class Fit:
 
     @property
     def formula(self) -> str:
-        return "alignment = a + b log10(N)" if self.kind == "loglinear" else "1 - alignment = c + A N^-alpha"
+        return "score = a + b log10(N)" if self.kind == "loglinear" else "1 - score = c + A N^-alpha"
 
     def terms(self) -> str:
         return ", ".join(f"{k} = {v:.4g} [{self.interval[k][0]:.4g}, {self.interval[k][1]:.4g}]" for k, v in self.coef.items())

@@ -51,7 +51,8 @@ def model_metadata(model: str, layers: int) -> dict:
 
 def load(paths) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
     """(test results, sweep trials, files read). Test results have one row per
-    (source, base model, method, k, group, seed, split) with an `alignment`."""
+    (source, base model, method, k, group, seed, split) with a `score` (its `metric`: alignment
+    for groups, accuracy for respondents)."""
     files = find(paths)
     tests, trials = [], []
     for f in files:
@@ -61,6 +62,9 @@ def load(paths) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
             table = table[table.kind == "test"]
         tests.append(table)
     tests = pd.concat(tests, ignore_index=True)
+    if "score" not in tests:  # results written before scores were named: alignment was the score
+        tests = tests.assign(score=tests["alignment"], metric="alignment")
+    tests["metric"] = tests["metric"].fillna("alignment") if "metric" in tests else "alignment"
     if "base_model" not in tests:
         tests["base_model"] = None
     tests["base_model"] = tests["base_model"].fillna(tests.get("embed_model"))

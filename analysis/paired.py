@@ -36,13 +36,13 @@ def split_roles(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def differences(rows: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
-    """Per (unit, group): alignment of `a` minus `b` on the test rows, where both were scored."""
+    """Per (unit, group): the score of `a` minus `b` on the test rows, where both were scored."""
     rows, _ = split_roles(rows)
     keys = [c for c in UNIT if c in rows] + ["group"]
-    wide = rows[rows.method.isin([a, b])].pivot_table(index=keys, columns="method", values="alignment")
+    wide = rows[rows.method.isin([a, b])].pivot_table(index=keys, columns="method", values="score")
     if not {a, b} <= set(wide.columns):
         raise ValueError(f"no test rows scored both {a} and {b}")
-    return (wide[a] - wide[b]).dropna().rename("alignment").reset_index()
+    return (wide[a] - wide[b]).dropna().rename("score").reset_index()
 
 
 def paired(rows: pd.DataFrame, a: str, b: str, boots: int = 2000, seed: int = 0) -> dict:
@@ -60,9 +60,9 @@ def choose_reference(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     tests, val = split_roles(rows)
     val = val[~is_gpo(val.method)]
     units = [c for c in UNIT if c in val]
-    scores = (val.groupby([*by, "method", *units])["alignment"].mean()
+    scores = (val.groupby([*by, "method", *units])["score"].mean()
               .groupby([*by, "method"]).mean().reset_index())
-    best = scores.loc[scores.groupby(by)["alignment"].idxmax()] if len(scores) else scores
+    best = scores.loc[scores.groupby(by)["score"].idxmax()] if len(scores) else scores
     best = {tuple(row[by]): row["method"] for _, row in best.iterrows()}
     n_groups = val.groupby([*by, *units])["group"].nunique().groupby(by).mean().round().astype(int) if len(val) else {}
     out = []

@@ -2,8 +2,9 @@
 axes labelled with units, intervals drawn, points labelled with their base model.
 
 Methods are plotted as their paired difference to a named reference baseline (zero line),
-not as raw alignment: methods that differ by 0.002 sit within 0.02-wide group-to-group
-intervals of raw alignment, but their paired difference is resolved. `uniform` ignores the
+not as raw scores: methods that differ by 0.002 sit within 0.02-wide group-to-group
+intervals of raw scores, but their paired difference is resolved. A score is the test metric
+(alignment for groups, accuracy for respondents; the report says which). `uniform` ignores the
 data and would stretch the axis tenfold, so it is left out with a note. Callers draw a figure
 only when it has something to show; these functions assume there is.
 """
@@ -26,7 +27,7 @@ BASELINE_COLOURS = {"logit": "tab:orange", "mixture": "tab:green", "mean": "tab:
                     "kernel": "tab:olive", "uniform": "black"}
 GPO_COLOURS = ["tab:blue", "tab:red", "tab:purple", "tab:cyan", "tab:pink"]
 MIN_WIDTH = 7.5  # inches: room for the title and the legend beside a single panel
-DIFF_LABEL = "alignment − reference\n(paired mean, 95% CI)"
+DIFF_LABEL = "score − reference\n(paired mean, 95% CI)"
 
 
 def save(fig, out: Path, name: str) -> str:
@@ -179,7 +180,7 @@ def groups(group_diffs: pd.DataFrame, dataset: str, base: str, out: Path) -> str
             if np.isfinite(v):
                 ax.text(j, i, f"{v:+.3f}", ha="center", va="center", fontsize=5.5, color="white" if abs(v) > 0.6 * scale else "black")
         ax.set_title(f"k = {k}: vs {' or '.join(part[part.k == k]['reference'].unique())}", fontsize=9)
-    fig.colorbar(im, ax=list(axes), label="alignment − reference (blue: above it)", shrink=0.8)
+    fig.colorbar(im, ax=list(axes), label="score − reference (blue: above it)", shrink=0.8)
     fig.suptitle(f"{dataset}, {base}: each test group, each method minus the reference")
     fig.supxlabel(textwrap.fill(_reference_note(part), int(fig.get_figwidth() * 15)), fontsize=8, x=0.01, ha="left")
     return save(fig, out, f"groups-{dataset}")
@@ -220,14 +221,14 @@ def sweep_diagnostics(trials: pd.DataFrame, importances: dict, name: str, out: P
     fig, axes = plt.subplots(1, 2 if importances else 1, figsize=(11 if importances else 6.5, 3.8), squeeze=False,
                              layout="constrained")
     a = axes[0, 0]
-    scores = trials["val_alignment"].to_numpy()
+    scores = trials["val_score"].to_numpy()
     colors = ["C0" if s == "completed" else "C7" for s in trials["status"]]
     a.scatter(range(len(scores)), scores, c=colors, s=20)
     a.step(range(len(scores)), np.fmax.accumulate(np.nan_to_num(scores, nan=-np.inf)), where="post", color="C3", label="best so far")
     if reference is not None:
         a.axhline(reference[1], color="black", lw=1, ls="--", label=f"{reference[0]} (best baseline on validation)")
     a.set_xlabel("trial (launch order; grey = stopped early by ASHA)")
-    a.set_ylabel("validation alignment")
+    a.set_ylabel("validation score")
     a.legend(fontsize=8)
     if importances:
         b = axes[0, 1]

@@ -77,22 +77,22 @@ def scaling_fits(tests: pd.DataFrame) -> tuple[dict, pd.DataFrame, list[str]]:
     the embeddings) are listed, not fitted."""
     fits, rows, constant = {}, [], set()
     unit = ["seed", "split_seed", "train_fraction"]
-    unit_means = tests.groupby(["dataset", "method", "k", "base_params", *unit], dropna=False)["alignment"].mean().reset_index()
+    unit_means = tests.groupby(["dataset", "method", "k", "base_params", *unit], dropna=False)["score"].mean().reset_index()
     gpo = tests[is_gpo(tests.method)].assign(budget=budget)
     for axis, frame in (("base_params", unit_means.assign(budget=unit_means["base_params"])), *(
-            (col, gpo.groupby(["dataset", "method", "k", col, "budget", *unit], dropna=False)["alignment"].mean().reset_index())
+            (col, gpo.groupby(["dataset", "method", "k", col, "budget", *unit], dropna=False)["score"].mean().reset_index())
             for col in ("gpo_params", "train_flops") if col in tests and tests[col].notna().any())):
         for (dataset, method, k), cell in frame.dropna(subset=[axis]).groupby(["dataset", "method", "k"]):
             cell = cell[cell[axis] > 0]
             if min(cell[axis].nunique(), cell["budget"].nunique()) < min(MIN_SIZES.values()):
                 continue
-            if np.ptp(cell.groupby(axis)["alignment"].mean()) < 1e-9:
+            if np.ptp(cell.groupby(axis)["score"].mean()) < 1e-9:
                 constant.add(method)
                 continue
             for kind in MIN_SIZES:
                 row = {"dataset": dataset, "method": method, "k": k, "against": AXES[axis]}
                 try:
-                    f = fit(kind, cell[axis], cell["alignment"])
+                    f = fit(kind, cell[axis], cell["score"])
                 except (RuntimeError, ValueError) as e:
                     rows.append({**row, "fit": kind, "coefficients [95% CI]": f"no fit ({e})"})
                     continue
@@ -108,7 +108,7 @@ def sweep_importances(trials: pd.DataFrame) -> dict:
     import optuna
 
     params = [c for c in trials.columns if c.startswith("param/") and trials[c].notna().any()]
-    done = trials.dropna(subset=["val_alignment"])
+    done = trials.dropna(subset=["val_score"])
     if len(done) < 3 or not params:
         return {}
     dists = {}
@@ -128,7 +128,7 @@ def sweep_importances(trials: pd.DataFrame) -> dict:
         p = {c: (str(row[c]) if isinstance(d, optuna.distributions.CategoricalDistribution)
                  else int(row[c]) if isinstance(d, optuna.distributions.IntDistribution) else float(row[c]))
              for c, d in dists.items()}
-        study.add_trial(optuna.trial.create_trial(params=p, distributions=dists, value=float(row["val_alignment"])))
+        study.add_trial(optuna.trial.create_trial(params=p, distributions=dists, value=float(row["val_score"])))
     importances = optuna.importance.get_param_importances(study)
     return {k.removeprefix("param/"): v for k, v in importances.items()}
 
@@ -174,7 +174,7 @@ def group_differences(tests: pd.DataFrame, references: pd.DataFrame) -> pd.DataF
     for ref in references.itertuples(index=False):
         cell = tests[(tests.dataset == ref.dataset) & (tests.base == ref.base) & (tests.k == ref.k)]
         for method in set(cell.method) - {ref.reference}:
-            d = differences(cell, method, ref.reference).groupby("group")["alignment"].mean().rename("mean").reset_index()
+            d = differences(cell, method, ref.reference).groupby("group")["score"].mean().rename("mean").reset_index()
             out.append(d.assign(dataset=ref.dataset, base=ref.base, k=ref.k, method=method, reference=ref.reference,
                                 chosen_on=ref.chosen_on))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
@@ -243,11 +243,11 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
         for (name, base, k), part in trials.groupby(["study", "base_model", "k"]):
             label = f"{name}-{Path(str(base)).name}-k{k}"
             imp = sweep_importances(part)
-            best = part.loc[part["val_alignment"].idxmax()]
+            best = part.loc[part["val_score"].idxmax()]
             chosen = {c.removeprefix("param/"): plain(best[c]) for c in part.columns if c.startswith("param/")}
             text = (f"{len(part)} trials ({int((part.status == 'completed').sum())} completed, "
                     f"{int((part.status == 'stopped early').sum())} stopped early); best validation "
-                    f"{best['val_alignment']:.4f} with {chosen}")
+                    f"{best['val_score']:.4f} with {chosen}")
             reference = sweep_reference(val, references, name, base, k)
             if reference:
                 text += f"; the best baseline on the same validation groups, {reference[0]}, scores {reference[1]:.4f}"
@@ -273,7 +273,7 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
 
 
 def sweep_reference(val: pd.DataFrame, references: pd.DataFrame, study: str, base_model: str, k: int) -> tuple | None:
-    """(name, validation alignment) of the reference baseline of a sweep's final runs, when
+    """(name, validation score) of the reference baseline of a sweep's final runs, when
     it was chosen on their validation rows."""
     if val.empty or "study" not in val:
         return None
@@ -283,7 +283,7 @@ def sweep_reference(val: pd.DataFrame, references: pd.DataFrame, study: str, bas
     if rows.empty or chosen.empty:
         return None
     name = chosen["reference"].iloc[0]
-    score = rows[rows.method == name].groupby([c for c in UNIT if c in rows])["alignment"].mean().mean()
+    score = rows[rows.method == name].groupby([c for c in UNIT if c in rows])["score"].mean().mean()
     return name, float(score)
 
 

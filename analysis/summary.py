@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gpo.analysis.aggregate import UNIT
+from gpo.analysis.aggregate import UNIT, metric_of
 from gpo.analysis.paired import is_gpo, paired
 
 CELL = ["dataset", "base", "k"]
@@ -22,11 +22,11 @@ def interval(d: dict | pd.Series) -> str:
 
 
 def winners(tests: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, base, k): the method with the highest mean test alignment (mean over units
+    """Per (dataset, base, k): the method with the highest mean test score (mean over units
     of the mean over groups), the runner-up, and the paired difference between them."""
     out = []
     for key, cell in tests.groupby(CELL):
-        means = cell.groupby(["method", *(c for c in UNIT if c in cell)])["alignment"].mean().groupby("method").mean()
+        means = cell.groupby(["method", *(c for c in UNIT if c in cell)])["score"].mean().groupby("method").mean()
         ranked = means.sort_values(ascending=False).index
         row = {**dict(zip(CELL, key)), "winner": ranked[0], "runner_up": ranked[1] if len(ranked) > 1 else None}
         if row["runner_up"] is not None:
@@ -45,10 +45,10 @@ def _counts(names: pd.Series) -> str:
     return ", ".join(f"{m} in {c}" for m, c in names.value_counts().items())
 
 
-def _winner_text(wins: pd.DataFrame) -> str:
+def _winner_text(wins: pd.DataFrame, metric: str) -> str:
     n = len(wins)
     counts = wins["winner"].value_counts()
-    text = "**Which method wins:** the highest mean test alignment "
+    text = f"**Which method wins:** the highest mean test {metric} "
     if n == 1:
         text += f"is {counts.index[0]}'s"
     elif len(counts) == 1:
@@ -92,7 +92,7 @@ def _gpo_text(comparisons: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _scaling_text(dataset: str, tests: pd.DataFrame, fits: dict) -> str:
+def _scaling_text(dataset: str, tests: pd.DataFrame, fits: dict, metric: str) -> str:
     sizes = np.sort(tests["base_params"].dropna().unique())
     sizes = sizes[sizes > 0]
     if len(sizes) < 3:
@@ -110,8 +110,8 @@ def _scaling_text(dataset: str, tests: pd.DataFrame, fits: dict) -> str:
                               for k, f in sorted(slopes.items()))
         signs = {verdict(*f.interval["b"]) for f in slopes.values()}
         trend = ("no trend: every interval contains zero" if signs == {"indistinguishable from"} else
-                 "alignment falls with size" if signs == {"below"} else
-                 "alignment rises with size" if signs == {"above"} else "no consistent trend across k")
+                 f"{metric} falls with size" if signs == {"below"} else
+                 f"{metric} rises with size" if signs == {"above"} else "no consistent trend across k")
         text += f" {method}'s log-linear slope per decade of parameters: {described}; {trend}."
         power = {k: f for (d, m, k, axis, kind), f in fits.items()
                  if (d, m, axis, kind) == (dataset, method, "base_params", "power_law")}
@@ -138,17 +138,20 @@ def summarise_study(tests: pd.DataFrame, comparisons: pd.DataFrame, wins: pd.Dat
         sizes = part.drop_duplicates("base").sort_values("base_params")
         groups = part.groupby([*CELL, *(c for c in UNIT if c in part)])["group"].nunique()
         n_groups = str(groups.min()) if groups.min() == groups.max() else f"{groups.min()} to {groups.max()}"
+        metric = metric_of(part)
+        tasks = "respondents" if "unit" in part and (part["unit"] == "respondent").any() else "groups"
         units = groups.groupby(CELL).size()
         n_units = str(units.min()) if units.min() == units.max() else f"{units.min()} to {units.max()}"
         runs = f"{n_units} (seed, group split) run{'s' if n_units != '1' else ''}"
         lines = [f"{dataset}: {len(sizes)} base model{'s' if len(sizes) > 1 else ''} "
                  f"({', '.join(f'{b} {n / 1e6:.0f}M' for b, n in zip(sizes['base'], sizes['base_params']))}); "
-                 f"k = {', '.join(map(str, sorted(part['k'].unique())))}; {n_groups} test groups in each of {runs}",
-                 _winner_text(wins[wins.dataset == dataset]),
+                 f"k = {', '.join(map(str, sorted(part['k'].unique())))}; {n_groups} test {tasks} in each of {runs}; "
+                 f"scores are {metric}",
+                 _winner_text(wins[wins.dataset == dataset], metric),
                  *(_gpo_text(comparisons[comparisons.dataset == dataset]) if (comparisons.dataset == dataset).any() else
                    ["**No reference baseline:** these results have neither validation rows nor the mean prior: "
                     "no paired comparison."]),
-                 _scaling_text(dataset, part, fits)]
+                 _scaling_text(dataset, part, fits, metric)]
         caveat = _caveat(part)
         lines += [caveat] if caveat else []
         paragraphs.append(f"### {lines[0]}\n\n" + "\n".join(f"- {line}" for line in lines[1:]))

@@ -148,11 +148,11 @@ def main() -> None:
         members = history.assign(seed=history.get("seed", 0)).groupby("seed")  # one model, or an ensemble's members
         validated = cfg.run_dir / "validation.json"
         # single-model runs made before validation.json existed: their history's best is the tested checkpoint's score
-        val = json.loads(validated.read_text())["val_alignment"] if validated.is_file() else history.val_alignment.max()
+        val = json.loads(validated.read_text())["val_score"] if validated.is_file() else history.val_score.max()
         walls.append({"run": name, "wall_s": time.perf_counter() - start, "train_s": members["wall_s"].max().sum(),
-                      "best_step": members.apply(lambda h: h.loc[h.val_alignment.idxmax(), "step"]).median(),
+                      "best_step": members.apply(lambda h: h.loc[h.val_score.idxmax(), "step"]).median(),
                       "dataset": dataset, "split": split, "variant": variant, "steps": cfg.train.steps,
-                      "val_alignment": val})
+                      "val_score": val})
         frames.append(results.assign(dataset=dataset, model=model, method=results.method.where(
             ~results.method.str.startswith("gpo"), f"gpo-{variant}")))
     results = pd.concat(frames)
@@ -161,7 +161,7 @@ def main() -> None:
                                        *(["role"] if "role" in results else [])])
     text = report(results)
     budget = pd.DataFrame(walls)
-    validation = budget.pivot_table(index=["dataset", "variant"], columns="split", values="val_alignment")
+    validation = budget.pivot_table(index=["dataset", "variant"], columns="split", values="val_score")
     text += "\n\nvalidation alignment of the tested model (k = train.val_k), mean over seeds: what defaults are chosen on\n"
     text += validation.round(4).to_string()
     steps = "/".join(map(str, sorted(budget.steps.unique())))

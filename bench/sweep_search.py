@@ -47,7 +47,7 @@ def progress_curve(grid) -> pd.DataFrame:
         h = r.metrics_dataframe
         if h is not None and "step" in h:
             steps = h["step"].diff().fillna(h["step"])
-            rows += [{"t": t, "steps": s, "score": v} for t, s, v in zip(h["timestamp"], steps, h["best_val_alignment"])]
+            rows += [{"t": t, "steps": s, "score": v} for t, s, v in zip(h["timestamp"], steps, h["best_val_score"])]
     curve = pd.DataFrame(rows).sort_values("t")
     curve["spent"] = curve["steps"].cumsum()
     curve["best"] = curve["score"].cummax()

@@ -103,7 +103,7 @@ def _train(prep: Prepared, cfg: ExperimentConfig, on_validate) -> list[Path]:
         state = train(model, prep.points, train_labels, prep.basis, train_rows,
                       lambda m: validation_score(prep, cfg, methods.gpo_method(m, prior)), replace(cfg.train, seed=seed),
                       ckpt_dir, to_dict(cfg), prior, {k: dataclasses.asdict(c) for k, c in choices.items()}, on_validate, desc)
-        log.info("best validation alignment %.4f at step %d", state.best_score, state.best_step)
+        log.info("best validation %s %.4f at step %d", prep.metric, state.best_score, state.best_step)
         histories.append(pd.DataFrame(state.history).assign(seed=seed))
     pd.concat(histories).to_parquet(run_dir / "train_history.parquet")
     checkpoints = [d / "best.pt" for d in member_dirs(run_dir, cfg.train.ensemble)]
@@ -114,8 +114,8 @@ def _train(prep: Prepared, cfg: ExperimentConfig, on_validate) -> list[Path]:
     else:
         name, method, _, _ = methods.load_gpo(checkpoints, prep.points.device)
         score = validation_score(prep, cfg, method)
-    (run_dir / "validation.json").write_text(json.dumps({"method": name, "val_alignment": score}) + "\n")
-    log.info("%s: validation alignment %.4f", name, score)
+    (run_dir / "validation.json").write_text(json.dumps({"method": name, "metric": prep.metric, "val_score": score}) + "\n")
+    log.info("%s: validation %s %.4f", name, prep.metric, score)
     return checkpoints
 
 

@@ -96,7 +96,8 @@ def select(prep: Prepared, cfg: ExperimentConfig, candidates: list[tuple[dict, M
                 chosen[k] = Choice(params, w, float(per_group.mean()))
     if not chosen:
         raise ConfigError(f"eval.ks: no group to choose on has anything left to predict at any of {ks}")
-    log.info("%s, chosen on %d groups: %s", label, len(groups), "; ".join(f"k={k}: {describe(c)}" for k, c in chosen.items()))
+    log.info("%s, chosen on %d %ss by %s: %s", label, len(groups), prep.unit, prep.metric,
+             "; ".join(f"k={k}: {describe(c)}" for k, c in chosen.items()))
     return chosen
 
 

@@ -106,7 +106,7 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, train_
         model.eval()
         score = validate(model)
         model.train()
-        state.history.append({"step": state.step, "loss": loss_value, "val_alignment": score,
+        state.history.append({"step": state.step, "loss": loss_value, "val_score": score,
                               "wall_s": time.perf_counter() - start})
         if score > state.best_score:
             state.best_score, state.best_step = score, state.step

@@ -52,7 +52,7 @@ def units_frame(means, n_groups=10, seed=0):
     rows = []
     for unit, m in enumerate(means):
         values = m + 0.01 * rng.normal(size=n_groups)
-        rows += [{"seed": unit, "split_seed": 0, "train_fraction": 0.4, "group": f"g{g}", "alignment": v}
+        rows += [{"seed": unit, "split_seed": 0, "train_fraction": 0.4, "group": f"g{g}", "score": v}
                  for g, v in enumerate(values)]
     return pd.DataFrame(rows)
 
@@ -60,7 +60,7 @@ def units_frame(means, n_groups=10, seed=0):
 def test_bootstrap_mean_worst_and_interval():
     frame = units_frame([0.90, 0.92, 0.94])
     out = bootstrap(frame, boots=500)
-    per_unit = frame.groupby("seed")["alignment"]
+    per_unit = frame.groupby("seed")["score"]
     assert out["mean"] == pytest.approx(per_unit.mean().mean())
     assert out["worst"] == pytest.approx(per_unit.min().mean())
     assert out["lo"] < out["mean"] < out["hi"] and out["units"] == 3 and out["groups"] == 10
@@ -111,7 +111,7 @@ def study_frame(offsets: dict, roles=("test", "val"), ks=(5,), units=1, n_groups
                     for g in range(n_groups):
                         rows.append({"method": method, "k": k, "group": f"{role}{g}", "role": role, "seed": unit,
                                      "split_seed": unit, "train_fraction": 0.4, "dataset": "synth", "embed_model": "synthetic",
-                                     "embed_layers": 0, "run": f"u{unit}", "alignment": 0.9 + offset + difficulty[g]
+                                     "embed_layers": 0, "run": f"u{unit}", "score": 0.9 + offset + difficulty[g]
                                      + 0.001 * rng.normal(), **gpo_training(method, flops * (1 + 0.1 * unit))})
     return pd.DataFrame(rows)
 
@@ -132,7 +132,7 @@ def test_paired_difference_cancels_group_difficulty_and_resamples_units_then_gro
     frame = study_frame(LEAK, units=3)
     test = frame[frame.role == "test"]
     out = paired(frame, "gpo", "mixture")
-    wide = test.pivot_table(index=["seed", "group"], columns="method", values="alignment")
+    wide = test.pivot_table(index=["seed", "group"], columns="method", values="score")
     assert out["mean"] == pytest.approx((wide["gpo"] - wide["mixture"]).groupby("seed").mean().mean())
     # group difficulty (sd 0.03) cancels: the interval is about the 0.001 noise, not the spread of groups
     assert out["lo"] < 0.01 < out["hi"] and out["hi"] - out["lo"] < 0.005
@@ -208,13 +208,13 @@ def test_no_figure_is_written_when_there_is_nothing_to_show(tmp_path):
 def test_sweep_section_shows_the_reference_validation_score(tmp_path):
     rng = np.random.default_rng(0)
     trials = pd.DataFrame({"kind": "trial", "study": "s", "base_model": "synthetic", "k": 5, "status": "completed",
-                           "val_alignment": 0.9 + 0.01 * rng.normal(size=6), "param/train.lr": rng.uniform(1e-4, 1e-3, 6),
+                           "val_score": 0.9 + 0.01 * rng.normal(size=6), "param/train.lr": rng.uniform(1e-4, 1e-3, 6),
                            "param/model.d_model": [64, 128, 64, 128, 64, 128]})
     tests = study_frame(LEAK).assign(kind="test", study="s", base_model="synthetic", base_layers=0)
     study = tmp_path / "sweeps" / "s"
     study.mkdir(parents=True)
     pd.concat([trials, tests], ignore_index=True).to_parquet(study / "study.parquet")
     report = analyze([tmp_path / "sweeps"], tmp_path / "report", command="gpo analyze sweeps").report.read_text()
-    val_mixture = tests[(tests.role == "val") & (tests.method == "mixture")]["alignment"].mean()
+    val_mixture = tests[(tests.role == "val") & (tests.method == "mixture")]["score"].mean()
     assert f"the best baseline on the same validation groups, mixture, scores {val_mixture:.4f}" in report
     assert (tmp_path / "report" / "figures" / "sweep-s-synthetic-k5.png").is_file()

@@ -114,7 +114,7 @@ def test_a_sweep_survives_losing_a_worker_node_mid_trial(tmp_path, s3, cluster):
 
     table = pd.read_parquet(f"{root}/node-loss/study.parquet", filesystem=fs)
     trials = table[table.kind == "trial"]
-    assert len(trials) == 3 and trials.val_alignment.notna().all()
+    assert len(trials) == 3 and trials.val_score.notna().all()
     assert set(trials.status) == {"completed"} and set(trials.steps) == {120}
     for history in trials.history.map(json.loads):  # each trial trained once: steps 0, 10, ..., 120, never back to 0
         steps = history["step"]
@@ -202,7 +202,7 @@ def test_ray_job_submit_runs_the_smoke_study_from_a_copy_of_the_project(tmp_path
     assert submit.returncode == 0 and "succeeded" in submit.stdout, (submit.stdout + submit.stderr)[-3000:]
     table = pd.read_parquet(storage / "opinionqa-arch-smoke" / "study.parquet")
     trials = table[table.kind == "trial"]
-    assert len(trials) == 2 and trials.val_alignment.notna().all()
+    assert len(trials) == 2 and trials.val_score.notna().all()
     assert set(trials.steps) <= {2, 4}  # the smoke size (ASHA may stop one at step 2), though train.steps is searched
     tests = table[table.kind == "test"]
     assert set(tests.k) == {20} and {"gpo[logit]", "logit", "mean"} <= set(tests.method)

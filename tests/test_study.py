@@ -31,7 +31,7 @@ STUDY = ROOT / "tune" / "studies" / "opinionqa.yaml"
     ("base_models=[]", "base_models: expected at least one base model, got []"),
     ("base_models=[{model: minilm, layers: -1}]", "base_models.layers: expected at least 0, got -1"),
     ("name=a/b", "name: expected a folder name (not empty, no '/'), got 'a/b'"),
-    ("metric=loss", "metric: expected one of ('best_val_alignment', 'val_alignment'), got 'loss'"),
+    ("metric=loss", "metric: expected one of ('best_val_score', 'val_score'), got 'loss'"),
 ])
 def test_a_study_field_out_of_range_is_refused_when_read(override, message):
     with pytest.raises(ConfigError) as refused:

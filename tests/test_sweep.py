@@ -184,7 +184,7 @@ def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_pat
         assert (search / name / "result.json").read_text() == text
     table = pd.read_parquet(root / "study.parquet")
     trials = table[table.kind == "trial"]
-    assert len(trials) == 3 and trials.val_alignment.notna().all()
+    assert len(trials) == 3 and trials.val_score.notna().all()
     # a trial that ran its own (searched) train.steps to the end is completed, whichever it drew
     assert set(trials.steps) == {4, 6} and set(trials.status) == {"completed"}
     assert "trials 3 completed, 0 stopped early, 0 failed" in out.stdout

@@ -76,8 +76,8 @@ def test_an_ensemble_grows_from_a_finished_run_and_beats_its_average_member(tmp_
     [single] = run_training(prep, cfg)
     before = single.read_bytes()
     # the validation score of what is tested: for one model, its best checkpoint's
-    best = pd.read_parquet(cfg.run_dir / "train_history.parquet")["val_alignment"].max()
-    assert json.loads((cfg.run_dir / "validation.json").read_text()) == {"method": "gpo", "val_alignment": pytest.approx(best)}
+    best = pd.read_parquet(cfg.run_dir / "train_history.parquet")["val_score"].max()
+    assert json.loads((cfg.run_dir / "validation.json").read_text()) == {"method": "gpo", "val_score": pytest.approx(best)}
     cfg3, _ = synthetic(tmp_path, *common, "train.ensemble=3")
     paths = run_training(prep, cfg3)
     assert paths[0] == single and single.read_bytes() == before  # the finished member is not retrained

@@ -38,7 +38,7 @@ from gpo.tune.storage import Storage
 
 SAMPLERS = ("choice", "int", "uniform", "loguniform")
 SEARCHERS = ("optuna", "random")
-METRICS = ("best_val_alignment", "val_alignment")  # what trials report, higher is better
+METRICS = ("best_val_score", "val_score")  # what trials report, higher is better
 
 
 @dataclass
@@ -101,7 +101,7 @@ class StudyConfig:
     space: dict = field(default_factory=dict)
     budget: Budget = field(default_factory=Budget)
     resources: Resources = field(default_factory=Resources)
-    metric: str = "best_val_alignment"
+    metric: str = "best_val_score"
     storage: str = "runs/sweeps"  # a folder (shared by the nodes of a multi-node cluster) or s3://, gs://
 
     def __post_init__(self):

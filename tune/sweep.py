@@ -76,7 +76,7 @@ def trial(params: dict, study: StudyConfig, base_model: BaseModel, k: int, input
 
     def report(state, ckpt_dir: Path) -> None:
         last = state.history[-1]
-        tune.report({"val_alignment": last["val_alignment"], "best_val_alignment": state.best_score,
+        tune.report({"val_score": last["val_score"], "best_val_score": state.best_score,
                      "step": state.step, "loss": last["loss"]},
                     checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
@@ -174,8 +174,8 @@ def trial_rows(grid, study: StudyConfig, base_model: BaseModel, base_params: int
             "kind": "trial", "study": study.name, "base_model": base_model.model, "base_layers": base_model.layers,
             "base_params": base_params, "k": k, "trial_id": metrics.get("trial_id"),
             "status": "error" if r.error else ("completed" if finished else "stopped early"),
-            "val_alignment": metrics.get(study.metric), "steps": metrics.get("step"), "wall_s": metrics.get("time_total_s"),
-            "history": (json.dumps(history[["step", "val_alignment"]].to_dict("list"))
+            "val_score": metrics.get(study.metric), "steps": metrics.get("step"), "wall_s": metrics.get("time_total_s"),
+            "history": (json.dumps(history[["step", "val_score"]].to_dict("list"))
                         if history is not None and "step" in history else "{}"),
             "config": json.dumps(to_dict(cfg)),
             **{f"param/{key}": value for key, value in params.items()},
@@ -231,7 +231,7 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
             grid = search(study, base_model, k, inputs, resume)
             trials = trial_rows(grid, study, base_model, base_params, k)
             frames.append(trials)
-            if trials.val_alignment.isna().all():
+            if trials.val_score.isna().all():
                 raise GPOError(f"search {base_model.tag}-k{k}: no trial reported a score; see the trials' error files above")
             best = grid.get_best_result(metric=study.metric, mode="max", scope="all")
             params = {key: best.config[key] for key in study.space}
@@ -242,7 +242,7 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
                 frames.append(results.assign(kind="test", study=study.name, base_model=base_model.model,
                                              base_layers=base_model.layers, base_params=base_params,
                                              config=json.dumps(params)))
-            gpo = pd.concat(tests).query("role == 'test' and method.str.startswith('gpo')").groupby("seed")["alignment"].mean()
+            gpo = pd.concat(tests).query("role == 'test' and method.str.startswith('gpo')").groupby("seed")["score"].mean()
             summaries.append(
                 f"{base_model.tag} k={k}: best {params} val {best.metrics[study.metric]:.4f}; "
                 f"trials {int((trials.status == 'completed').sum())} completed, {int((trials.status == 'stopped early').sum())} "
