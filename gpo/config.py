@@ -81,6 +81,10 @@ class DataConfig:
     require_ordinal: bool = True  # keep questions with an ordinal scale only
     options_as_letters: bool = False  # options become "A", "B", ... with their wording moved into the question
     test_answer_fraction: float = 1.0  # each test group keeps a random share of its answers (sparse groups)
+    # new questions: a seeded share of the evaluation questions that only test groups answered, scored
+    # alone (contexts come from the others), and as many again that only validation groups answered,
+    # on which their choices are made; no training group answered either (the basis has no row of them)
+    new_question_fraction: float = 0.0
     on_bad_rows: str = "skip"  # "skip" (report and drop) or "error" (stop at the first)
     train_fraction: float = 0.4  # share of groups seen in meta-training (the rest are test groups)
     val_fraction: float = 0.25  # share of the training candidates kept for model selection
@@ -93,12 +97,15 @@ class DataConfig:
         require(self.unit == "group" or self.groups == "all", "groups", "'all' for respondents (roles are drawn from "
                 "every respondent; name them with test_groups, val_groups, train_groups)", self.groups)
         require(self.unit == "group" or not (self.test_source or self.extra_train_groups or self.options_as_letters
-                                             or self.test_answer_fraction < 1), "unit",
-                "'group' for test_source, extra_train_groups, options_as_letters and test_answer_fraction", self.unit)
+                                             or self.test_answer_fraction < 1 or self.new_question_fraction), "unit",
+                "'group' for test_source, extra_train_groups, options_as_letters, test_answer_fraction and "
+                "new_question_fraction", self.unit)
         require(self.on_bad_rows in ("skip", "error"), "on_bad_rows", "'skip' or 'error'", self.on_bad_rows)
         require(0 < self.train_fraction < 1, "train_fraction", "a fraction in (0, 1)", self.train_fraction)
         require(0 <= self.val_fraction < 1, "val_fraction", "a fraction in [0, 1)", self.val_fraction)
         require(0 < self.test_answer_fraction <= 1, "test_answer_fraction", "a fraction in (0, 1]", self.test_answer_fraction)
+        require(0 <= self.new_question_fraction < 0.5, "new_question_fraction", "a fraction in [0, 0.5)",
+                self.new_question_fraction)
         require(self.min_groups >= 1, "min_groups", "at least 1", self.min_groups)
         require(not self.test_source or bool(self.test_groups), "test_groups", "the test groups of data.test_source",
                 self.test_groups)

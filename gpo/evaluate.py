@@ -31,10 +31,12 @@ def warn_once(message: str) -> None:
 
 def episodes(points: Points, groups: list[int], k: int, draws: int, seed: int, max_targets: int = 0) -> tuple[torch.Tensor, Questions]:
     """Rows = groups x draws; each row's context is k random questions, its targets the rest
-    (or the next `max_targets` of them)."""
+    (or the next `max_targets` of them), of those it may be scored on (Points.scored; the
+    context then comes from the others)."""
     generator = torch.Generator(device=points.device).manual_seed(seed * 1_000_003 + k)
     rows = torch.as_tensor(groups, device=points.device).repeat_interleave(draws)
-    return rows, sample_questions(points.available[rows], k, max_targets or None, generator)
+    scored = None if points.scored is None else points.scored[rows]
+    return rows, sample_questions(points.available[rows], k, max_targets or None, generator, scored)
 
 
 def predict(method: Method, points: Points, labels: torch.Tensor, basis: Basis, rows: torch.Tensor, q: Questions) -> torch.Tensor:

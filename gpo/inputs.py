@@ -28,6 +28,7 @@ from gpo.data.transforms import options_as_letters, with_test_survey
 from gpo.device import pick_device
 from gpo.embed.survey import embed_survey
 from gpo.errors import ConfigError, DataError
+from gpo.question_prior import QuestionPrior, fit_question_prior
 from gpo.tasks import Points, labels_of
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Prepared:
     labels: torch.Tensor  # (G, P)
     basis: Basis | Panel
     unit: str = "group"  # "group" or "respondent"
+    question_prior: QuestionPrior | None = None  # where no training group answered, what the basis holds
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -127,6 +129,8 @@ def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None) -> tup
     data = data.without([g for g in data.groups if g not in split.train], ~data.filtered)
     if d.test_answer_fraction < 1:
         data = sparse_test_groups(data, split.test, d.test_answer_fraction, d.split_seed)
+    if d.new_question_fraction:
+        data = new_questions(data, split, d.new_question_fraction, d.split_seed)
     return data, split, features
 
 
@@ -181,6 +185,26 @@ def forms(asked: np.ndarray, smallest: int = 20) -> np.ndarray:
     return np.where(counts[pattern] >= smallest, pattern, -1)
 
 
+def new_questions(data: SurveyData, split: GroupSplit, fraction: float, seed: int) -> SurveyData:
+    """The new-questions protocol: two disjoint seeded shares `fraction` of the evaluation
+    questions, one that only the test groups answered and one that only the validation groups
+    answered; each of those groups is scored on its own new questions alone, its context drawn
+    from the questions every group answered. Training groups answered neither."""
+    rng = np.random.default_rng([seed, 41])
+    candidates = rng.permutation(np.flatnonzero(data.filtered))
+    n = int(round(fraction * len(candidates)))
+    if n == 0 or 2 * n >= len(candidates):
+        raise ConfigError(f"data.new_question_fraction: {fraction} of {len(candidates)} evaluation questions leaves no "
+                          "new or no shared questions")
+    new = {role: np.isin(np.arange(len(data.qids)), ids) for role, ids in (("test", candidates[:n]), ("val", candidates[n:2 * n]))}
+    data = data.without(split.train, new["test"] | new["val"]).without(split.val, new["test"]).without(split.test, new["val"])
+    scored = np.ones((len(data.groups), len(data.qids)), bool)
+    row_of = {g: i for i, g in enumerate(data.groups)}
+    for role in ("test", "val"):
+        scored[[row_of[g] for g in getattr(split, role)]] = new[role]
+    return replace(data, scored=scored)
+
+
 def sparse_test_groups(data: SurveyData, groups: list[str], fraction: float, seed: int) -> SurveyData:
     """Each of `groups` keeps a random `fraction` of the questions it answered (seeded)."""
     rng = np.random.default_rng([seed, 30])
@@ -228,11 +252,24 @@ def assemble(data: SurveyData, split: GroupSplit, x: np.ndarray, device: str) ->
         basis = Panel.build(labels, train, data.demographics, points.question_points, points.point_question, data.weights,
                             points.uniform())
     else:
-        basis = Basis.build(labels, train, points.uniform())
+        prior = question_prior(points, labels, train)
+        basis = Basis.build(labels, train, points.uniform() if prior is None else prior.shares)
     log.info("%s: %d questions, %d points, %d %ss (train %d, val %d, test %d), x dim %d",
              data.dataset, len(data.qids), data.n_points, len(data.groups), data.unit, len(split.train),
              len(split.val), len(split.test), x.shape[1])
-    return Prepared(data, split, points, labels, basis, data.unit)
+    return Prepared(data, split, points, labels, basis, data.unit, None if data.unit == "respondent" else prior)
+
+
+def question_prior(points: Points, labels: torch.Tensor, train: list[int]) -> QuestionPrior | None:
+    """The training groups' shares predicted from the questions (gpo/question_prior.py), where
+    some group answered a question that no training group did; None where there is none."""
+    uncovered = ~(~labels[train].isnan()).any(0) & (~labels.isnan()).any(0)
+    if not uncovered.any():
+        return None
+    prior = fit_question_prior(points, labels[train])
+    log.info("%.0f%% of the points answered are answered by no training group: there the training groups' shares come "
+             "from %s", 100 * float(uncovered.float().mean()), prior.describe())
+    return prior
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:

@@ -41,9 +41,12 @@ def ensemble_method(members: list[Method]) -> Method:
 
 
 def gpo_name(model_cfg) -> str:
-    """'gpo' for the paper's architecture; 'gpo[logit]', 'gpo[basis]', 'gpo[logit+basis]' for variants."""
+    """'gpo-paper' for the paper's architecture; 'gpo[logit]', 'gpo[basis]', 'gpo[logit+basis]' for variants."""
     parts = ([model_cfg.prior] if model_cfg.prior != "none" else []) + (["basis"] if model_cfg.basis else [])
-    return f"gpo[{'+'.join(parts)}]" if parts else "gpo"
+    return f"gpo[{'+'.join(parts)}]" if parts else "gpo-paper"
+
+
+SHRUNK = "+shrink"  # the name of a GPO shrunk toward its reference ends with it
 
 
 def prior_choices(stored: dict) -> dict[int, Choice]:
@@ -88,27 +91,33 @@ def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
           llm_names=None) -> tuple[dict[str, Method], dict, dict[str, str]]:
     """Every method a run evaluates, GPO's training totals, and the methods that cannot run
     here with the reason. GPO comes from `checkpoints` (their predictions averaged when there
-    are several), shrunk toward its reference; each of eval.baselines with its settings
+    are several), as trained and shrunk toward its reference (`NAME+shrink`); each of eval.baselines with its settings
     chosen per k on validation (and training) groups; the LLM baselines (`llm_names`, default
-    eval.llm_baselines). Methods that combine the training groups' answers need them on the
-    test groups' questions: where no training group answered any (a survey with other
-    questions), they are listed as unable to run, never guessed."""
+    eval.llm_baselines). Methods that combine the training groups' answers read, on questions
+    no training group answered, the shares predicted from the questions (gpo/question_prior.py);
+    where no training group answered any of the test groups' questions and the embeddings
+    predict no better than the uniform distribution, they are listed as unable to run."""
     methods, training, unavailable = {}, {}, {}
     covered = basis_coverage(prep)
-    if covered == 0:
-        reason = "no training group answered any of the test groups' questions"
+    predicted = prep.question_prior is not None and prep.question_prior.alpha is not None
+    if covered == 0 and not predicted:
+        reason = "no training group answered any of the test groups' questions, and the embeddings predict no better than uniform"
         unavailable = {name: reason for name in cfg.eval.baselines if name not in ("uniform",)}
-    elif covered < 1:
-        log.warning("%.0f%% of the test groups' answers are to questions no training group answered: there the methods "
-                    "that combine the training groups' answers fall back to the uniform distribution", 100 * (1 - covered))
+    if covered < 1 and not unavailable:
+        used = prep.question_prior.describe() if prep.question_prior else "the uniform distribution"
+        log.warning("%.0f%% of the test groups' answers are to questions no training group answered: there the mean, "
+                    "the pools, the mixture, the kernel and a residual GPO's prior combine the training groups' shares "
+                    "predicted by %s", 100 * (1 - covered), used)
     if checkpoints:
         name, gpo, prior, training = load_gpo(checkpoints, prep.points.device)
-        if covered == 0 and (prior is not None or gpo_reads_basis(checkpoints)):
+        if unavailable and (prior is not None or gpo_reads_basis(checkpoints)):
             unavailable[name] = reason
-        elif covered == 0:  # its reference, the mean prior, cannot run: GPO as it is
+        elif unavailable:  # its reference, the mean prior, cannot run: GPO as it is
             methods[name] = gpo
-        else:
-            methods[name] = shrink_gpo(prep, cfg, name, gpo, prior)
+        else:  # as trained, and (when shrinking is on) shrunk toward its reference, under a name that says so
+            methods[name] = gpo
+            if cfg.eval.shrink.enabled:
+                methods[name + SHRUNK] = shrink_gpo(prep, cfg, name, gpo, prior)
     methods.update({name: baseline(name, choose(prep, cfg, name), per_task(prep, cfg))
                     for name in cfg.eval.baselines if name not in unavailable})
     methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines if llm_names is None else llm_names))

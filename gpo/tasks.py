@@ -30,6 +30,7 @@ class Points:
     available: torch.Tensor  # (G, Q) bool: which questions each group answered
     ordinal: torch.Tensor  # (Q, O) ordinal values (NaN pads / unordered)
     is_ordinal: torch.Tensor  # (Q,) bool
+    scored: torch.Tensor | None = None  # (G, Q) bool: the questions a group may be scored on (None: any it answered)
 
     @classmethod
     def build(cls, data: SurveyData, x, device="cpu") -> "Points":
@@ -45,6 +46,7 @@ class Points:
             available=torch.tensor(data.available, device=device),
             ordinal=ordinal.to(device),
             is_ordinal=torch.tensor([o is not None for o in data.ordinal], device=device),
+            scored=None if data.scored is None else torch.tensor(data.scored, device=device),
         )
 
     @property
@@ -75,15 +77,21 @@ class Questions:
         return Questions(self.ctx[s], self.ctx_ok[s], self.tar[s], self.tar_ok[s])
 
 
-def sample_questions(available: torch.Tensor, n_ctx: int, n_tar: int | None, generator: torch.Generator) -> Questions:
+def sample_questions(available: torch.Tensor, n_ctx: int, n_tar: int | None, generator: torch.Generator,
+                     scored: torch.Tensor | None = None) -> Questions:
     """A random order of each row's available questions (B, Q): the first n_ctx are context,
-    the next n_tar (None: all the rest) targets. Rows with fewer questions get padding."""
+    the next n_tar (None: all the rest) targets. Rows with fewer questions get padding. With
+    `scored` (B, Q), questions not scored come first (contexts draw from them) and only scored
+    ones are targets."""
     keys = torch.rand(available.shape, generator=generator, device=available.device)
+    if scored is not None:
+        keys = torch.where(scored, keys, keys - 2.0)  # unscored questions sort first
     keys = torch.where(available, keys, 2.0)  # unavailable questions sort last
     sorted_keys, order = keys.sort(dim=1)
     ok = sorted_keys < 2.0
     end = available.shape[1] if n_tar is None else n_ctx + n_tar
-    return Questions(order[:, :n_ctx], ok[:, :n_ctx], order[:, n_ctx:end], ok[:, n_ctx:end])
+    tar_ok = ok[:, n_ctx:end] if scored is None else ok[:, n_ctx:end] & scored.gather(1, order[:, n_ctx:end])
+    return Questions(order[:, :n_ctx], ok[:, :n_ctx], order[:, n_ctx:end], tar_ok)
 
 
 @dataclass

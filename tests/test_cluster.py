@@ -123,7 +123,7 @@ def test_a_sweep_survives_losing_a_worker_node_mid_trial(tmp_path, s3, cluster):
         assert steps == sorted(steps) and set(steps) == set(range(0, 121, 10)), steps
     failures = {t.trial_id: t.run_metadata.num_failures for t in ExperimentAnalysis(search, storage_filesystem=fs).trials}
     assert sorted(failures.values()) == [0, 0, 1]  # the trial on the killed node, retried once
-    assert set(table[table.kind == "test"].method) >= {"gpo", "mean"}
+    assert set(table[table.kind == "test"].method) >= {"gpo-paper", "mean"}
     final = fs.get_file_info(pafs.FileSelector(f"{root}/node-loss/final/synthetic-k5-seed0", recursive=True))
     assert {"results.parquet", "best.pt", "last.pt", "config.yaml"} <= {i.base_name for i in final}
 

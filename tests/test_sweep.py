@@ -189,4 +189,4 @@ def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_pat
     assert set(trials.steps) == {4, 6} and set(trials.status) == {"completed"}
     assert "trials 3 completed, 0 stopped early, 0 failed" in out.stdout
     tests = table[table.kind == "test"]
-    assert set(tests.method) >= {"gpo", "mean", "mixture"} and set(tests.k) == {5}
+    assert set(tests.method) >= {"gpo-paper", "gpo-paper+shrink", "mean", "mixture"} and set(tests.k) == {5}

@@ -71,13 +71,14 @@ def test_gpo_learns_in_context_on_the_synthetic_world(tmp_path):
 
 
 def test_an_ensemble_grows_from_a_finished_run_and_beats_its_average_member(tmp_path):
-    common = ["name=ens", "train.steps=40", "train.eval_every=20", "eval.ks=[5]", "eval.baselines=[]"]
+    common = ["name=ens", "train.steps=40", "train.eval_every=20", "eval.ks=[5]", "eval.baselines=[]", "eval.shrink.enabled=false"]
     cfg, prep = synthetic(tmp_path, *common)
     [single] = run_training(prep, cfg)
     before = single.read_bytes()
     # the validation score of what is tested: for one model, its best checkpoint's
     best = pd.read_parquet(cfg.run_dir / "train_history.parquet")["val_score"].max()
-    assert json.loads((cfg.run_dir / "validation.json").read_text()) == {"method": "gpo", "val_score": pytest.approx(best)}
+    assert json.loads((cfg.run_dir / "validation.json").read_text()) == {"method": "gpo-paper", "metric": "alignment",
+                                                                          "val_score": pytest.approx(best)}
     cfg3, _ = synthetic(tmp_path, *common, "train.ensemble=3")
     paths = run_training(prep, cfg3)
     assert paths[0] == single and single.read_bytes() == before  # the finished member is not retrained
@@ -85,10 +86,10 @@ def test_an_ensemble_grows_from_a_finished_run_and_beats_its_average_member(tmp_
     assert not torch.equal(weights[1], weights[2])  # members start from different seeds
     history = pd.read_parquet(cfg3.run_dir / "train_history.parquet")
     assert sorted(history.seed.unique()) == [0, 1, 2]
-    assert json.loads((cfg3.run_dir / "validation.json").read_text())["method"] == "gpo-ens3"
+    assert json.loads((cfg3.run_dir / "validation.json").read_text())["method"] == "gpo-paper-ens3"
 
     ensemble = run_evaluation(prep, cfg3, paths).set_index("group")
-    assert set(ensemble.method) == {"gpo-ens3"}
+    assert set(ensemble.method) == {"gpo-paper-ens3"}
     members = pd.concat([run_evaluation(prep, cfg3, [p]) for p in paths]).groupby("group")["alignment"].mean()
     # 1 - W1 is concave in the prediction, so averaging the members' distributions scores at
     # least their average on every episode (Jensen); it would not hold for, e.g., averaged logits

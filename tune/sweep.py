@@ -242,7 +242,9 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
                 frames.append(results.assign(kind="test", study=study.name, base_model=base_model.model,
                                              base_layers=base_model.layers, base_params=base_params,
                                              config=json.dumps(params)))
-            gpo = pd.concat(tests).query("role == 'test' and method.str.startswith('gpo')").groupby("seed")["score"].mean()
+            tested = pd.concat(tests).query("role == 'test'")
+            as_trained = tested.method.str.startswith("gpo") & ~tested.method.str.endswith("+shrink")
+            gpo = tested[as_trained].groupby("seed")["score"].mean()
             summaries.append(
                 f"{base_model.tag} k={k}: best {params} val {best.metrics[study.metric]:.4f}; "
                 f"trials {int((trials.status == 'completed').sum())} completed, {int((trials.status == 'stopped early').sum())} "

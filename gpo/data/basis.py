@@ -2,8 +2,9 @@
 GPO's basis variant combine.
 
 Groups may answer different questions (GlobalOpinionQA), so a basis group's missing share is
-imputed by the mean of the basis groups that answered, and by the uniform distribution where
-none did. A training group predicted as a training task sees the basis as it would be
+imputed by the mean of the basis groups that answered, and where none did by a fallback: the
+group's shares predicted from the question itself (gpo/question_prior.py), or the uniform
+distribution. A training group predicted as a training task sees the basis as it would be
 without it: its own column is replaced by the mean of the others, and its own answers never
 reach the other columns through the imputation (`rows`).
 """
@@ -19,16 +20,16 @@ import torch
 class Basis:
     y: torch.Tensor  # (J, P) shares of the basis groups, 0 where not answered
     answered: torch.Tensor  # (J, P) bool
-    uniform: torch.Tensor  # (P,) the imputation where no basis group answered
+    fallback: torch.Tensor  # (J, P) or (P,): each group's shares where no basis group answered
     column: torch.Tensor  # (G,) basis column of each group of the survey, -1 if not in it
 
     @classmethod
-    def build(cls, labels: torch.Tensor, groups: list[int], uniform: torch.Tensor) -> "Basis":
+    def build(cls, labels: torch.Tensor, groups: list[int], fallback: torch.Tensor) -> "Basis":
         """The basis of survey groups `groups` from their rows of `labels` (G, P), NaN = not answered."""
         y = labels[groups]
         column = torch.full((labels.shape[0],), -1, dtype=torch.long, device=labels.device)
         column[groups] = torch.arange(len(groups), device=labels.device)
-        return cls(y.nan_to_num(0.0), ~y.isnan(), uniform, column)
+        return cls(y.nan_to_num(0.0), ~y.isnan(), fallback, column)
 
     @property
     def size(self) -> int:
@@ -44,8 +45,8 @@ class Basis:
         own = self.own(groups)  # (B, J)
         others = (~own).to(self.y.dtype)  # zero weights, not subtraction: the own shares leave no trace
         count = others @ self.answered.to(self.y.dtype)  # (B, P) answering basis groups but the row's own
-        imputed = torch.where(count > 0, (others @ self.y) / count.clamp_min(1), self.uniform)
-        shares = torch.where(self.answered, self.y, imputed[:, None, :])  # (B, J, P)
+        imputed = torch.where(count[:, None, :] > 0, ((others @ self.y) / count.clamp_min(1))[:, None, :], self.fallback)
+        shares = torch.where(self.answered, self.y, imputed)  # (B, J, P)
         mean_of_others = (others[:, None, :] @ shares).squeeze(1) / others.sum(1, keepdim=True).clamp_min(1)
         return torch.where(own[..., None], mean_of_others[:, None, :], shares)
 

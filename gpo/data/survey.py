@@ -60,6 +60,7 @@ class SurveyData:
     y: np.ndarray  # (G, P) float32 shares, NaN where the group lacks the question
     filtered: np.ndarray  # (Q,) bool: an evaluation question (passed the question filters)
     unit: str = "group"  # "group", or "respondent": every task one person
+    scored: np.ndarray | None = None  # (G, Q) bool: the questions a group is scored on (None: all it answered)
     weights: np.ndarray | None = None  # (G,) respondents' survey weights
     demographics: pd.DataFrame | None = None  # G rows: respondents' attributes (categorical, NaN = unknown)
 
