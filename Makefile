@@ -17,4 +17,4 @@ demo: $(BIN)/gpo
 
 test: $(BIN)/gpo
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile

@@ -30,26 +30,44 @@ def cmd_run(args) -> None:
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".parquet")
 
 
+def print_roles(data, split, names: bool) -> None:
+    """Each role's task count and how many questions they answered (and, for groups, their names)."""
+    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
+    for role, groups in split.as_dict().items():
+        listed = f": {', '.join(groups)}" if names else ""
+        print(f"  {role:5s} {len(groups):5d} {data.unit}s, {min(answered[g] for g in groups)}-{max(answered[g] for g in groups)} "
+              f"questions each{listed}")
+
+
 def cmd_data(args) -> None:
+    import pandas as pd
+
     from gpo.config import load_config
+    from gpo.data.respondents import load_responses, responses_table
     from gpo.data.schema import bad_rows
-    from gpo.inputs import load_source, load_survey
+    from gpo.inputs import load_respondents, load_source, load_survey
 
     data_file = Path(args.config).is_dir() or args.config.lower().endswith(DATA_SUFFIXES)
     # a data file in place of a config: its table as it is, every group and question
     cfg = load_config(None, args.set or [], {"data.source": str(Path(args.config).absolute())}) if data_file else _config(args)
-    table, _ = load_source(cfg)
-    if data_file:
+    if cfg.data.unit == "respondent":
+        responses = load_responses(cfg.data.resolved_source(), cfg.data.on_bad_rows)
+        table, bad = responses_table(responses), pd.DataFrame([vars(p) for p in responses.problems],
+                                                              columns=["file", "row", "field", "reason"])
+        data, split = load_respondents(cfg, responses)
+        print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.groups)} respondents")
+        print_roles(data, split, names=False)
+    elif data_file:
+        table = load_source(cfg)[0]
+        bad = bad_rows(table)
         print(f"{cfg.data.name()}: {table.qid.nunique()} questions, {len(table)} (question, group) rows, "
               f"{table.group.nunique()} groups over {table.attribute.nunique()} attribute(s)")
     else:
+        table = load_source(cfg)[0]
+        bad = bad_rows(table)
         data, split, _ = load_survey(cfg, table)
-        answered = dict(zip(data.groups, data.available.sum(1).tolist()))
         print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.groups)} groups")
-        for role, groups in split.as_dict().items():
-            print(f"  {role:5s} {len(groups):3d} groups, {min(answered[g] for g in groups)}-{max(answered[g] for g in groups)} "
-                  f"questions each: {', '.join(groups)}")
-    bad = bad_rows(table)
+        print_roles(data, split, names=True)
     if len(bad):
         by_reason = bad.groupby(["field", "reason"]).size().sort_values(ascending=False)
         print(f"skipped {len(bad)} malformed row(s):")

@@ -153,7 +153,7 @@ def load_respondents(cfg: ExperimentConfig, responses: Responses | None = None) 
         named[role] = ids
     split = split_respondents(responses.respondents, forms(responses.asked), d.train_fraction, d.val_fraction,
                               d.split_seed, **named)
-    return respondent_survey(responses, d.require_ordinal), split
+    return replace(respondent_survey(responses, d.require_ordinal), dataset=d.name()), split
 
 
 def with_enough_answers(responses: Responses, need: int, bad: BadRows) -> Responses:

@@ -15,9 +15,10 @@ def _end_without_teardown():
     """The suite's process ends here, after the atexit handlers registered since (Ray's shutdown,
     Arrow's S3 finalisation, pytest's temp dirs: they run first, in reverse order), with pytest's
     own exit status. Interpreter teardown is skipped: this process has hosted several Ray
-    sessions, and ray.shutdown() leaves the core worker's native threads (gRPC, its io loops)
-    running; library destructors racing them is the likely cause of the one CI run that crashed
-    (SIGSEGV) after "155 passed". Nothing a test can observe happens after this point."""
+    sessions, and Ray ends a process whose thread is still inside a Ray call when a session
+    shuts down or another starts (tests/test_ray_restart.py reproduces it on the installed Ray;
+    ray-project/ray#31145); one CI run crashed so (SIGSEGV) after every test had passed. Nothing
+    a test can observe happens after this point."""
     if _EXIT_STATUS:
         logging.shutdown()
         sys.stdout.flush()

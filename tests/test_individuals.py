@@ -140,3 +140,12 @@ def test_w41_respondents_split_by_form(shared_data):
     assert data.unit == "respondent" and len(data.qids) == 90 and 2400 < len(data.groups) <= 2524
     assert abs(len(split.test) / len(data.groups) - 0.6) < 0.01 and np.isclose(data.weights.mean(), 1, atol=0.05)
     assert set(data.demographics.columns) >= {"POLPARTY", "AGE", "SEX", "RACE"}
+
+
+def test_gpo_data_summarises_the_respondents_and_writes_their_answers(shared_data, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "gpo.cli", "data", CONFIG, "--out", str(tmp_path / "w41.parquet")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("atp-w41: 90 questions") and "test   1515 respondents" in out.stdout
+    answers = pd.read_parquet(tmp_path / "w41.parquet")
+    assert answers.respondent.nunique() == 2524 and {"respondent", "qid", "answer", "weight"} <= set(answers.columns)
