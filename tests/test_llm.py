@@ -110,5 +110,5 @@ def test_cli_baseline_lands_next_to_gpo_results(llm_dir, tmp_path):
     out = subprocess.run([sys.executable, "-m", "gpo.cli", "baseline", "zero_shot", *args], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     results = pd.read_parquet(tmp_path / "r" / "results.parquet")
-    assert {"gpo", "mean", "llm-zero_shot"} <= set(results.method)
+    assert {"gpo-paper", "mean", "llm-zero_shot"} <= set(results.method)
     assert "llm-zero_shot" in out.stdout
