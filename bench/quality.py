@@ -111,6 +111,10 @@ def report(results: pd.DataFrame) -> str:
     per_seed = tests.groupby([*setting, "method", "seed"])["score"].agg(["mean", worst])
     table = per_seed.groupby([*setting, "method"]).agg(mean=("mean", "mean"), sd_seeds=("mean", "std"), worst=("worst", "mean"))
     lines.append(table.round(4).to_string())
+    if "log_loss" in tests and tests["log_loss"].notna().any():  # respondents: the log loss of their answers too
+        losses = tests.dropna(subset=["log_loss"]).groupby([*setting, "method", "seed"])["log_loss"].mean()
+        lines.append("\nlog loss of the answer (lower is better), mean over seeds of the mean over respondents:\n"
+                     + losses.groupby([*setting, "method"]).mean().unstack("k").round(4).to_string())
     lines.append("\npaired: variant - reference (marked *), - mixture, - logit, and variant - variant; mean over seeds x tasks,\n"
                  "95% interval of a bootstrap over seeds, then tasks within them")
     references = choose_reference(results, setting)

@@ -59,7 +59,7 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
 
 
 def test_gpo_learns_in_context_on_the_synthetic_world(tmp_path):
-    cfg, prep = synthetic(tmp_path, "train.steps=800", "train.eval_every=200")
+    cfg, prep = synthetic(tmp_path, "train.steps=300", "train.eval_every=100", "train.lr=3.0e-3")
     _, state = fit(cfg, prep)
     model, _ = load_model(cfg.run_dir / "checkpoints" / "best.pt")
     methods = {"gpo": gpo_method(model), "mean": baseline_method("mean")}
