@@ -1,19 +1,19 @@
 """How cautious should the per-task shrink be? Its rule takes the most shrunk weight whose
-leave-one-out alignment is within `se` standard errors of the best one (gpo/shrink.py,
-`eval.per_task_se`, 0 shipped); this compares tolerances offline on trained runs.
+leave-one-out score is within `se` standard errors of the best one (gpo/shrink.py,
+`eval.shrink.per_task_se`, 0 shipped); this compares tolerances offline on trained runs, on
+their validation tasks (the default: what a default may be chosen on) or, for a protocol that
+is only reported and never chooses, their test tasks.
 
 For each run, k and method (the run's GPO and each context-reading baseline, with the
-settings the run chooses per k: on its validation groups, GPO's floored by its training
-groups' choice under eval.shrink_training_floor), every test task's leave-one-out evidence
-and its alignment on its target questions at each weight of SHRINK are computed once. Each
-tolerance then picks a weight per task (never less than the validation weight, as
-`eval.shrink_per_task` does; "validation" is the validation weight alone), which replays
-exactly what `gpo eval` scores at the run's `eval.per_task_se`. Printed: each method's score
-minus the mean prior's per (run, k, method), then per tolerance the mean of those margins,
+settings the run chooses per k), every task's leave-one-out evidence and its score on its
+target questions at each weight of SHRINK are computed once. Each tolerance then picks a weight
+per task (never less than the per-k weight, as `eval.shrink.per_task` does; "per-k" is that
+weight alone), which replays exactly what `gpo eval` scores. Printed: each method's score minus
+the no-context mean prior's per (run, k, method), then per tolerance the mean of those margins,
 the lowest one, and how many fall more than 0.001 below the mean prior.
 
-    python bench/per_task_tolerance.py runs/bench-robust/globalopinionqa-letters-split0.8-seed0-default
-    python bench/per_task_tolerance.py RUN_DIR ... --set data.test_answer_fraction=1.0   # dense test groups
+    python bench/per_task_tolerance.py runs/bench-new/opinionqa-new-split0.4-seed0-residual-logit
+    python bench/per_task_tolerance.py RUN_DIR ... --role test   # a protocol that chooses nothing
 """
 
 from __future__ import annotations
@@ -51,25 +51,26 @@ def candidates(prep, cfg, run_dir: Path) -> dict[str, dict[int, tuple]]:
     return out
 
 
-def margins(run_dir: Path, overrides: list[str]) -> pd.DataFrame:
+def margins(run_dir: Path, overrides: list[str], role: str) -> pd.DataFrame:
     cfg = load_config(run_dir / "config.yaml", overrides)
     prep = prepare(cfg)
     P, L, basis, mean = prep.points, prep.labels, prep.basis, baseline_method("mean")
-    test = prep.index(prep.split.test)
+    test = prep.index(getattr(prep.split, role))
     weights = torch.tensor(SHRINK, dtype=torch.float64)
     chosen, records = candidates(prep, cfg, run_dir), []
     for k in [k for k in cfg.eval.ks if k >= 2]:
         rows, q = episodes(P, test, k, cfg.eval.draws, cfg.eval.seed, cfg.eval.max_targets)
-        reference = predictions(mean, P, L, basis, rows, q)
+        reference = predictions(mean, P, L, basis, rows, q, prep.chunk)
         scored = q.tar_ok.any(1).reshape(len(test), -1).any(1)  # groups with targets at this k (as evaluate.py)
         group_mean = lambda s: s.reshape(len(test), -1).mean(1)[scored].mean().item()  # noqa: E731
         for name, per_k in chosen.items():
             method, w_val = per_k[k]
-            p = predictions(method, P, L, basis, rows, q)
-            target = torch.stack([score(P, L, (1 - w) * p + w * reference, rows, q) for w in SHRINK], -1)  # (B, W)
-            evidence, ok = held_out_scores(method, mean, P, basis, make_episode(P, L, rows, q))
+            p = predictions(method, P, L, basis, rows, q, prep.chunk)
+            target = torch.stack([score(P, L, (1 - w) * p + w * reference, rows, q, prep.metric) for w in SHRINK], -1)  # (B, W)
+            evidence, ok = held_out_scores(method, mean, P, basis, make_episode(P, L, rows, q), prep.chunk, prep.metric,
+                                           cfg.eval.shrink.per_task_holdout)
             base = group_mean(target[:, -1])
-            for label, tol in [("validation", None), *((f"se={t:g}", t) for t in TOLERANCES)]:
+            for label, tol in [("per-k", None), *((f"se={t:g}", t) for t in TOLERANCES)]:
                 w = torch.full((rows.shape[0],), float(w_val), dtype=torch.float64)
                 if tol is not None:
                     w = torch.maximum(w, evidence_weights(evidence, ok, tol).double())
@@ -83,10 +84,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every run")
+    parser.add_argument("--role", choices=["val", "test"], default="val", help="the tasks scored (default: validation)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    table = pd.concat([margins(r, args.set) for r in args.runs])
-    rules = ["validation", *(f"se={t:g}" for t in TOLERANCES)]
+    table = pd.concat([margins(r, args.set, args.role) for r in args.runs])
+    rules = ["per-k", *(f"se={t:g}" for t in TOLERANCES)]
     pd.set_option("display.width", 250)
     wide = table.pivot_table(index=["run", "k", "method"], columns="rule", values="margin")[rules]
     print("method - mean prior, per run, k and method\n" + wide.round(4).to_string())
