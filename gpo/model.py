@@ -8,7 +8,7 @@ the work of a full (N_ctx + N_tar)^2 mask, with identical outputs (tests compare
 `nn.TransformerEncoder` under the explicit mask). The head gives a mean and a log-std per
 target; means are softmaxed within each question (ops.segment_softmax).
 
-Variants (issue 7), each a config switch:
+Variants, each a config switch:
 - `prior`: every point also carries a baseline's probability p0 (and the context its
   residual y - p0), and the mean is log p0 plus a learned correction whose last layer starts
   at zero, so training starts from the baseline's predictions;

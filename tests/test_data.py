@@ -308,7 +308,7 @@ def test_named_roles_take_exactly_their_groups_and_the_rest_is_drawn():
         split_groups(groups, 0.4, 0.25, seed=1, test=["g1"], train=["g1"])
     with pytest.raises(ConfigError, match="no validation group"):
         split_groups([], 0.4, 0.25, seed=1, test=["x1"], train=[])
-    # the drawn split is the one of older runs when nothing is named (seed 3: see the test above)
+    # naming no role draws the same split as not passing the roles at all
     assert split_groups(groups, 0.4, 0.25, seed=3) == split_groups(groups, 0.4, 0.25, seed=3, test=[], val=[], train=[])
 
 

@@ -101,8 +101,8 @@ def test_a_training_task_reads_neither_its_own_column_nor_its_own_answers_throug
 
 
 def test_the_poison_test_can_fail(prep):
-    """A method that reads a training group's own column (as the basis imputation once did
-    through the other columns) is caught."""
+    """A method that reads a training group's own column (directly, or through the imputation of
+    the other columns) is caught."""
     g = prep.index(prep.split.train)[0]
     rows = torch.tensor([g])
     q = sample_questions(prep.points.available[rows], 5, None, torch.Generator().manual_seed(0))
