@@ -125,16 +125,17 @@ def report(results: pd.DataFrame) -> str:
         losses = tests.dropna(subset=["log_loss"]).groupby([*setting, "method", "seed"])["log_loss"].mean()
         lines.append("\nlog loss of the answer (lower is better), mean over seeds of the mean over respondents:\n"
                      + losses.groupby([*setting, "method"]).mean().unstack("k").round(4).to_string())
-    lines.append("\npaired: variant - reference (marked *), - mixture, - logit, and variant - variant; mean over seeds x tasks,\n"
+    lines.append("\npaired: method - reference (marked *); GPO - mixture, - logit, and variant - variant; mean over seeds x tasks,\n"
                  "95% interval of a bootstrap over seeds, then tasks within them")
     references = choose_reference(results, setting)
     for ref in references.itertuples(index=False):
         part = tests[(tests[setting] == pd.Series({c: getattr(ref, c) for c in setting})).all(axis=1)]
         methods = set(part.method)
         variants = sorted(m for m in methods if m.startswith("gpo"))
-        # the reference, the group mixture, and the residual variants' prior (logit)
-        pairs = [(v, b) for v in variants for b in dict.fromkeys([ref.reference, "mixture", "logit"]) if b in methods]
-        pairs += [(b, a) for a, b in itertools.combinations(variants, 2)]  # variants against each other
+        # every method against the reference; GPO against the group mixture and its prior (logit) and each other
+        pairs = [(m, ref.reference) for m in sorted(methods - {ref.reference, "uniform"})]
+        pairs += [(v, b) for v in variants for b in ("mixture", "logit") if b in methods and b != ref.reference]
+        pairs += [(b, a) for a, b in itertools.combinations(variants, 2)]
         for a, b in pairs:
             d = paired(part, a, b)
             mark = "*" if b == ref.reference else ""
