@@ -1,15 +1,10 @@
 import gzip
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-
-
-def gpo(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "gpo.cli", *args], capture_output=True, text=True, cwd=cwd)
+from helpers import run_gpo as gpo
 
 
 def test_help_lists_the_subcommands():

@@ -159,7 +159,7 @@ def head_node():
         for p in mine:
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.terminate()
-        _, alive = psutil.wait_procs(mine, timeout=15)
+        _, alive = psutil.wait_procs(mine, timeout=5)
         for p in alive:
             p.kill()
         shutil.rmtree(temp, ignore_errors=True)

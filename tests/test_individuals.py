@@ -2,13 +2,11 @@
 read (a test respondent's targets, a training respondent's own answers), and the baselines on a
 synthetic population with known latent classes."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import run_gpo
 
 from gpo.baselines import baseline_method
 from gpo.config import load_config
@@ -121,10 +119,9 @@ def test_named_respondents_take_their_roles_and_unknown_ids_are_one_line():
 
 
 def test_the_individual_task_end_to_end_from_the_command_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "gpo.cli", "run", CONFIG, "--set", "data.source=synthetic",
-                          "embed.model=synthetic", "data.synthetic_respondents.n_respondents=400", "train.steps=4",
-                          "train.eval_every=2", "eval.ks=[0,5]", "train.val_k=5", "eval.draws=1", f"out_dir={tmp_path}"],
-                         capture_output=True, text=True)
+    out = run_gpo("run", CONFIG, "--set", "data.source=synthetic", "embed.model=synthetic",
+                  "data.synthetic_respondents.n_respondents=400", "train.steps=4", "train.eval_every=2", "eval.ks=[0,5]",
+                  "train.val_k=5", "eval.draws=1", f"out_dir={tmp_path}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "accuracy on held-out respondents" in out.stdout and "log loss of the answer" in out.stdout
     results = pd.read_parquet(tmp_path / "individual" / "results.parquet")
@@ -143,8 +140,7 @@ def test_w41_respondents_split_by_form(shared_data):
 
 
 def test_gpo_data_summarises_the_respondents_and_writes_their_answers(shared_data, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "gpo.cli", "data", CONFIG, "--out", str(tmp_path / "w41.parquet")],
-                         capture_output=True, text=True)
+    out = run_gpo("data", CONFIG, "--out", str(tmp_path / "w41.parquet"))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("atp-w41: 90 questions") and "test   1515 respondents" in out.stdout
     answers = pd.read_parquet(tmp_path / "w41.parquet")

@@ -1,8 +1,6 @@
 """The LLM baselines on a random-init GPT-2-style model with a small byte-level BPE tokenizer:
 correctness only (no quality claims can be made with random weights)."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -10,6 +8,8 @@ import pytest
 import torch
 
 pytest.importorskip("peft")
+
+from helpers import run_gpo  # noqa: E402
 
 from gpo.config import LLMConfig, load_config  # noqa: E402
 from gpo.evaluate import evaluate  # noqa: E402
@@ -106,8 +106,8 @@ def test_in_context_fine_tuning_meta_trains_on_training_groups(llm_dir, prep):
 def test_cli_baseline_lands_next_to_gpo_results(llm_dir, tmp_path):
     args = ["configs/synthetic.yaml", "--set", f"out_dir={tmp_path}", "name=r", "train.steps=2", "train.eval_every=2",
             "eval.ks=[2]", "eval.draws=1", "eval.max_targets=2", f"llm.model={llm_dir}"]
-    assert subprocess.run([sys.executable, "-m", "gpo.cli", "run", *args], capture_output=True).returncode == 0
-    out = subprocess.run([sys.executable, "-m", "gpo.cli", "baseline", "zero_shot", *args], capture_output=True, text=True)
+    assert run_gpo("run", *args).returncode == 0
+    out = run_gpo("baseline", "zero_shot", *args)
     assert out.returncode == 0, out.stderr[-2000:]
     results = pd.read_parquet(tmp_path / "r" / "results.parquet")
     assert {"gpo-paper", "mean", "llm-zero_shot"} <= set(results.method)
