@@ -141,10 +141,8 @@ def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bo
 
             searcher = ConcurrencyLimiter(OptunaSearch(sampler=optuna.samplers.TPESampler(seed=b.seed, multivariate=True)),
                                           max_concurrent=b.max_concurrent)
-        elif b.searcher == "random":
+        else:  # "random": the study checked the name when it was read
             searcher = BasicVariantGenerator(random_state=b.seed, max_concurrent=b.max_concurrent)
-        else:
-            raise GPOError(f"budget.searcher must be 'optuna' or 'random', not {b.searcher!r}")
         max_steps = max(study.space.get("train.steps", {}).get("choice", [cfg.train.steps]) + [cfg.train.steps])
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_steps // cfg.train.eval_every + 1,
                                   grace_period=b.grace_period, reduction_factor=b.reduction_factor)
