@@ -356,7 +356,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), value
     tree: dict = {}
     if path is not None:
         path = config_file(path)
-        tree = read_yaml(path, "config")
+        tree = flat_shrink_keys(read_yaml(path, "config"))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=500")
@@ -369,6 +369,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), value
         return from_dict(ExperimentConfig, merge(defaults, tree))
     except ConfigError as e:
         raise ConfigError(f"{path or 'config'}: {e}") from None
+
+
+FLAT_SHRINK = {"shrink_per_task": "per_task", "per_task_se": "per_task_se", "shrink_training_floor": "training_floor"}
+
+
+def flat_shrink_keys(tree: dict) -> dict:
+    """A config whose shrink settings are flat keys of `eval` (`shrink: true`, `shrink_per_task`,
+    `per_task_se`, `shrink_training_floor`, as run folders made before the ShrinkPolicy section
+    hold them) read into that section, so those runs can be evaluated again."""
+    section = tree.get("eval")
+    if not isinstance(section, dict) or not (isinstance(section.get("shrink"), bool) or set(FLAT_SHRINK) & set(section)):
+        return tree
+    policy = {new: section.pop(old) for old, new in FLAT_SHRINK.items() if old in section}
+    if isinstance(section.get("shrink"), bool):
+        policy["enabled"] = section.pop("shrink")
+    return {**tree, "eval": {**section, "shrink": {**section.get("shrink", {}), **policy}}}
 
 
 def read_yaml(path: Path, kind: str) -> dict:

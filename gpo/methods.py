@@ -61,7 +61,8 @@ def load_gpo(checkpoints: list[Path], device) -> tuple[str, Method, Method | Non
     members, totals = [], dict.fromkeys(["gpo_params", "train_tokens", "train_flops", "train_s"], 0.0)
     for path in checkpoints:
         model, ckpt = load_model(path, device)
-        prior = baseline(model.cfg.prior, prior_choices(ckpt["prior_choices"])) if model.cfg.prior != "none" else None
+        stored = ckpt.get("prior_choices", ckpt.get("prior_params"))  # the key checkpoints made before it was renamed hold
+        prior = baseline(model.cfg.prior, prior_choices(stored)) if model.cfg.prior != "none" else None
         members.append(gpo_method(model, prior))
         tokens, history = ckpt["state"].get("tokens", 0), ckpt["state"]["history"]
         # dense training FLOPs ~ 6 x parameters x tokens (attention's share is left out)

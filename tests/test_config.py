@@ -45,3 +45,11 @@ def test_every_shipped_config_loads():
 
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_a_run_folders_flat_shrink_keys_are_read_into_the_policy(tmp_path):
+    (tmp_path / "config.yaml").write_text("eval:\n  shrink: false\n  shrink_per_task: false\n  per_task_se: 0.5\n"
+                                          "  shrink_training_floor: false\n  draws: 2\n")
+    cfg = load_config(tmp_path / "config.yaml")
+    assert (cfg.eval.shrink.enabled, cfg.eval.shrink.per_task, cfg.eval.shrink.per_task_se, cfg.eval.shrink.training_floor,
+            cfg.eval.draws) == (False, False, 0.5, False, 2)
