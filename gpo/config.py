@@ -356,7 +356,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), value
     tree: dict = {}
     if path is not None:
         path = config_file(path)
-        tree = flat_shrink_keys(read_yaml(path, "config"))
+        tree = read_yaml(path, "config")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=500")
@@ -366,7 +366,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), value
         _set(tree, key, value)
     defaults = to_dict(ExperimentConfig())
     try:
-        return from_dict(ExperimentConfig, merge(defaults, tree))
+        return from_dict(ExperimentConfig, merge(defaults, flat_shrink_keys(tree)))
     except ConfigError as e:
         raise ConfigError(f"{path or 'config'}: {e}") from None
 
@@ -377,7 +377,7 @@ FLAT_SHRINK = {"shrink_per_task": "per_task", "per_task_se": "per_task_se", "shr
 def flat_shrink_keys(tree: dict) -> dict:
     """A config whose shrink settings are flat keys of `eval` (`shrink: true`, `shrink_per_task`,
     `per_task_se`, `shrink_training_floor`, as run folders made before the ShrinkPolicy section
-    hold them) read into that section, so those runs can be evaluated again."""
+    hold them, or `--set eval.shrink=false`) read into that section."""
     section = tree.get("eval")
     if not isinstance(section, dict) or not (isinstance(section.get("shrink"), bool) or set(FLAT_SHRINK) & set(section)):
         return tree

@@ -53,3 +53,4 @@ def test_a_run_folders_flat_shrink_keys_are_read_into_the_policy(tmp_path):
     cfg = load_config(tmp_path / "config.yaml")
     assert (cfg.eval.shrink.enabled, cfg.eval.shrink.per_task, cfg.eval.shrink.per_task_se, cfg.eval.shrink.training_floor,
             cfg.eval.draws) == (False, False, 0.5, False, 2)
+    assert load_config(None, ["eval.shrink=false"]).eval.shrink.enabled is False
