@@ -59,6 +59,7 @@ def choose_reference(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     prior, or no row at all if the results have no `mean` either."""
     tests, val = split_roles(rows)
     val = val[~is_gpo(val.method)]
+    task = "respondent" if "unit" in rows and (rows["unit"] == "respondent").any() else "group"
     units = [c for c in UNIT if c in val]
     scores = (val.groupby([*by, "method", *units])["score"].mean()
               .groupby([*by, "method"]).mean().reset_index())
@@ -71,7 +72,7 @@ def choose_reference(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         if key in best:
             n = n_groups[key[0] if len(key) == 1 else key]
             out.append({**dict(zip(by, key)), "reference": best[key],
-                        "chosen_on": f"{CHOSEN_ON_VAL} {n} validation group{'s' if n != 1 else ''}"})
+                        "chosen_on": f"{CHOSEN_ON_VAL} {n} validation {task}{'s' if n != 1 else ''}"})
         elif (cell.method == FALLBACK).any():
             out.append({**dict(zip(by, key)), "reference": FALLBACK, "chosen_on": CHOSEN_BY_FALLBACK})
     return pd.DataFrame(out, columns=[*by, "reference", "chosen_on"])

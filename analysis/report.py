@@ -250,7 +250,7 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
                     f"{best['val_score']:.4f} with {chosen}")
             reference = sweep_reference(val, references, name, base, k)
             if reference:
-                text += f"; the best baseline on the same validation groups, {reference[0]}, scores {reference[1]:.4f}"
+                text += f"; the best baseline on the same validation tasks, {reference[0]}, scores {reference[1]:.4f}"
             if not imp:
                 text += "; too few finished trials for parameter importances"
             sections.append(Section(f"Sweep {label}", text, None, [plots.sweep_diagnostics(part, imp, label, figures, reference)]))

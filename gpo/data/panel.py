@@ -42,7 +42,7 @@ class Panel:
         codes = torch.tensor(attributes.apply(lambda c: c.cat.codes).to_numpy(dtype="int64").reshape(len(attributes), -1),
                              device=device)
         point_option = (question_points[point_question] == torch.arange(labels.shape[1], device=device)[:, None]).float().argmax(1)
-        return cls(answers[rows], torch.as_tensor(weights, dtype=torch.float32, device=device)[rows], column, codes,
+        return cls(answers[rows], torch.tensor(weights, dtype=torch.float32, device=device)[rows], column, codes,
                    list(attributes.columns), point_question, point_option, uniform)
 
     @property
