@@ -216,5 +216,5 @@ def test_sweep_section_shows_the_reference_validation_score(tmp_path):
     pd.concat([trials, tests], ignore_index=True).to_parquet(study / "study.parquet")
     report = analyze([tmp_path / "sweeps"], tmp_path / "report", command="gpo analyze sweeps").report.read_text()
     val_mixture = tests[(tests.role == "val") & (tests.method == "mixture")]["score"].mean()
-    assert f"the best baseline on the same validation groups, mixture, scores {val_mixture:.4f}" in report
+    assert f"the best baseline on the same validation tasks, mixture, scores {val_mixture:.4f}" in report
     assert (tmp_path / "report" / "figures" / "sweep-s-synthetic-k5.png").is_file()
