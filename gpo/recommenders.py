@@ -52,8 +52,7 @@ def agreement(points: Points, panel: Panel, episode: Episode) -> torch.Tensor:
 
 def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, smoothing: float = 2.0) -> torch.Tensor:
     prior = panel.mean(episode.groups)
-    members = torch.argsort(torch.where(panel.column >= 0, panel.column, panel.size))[:panel.size]  # survey row per panel row
-    tiebreak = ((members * 0.6180339887) % 1) * 1e-6  # equal agreements: an order fixed per respondent, not per panel
+    tiebreak = ((panel.members * 0.6180339887) % 1) * 1e-6  # equal agreements: an order fixed per respondent, not per panel
     sim = agreement(points, panel, episode) + tiebreak
     own = panel.column[episode.groups]
     sim = torch.where(torch.arange(panel.size, device=sim.device) == own[:, None], -1.0, sim)  # never itself
@@ -70,11 +69,10 @@ def components(panel: Panel) -> tuple[torch.Tensor, torch.Tensor]:
     weighted covariance of one-hot answers centred on the population, each pair of points
     averaged over the respondents who answered both questions."""
     if "components" not in panel._cache:
-        chosen, answered = panel.totals()  # weighted
+        chosen, answered = panel.onehot(panel.answers)  # (J, P)
         w = panel.weights[:, None].float()
-        indicator = answered / w.clamp_min(1e-12)
-        centred = (chosen / w.clamp_min(1e-12) - panel.population()) * indicator
-        cov = (centred * w).T @ centred / ((indicator * w).T @ indicator).clamp_min(1e-12)
+        centred = (chosen - panel.population()) * answered
+        cov = (centred * w).T @ centred / ((answered * w).T @ answered).clamp_min(1e-12)
         variances, axes = torch.linalg.eigh(cov.double())
         panel._cache["components"] = (axes.flip(1).float(), variances.flip(0).clamp_min(1e-6).float())
     return panel._cache["components"]

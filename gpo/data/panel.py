@@ -20,6 +20,7 @@ class Panel:
     answers: torch.Tensor  # (J, Q) long: the option each training respondent chose, -1 = no answer
     weights: torch.Tensor  # (J,) survey weights
     column: torch.Tensor  # (R,) panel row of each respondent of the survey, -1 if not a training respondent
+    members: torch.Tensor  # (J,) survey row of each panel respondent
     attributes: torch.Tensor  # (R, A) long codes of every respondent's attributes, -1 = unknown
     attribute_names: list[str]
     point_question: torch.Tensor  # (P,)
@@ -42,7 +43,7 @@ class Panel:
         codes = torch.tensor(attributes.apply(lambda c: c.cat.codes).to_numpy(dtype="int64").reshape(len(attributes), -1),
                              device=device)
         point_option = (question_points[point_question] == torch.arange(labels.shape[1], device=device)[:, None]).float().argmax(1)
-        return cls(answers[rows], torch.tensor(weights, dtype=torch.float32, device=device)[rows], column, codes,
+        return cls(answers[rows], torch.tensor(weights, dtype=torch.float32, device=device)[rows], column, rows, codes,
                    list(attributes.columns), point_question, point_option, uniform)
 
     @property
@@ -104,7 +105,7 @@ class Panel:
             cell = (codes * torch.cat([radix.flip(0).cumprod(0).flip(0)[1:], radix.new_ones(1)])).sum(1)
             cell = torch.unique(cell, return_inverse=True)[1]
             chosen, answered = self.totals()
-            member = cell[self.column >= 0][torch.argsort(self.column[self.column >= 0])]  # panel row order
+            member = cell[self.members]  # each panel respondent's cell
             n_cells = int(cell.max()) + 1
             zeros = chosen.new_zeros(n_cells, chosen.shape[1])
             self._cache[attributes] = (cell, zeros.index_add(0, member, chosen), zeros.index_add(0, member, answered))
