@@ -73,6 +73,12 @@ def test_opinionqa_release_reports_bad_weights_and_unknown_answers(tmp_path):
     assert "'Maybe' is not an option" in problems[problems.field == "Q1_W99"].reason.iloc[0]
 
 
+def test_opinionqa_release_reports_a_code_its_option_mapping_does_not_know(tmp_path):
+    root = write_release(tmp_path, [1, 2, 7, 99, 1, None])  # 7: no option; 99: a refusal; None: not asked
+    problems = bad_rows(load_table(root))
+    assert [(r.row, r.field, r.reason) for r in problems.itertuples()] == [(3, "Q1_W99", "answer '7.0' is not an option")]
+
+
 def test_opinionqa_release_missing_weight_column_is_one_clear_error(tmp_path):
     root = write_release(tmp_path, ["Yes"] * 6)
     responses = root / "human_resp" / "American_Trends_Panel_W99" / "responses.csv"

@@ -106,9 +106,10 @@ def _survey_rows(survey: Path, bad: BadRows) -> list[tuple[dict, int]]:
         except ValueError as e:
             bad.add(RowProblem(str(survey / "info.csv"), i, "option_mapping", str(e)))
             continue
-        unknown = answers.notna() & ~answers.isin(references)
+        # an answer given (a non-empty cell) that is no option, or a code option_mapping does not know
+        unknown = responses[q.key].notna() & ~answers.isin(references)
         for r in np.flatnonzero(unknown.to_numpy()):
-            bad.add(RowProblem(str(responses_path), int(r) + 1, q.key, f"answer {answers.iloc[r]!r} is not an option"))
+            bad.add(RowProblem(str(responses_path), int(r) + 1, q.key, f"answer {str(responses[q.key].iloc[r])!r} is not an option"))
         valid = answers.isin(options) & ok_weight
         for attribute, groups in attributes.items():
             table = (
