@@ -130,6 +130,12 @@ def test_jsonl_reports_each_malformed_row_and_skips_it(tmp_path):
     assert reasons[11].startswith("options: differ from row 1")
 
 
+def test_jsonl_options_that_are_huge_numbers_load_as_text(tmp_path):
+    path = tmp_path / "big.jsonl.gz"
+    write_jsonl(path, [oqa(options=(10**400, 2), dist=(0.5, 0.5)), oqa(group="Republican", options=(10**400, 2), dist=(0.4, 0.6))])
+    assert load_table(path)["options"].iloc[0] == [str(10**400), "2"]
+
+
 def test_jsonl_error_policy_stops_at_the_first_bad_row(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl.gz", [oqa(), oqa(group="R", dist=(0.2,))])
     with pytest.raises(DataError, match=r"d\.jsonl\.gz: row 2: field 'distribution': 2 options but 1 shares"):

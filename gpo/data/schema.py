@@ -140,7 +140,9 @@ def numbers(values) -> list[float] | None:
 
 def option_text(option) -> str:
     """Options are text; numeric scale points (0.0, 1.0, ...) are written as numbers ("0", "1")."""
-    return f"{option:g}" if isinstance(option, (int, float)) else option.strip()
+    if isinstance(option, bool) or not isinstance(option, (int, float)):
+        return option.strip() if isinstance(option, str) else str(option)
+    return str(option) if isinstance(option, int) else f"{option:g}"  # an int of any size; floats as 0, 0.5, 1e+06
 
 
 def normalise_ordinal(ordinal, n_options: int) -> list[float] | None:
