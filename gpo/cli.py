@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from gpo.errors import GPOError, run_command
 from gpo.llm import LLM_BASELINES
-
-log = logging.getLogger("gpo")
 
 
 def _config(args):
