@@ -7,9 +7,12 @@ a split by form), assemble (tensors and the panel of training respondents), choo
 baseline's settings on the validation respondents), train step (one GPO meta-training step, the
 config's batch), evaluate (every method, GPO untrained, on every test respondent at 4 k's, one
 draw). The peak is the process's largest resident set so far (ru_maxrss), after each phase.
+Test respondents are independent of each other, so at scale `--max-test N` evaluates a
+seeded N of them and prints the full population's time as measured x (all / N); knn compares
+each with every training respondent, so its time grows with both.
 
     python bench/respondents_scale.py                      # W41's size and 100,000 x 100
-    python bench/respondents_scale.py --sizes 2524x90 100000x100 --ks 0 5 10 20
+    python bench/respondents_scale.py --sizes 100000x100 --max-test 5000 --set data.val_fraction=0.025
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(respondents: int, questions: int, ks: list[int]) -> dict:
+def measure(respondents: int, questions: int, ks: list[int], max_test: int | None, overrides: list[str]) -> dict:
     import torch
 
     from gpo.config import load_config
@@ -41,7 +44,7 @@ def measure(respondents: int, questions: int, ks: list[int]) -> dict:
 
     torch.set_num_threads(2)
     cfg = load_config("configs/individual.yaml", ["embed.model=synthetic", f"eval.ks={ks}", f"train.val_k={ks[-1]}",
-                                                  "eval.draws=1"])
+                                                  "eval.draws=1", *overrides])
     phases = {}
 
     def phase(name, start):
@@ -70,37 +73,44 @@ def measure(respondents: int, questions: int, ks: list[int]) -> dict:
     optimizer.step()
     phase("train step", start)
     methods = {"gpo": gpo_method(model.eval(), prior), **methods}
+    test = split.test[:max_test]  # the split's order is already seeded-random
     times = {}
     start = time.perf_counter()
     for name, method in methods.items():
         t = time.perf_counter()
-        evaluate({name: method}, prep.points, prep.labels, prep.basis, prep.index(split.test), data.groups, ks, 1,
+        evaluate({name: method}, prep.points, prep.labels, prep.basis, prep.index(test), data.groups, ks, 1,
                  cfg.eval.seed, prep.chunk, metrics=prep.metrics)
         times[name] = round(time.perf_counter() - t, 1)
     phase("evaluate", start)
     phases["evaluate"]["per method s"] = times
     return {"respondents": respondents, "questions": questions, "points": data.n_points, "train": len(split.train),
-            "test": len(split.test), "phases": phases}
+            "test": len(split.test), "evaluated": len(test), "phases": phases}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="*", default=["2524x90", "100000x100"], help="RESPONDENTSxQUESTIONS")
     parser.add_argument("--ks", nargs="*", type=int, default=[0, 5, 10, 20])
+    parser.add_argument("--max-test", type=int, help="evaluate this many test respondents and scale the time to all")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides (e.g. data.val_fraction)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process measuring one size
     args = parser.parse_args()
     if args.one:
         r, q = map(int, args.one.split("x"))
-        print(json.dumps(measure(r, q, args.ks)))
+        print(json.dumps(measure(r, q, args.ks, args.max_test, args.set)))
         return
     for size in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", size, "--ks", *map(str, args.ks)], capture_output=True,
-                             text=True, check=True)
+        cap = ["--max-test", str(args.max_test)] if args.max_test else []
+        out = subprocess.run([sys.executable, __file__, "--one", size, "--ks", *map(str, args.ks), *cap, "--set", *args.set],
+                             capture_output=True, text=True, check=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])
+        scale = result["test"] / result["evaluated"]
         print(f"{result['respondents']:,} respondents x {result['questions']} questions ({result['points']} points; "
-              f"{result['train']:,} training, {result['test']:,} test respondents):")
+              f"{result['train']:,} training, {result['test']:,} test respondents, {result['evaluated']:,} evaluated):")
         for name, p in result["phases"].items():
             extra = f"  {p['per method s']}" if "per method s" in p else ""
+            if "per method s" in p and scale > 1:
+                extra += f"; all {result['test']:,} test respondents: {p['s'] * scale:.0f} s"
             print(f"  {name:10s} {p['s']:8.2f} s   peak {p['peak_mb']:6.0f} MB{extra}")
 
 
