@@ -215,10 +215,10 @@ class ShrinkPolicy:
     residual GPO's own prior. w = 1 ignores the context, and is always among the choices."""
 
     enabled: bool = True  # w per k from SHRINK, chosen on validation groups (False: every method as it is)
-    per_task: bool = True  # ... raised where a task's own context asks for more (leave-one-out on its context)
+    per_task: bool = True  # ... raised where a task's own context asks for more (leave-one-out on its context; not on new questions)
     per_task_se: float = 0.0  # the per-task rule's caution: the most shrunk w within this many standard errors of the best
     per_task_holdout: int = 0  # context questions the rule holds out, at most (0: every one; each costs a prediction)
-    training_floor: bool = True  # GPO: w at least what its own training groups choose (they flatter it)
+    training_floor: bool = True  # GPO: w at least what its own training groups choose (they flatter it; not on new questions)
 
     def __post_init__(self):
         require(self.per_task_se >= 0, "per_task_se", "at least 0", self.per_task_se)

@@ -135,10 +135,21 @@ def baseline(name: str, choices: dict[int, Choice], rule: PerTask | None = None)
                            None if name in NO_CONTEXT else rule) for k, c in choices.items()})
 
 
+def targets_unseen(prep: Prepared) -> bool:
+    """Whether evaluated groups are scored on questions no training group answered (the
+    new-questions protocol). Their context then comes from questions the training groups did
+    answer, where the basis holds each training group exactly: a task's leave-one-out on that
+    context, and the training groups' own choice, judge another case than its targets, and
+    only the validation groups, scored on their own new questions, see the case they decide for."""
+    return prep.points.scored is not None
+
+
 def per_task(prep: Prepared, cfg: ExperimentConfig) -> PerTask | None:
-    """The per-task shrink rule of a run, None when tasks are not shrunk."""
+    """The per-task shrink rule of a run, None when tasks are not shrunk (or `targets_unseen`)."""
     se = cfg.eval.shrink.task_se()
-    return None if se is None else PerTask(se, prep.metric, cfg.eval.shrink.per_task_holdout, prep.chunk)
+    if se is None or targets_unseen(prep):
+        return None
+    return PerTask(se, prep.metric, cfg.eval.shrink.per_task_holdout, prep.chunk)
 
 
 def gpo_choices(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, prior: Method | None) -> dict[int, Choice]:
@@ -148,10 +159,11 @@ def gpo_choices(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method
     training floor it is at least the one chosen on GPO's training groups: they flatter GPO
     (it was fit to their answers), so where even they prefer it more shrunk, unseen groups
     will too, and two or three validation groups unlike the test groups cannot argue it out
-    of that."""
+    of that. Not where the targets are questions the training groups never answered
+    (`targets_unseen`)."""
     reference = prior or baseline_method("mean")
     chosen = select(prep, cfg, [({}, method)], reference, name, prep.split.val)
-    if cfg.eval.shrink.training_floor:
+    if cfg.eval.shrink.training_floor and not targets_unseen(prep):
         seen = select(prep, cfg, [({}, method)], reference, f"{name} on its training groups", prep.split.train)
         chosen = {k: Choice(c.params, max(c.shrink, seen[k].shrink if k in seen else 0.0), c.score) for k, c in chosen.items()}
     return chosen

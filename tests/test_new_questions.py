@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gpo import selection as S
+from gpo.baselines import baseline_method
 from gpo.config import load_config
 from gpo.data.schema import make_row
 from gpo.data.survey import select
@@ -84,3 +86,14 @@ def test_without_a_signal_in_the_embeddings_the_prior_stays_uniform():
     prior = fit_question_prior(points, torch.where(prep.labels[train].isnan(), torch.nan, shuffled.nan_to_num(0.25)))
     assert prior.scores["uniform"] >= max(v for k, v in prior.scores.items() if k != "uniform") - 0.005
     assert np.isfinite(list(prior.scores.values())).all()
+
+
+def test_on_new_questions_only_the_validation_groups_choose_the_shrink():
+    """Training groups and a task's own context hold questions the basis knows; the targets are
+    questions it does not: neither may raise the validation groups' choice there."""
+    prep, cfg = prepared()
+    assert S.per_task(prep, cfg) is None
+    assert S.per_task(*prepared("data.new_question_fraction=0")) is not None
+    method, mean = baseline_method("logit"), baseline_method("mean")
+    on_val = S.select(prep, cfg, [({}, method)], mean, "logit", prep.split.val)
+    assert S.gpo_choices(prep, cfg, "logit", method, None) == on_val
