@@ -71,6 +71,9 @@ DATASETS = {
     # survey-weighted distributions of ATP wave 41's respondents
     "atp-w41-groups": Protocol("configs/demo.yaml", [f"data.source={W41}", "data.dataset=atp-w41-groups",
                                                      "data.require_ordinal=false"]),
+    # ... and its new-questions protocol: a fifth of the questions answered by no training group
+    "atp-w41-groups-new": Protocol("configs/demo.yaml", [f"data.source={W41}", "data.dataset=atp-w41-groups-new",
+                                                         "data.require_ordinal=false", "data.new_question_fraction=0.2"]),
     # a fresh protocol, for claims only: the paper's GlobalOpinionQA protocol on 14 other countries
     "globalopinionqa-others": Protocol("configs/globalopinionqa.yaml", ["data.dataset=globalopinionqa-others"],
                                        values={"data.groups": OTHER_COUNTRIES}),
