@@ -1,7 +1,8 @@
 """Evaluation time on the individual task: every method of a finished run (GPO as trained and
 shrunk, every baseline with its validation-chosen settings) on every test respondent, at the
 run's k's x draws (configs/individual.yaml: 5 x 5), each method timed alone. Choosing the
-settings is timed apart (it reads the validation respondents).
+settings is timed apart (it reads the validation respondents). Only times are printed: the
+test respondents' scores are computed, as `gpo eval` does, and never read.
 
     python bench/individual_eval_time.py runs/bench-individual/individual-split0.4-seed0-residual-population
 """

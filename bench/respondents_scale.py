@@ -30,6 +30,7 @@ def rss_mb() -> float:
 
 
 def measure(respondents: int, questions: int, ks: list[int], max_test: int | None, overrides: list[str]) -> dict:
+    import numpy as np
     import torch
 
     from gpo.config import load_config
@@ -73,7 +74,9 @@ def measure(respondents: int, questions: int, ks: list[int], max_test: int | Non
     optimizer.step()
     phase("train step", start)
     methods = {"gpo": gpo_method(model.eval(), prior), **methods}
-    test = split.test[:max_test]  # the split's order is already seeded-random
+    test = split.test  # the split lists respondents form by form: a cap draws across forms
+    if max_test and max_test < len(test):
+        test = [test[i] for i in sorted(np.random.default_rng(0).choice(len(test), max_test, replace=False))]
     times = {}
     start = time.perf_counter()
     for name, method in methods.items():
