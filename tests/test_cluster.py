@@ -3,7 +3,6 @@ told how to join, and to which `ray job submit` sends the smoke study, the route
 recommend. (The multi-node cluster's tests, a sweep losing a node among them, are in
 test_distributed_cluster.py.)"""
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -14,9 +13,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
-from helpers import free_port
+from helpers import free_port, kill_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "gpo-test"
@@ -46,16 +44,7 @@ def head_node():
         yield {"dashboard": f"http://127.0.0.1:{dashboard}", "gcs": f"127.0.0.1:{port}", "env": env}
     finally:
         # its processes name its temp dir or end an argument with its GCS port (the Ray client server)
-        def ours(args: list[str]) -> bool:
-            return any(str(temp) in a or a.endswith(f":{port}") for a in args)
-
-        # killed, not terminated: the GCS, raylet and monitor would spend seconds shutting down
-        # gracefully (as Ray's own test Cluster, nothing of a throwaway cluster is kept)
-        mine = [p for p in psutil.process_iter(["cmdline"]) if ours(p.info["cmdline"] or [])]
-        for p in mine:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(mine, timeout=5)
+        kill_processes(lambda args: any(str(temp) in a or a.endswith(f":{port}") for a in args))
         shutil.rmtree(temp, ignore_errors=True)
 
 

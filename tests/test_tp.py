@@ -1,7 +1,7 @@
 """DeepSpeed tensor parallelism on a real local Ray (CPU, gloo): a replica of 2 rank actors gives
-the embeddings of the plain model with prefix sharing on, holds about half the weights per rank,
-restarts as a whole when a rank dies, and settings it cannot run are refused before any model
-loads."""
+the embeddings of the plain model with prefix sharing on and holds about half the weights per
+rank, on a Llama-style and a GPT-2-style model; it restarts as a whole when a rank dies; settings
+it cannot run are refused before any model loads."""
 
 import os
 import signal
@@ -45,32 +45,38 @@ def reference(survey, model, tmp_path):
 
 
 
-@pytest.mark.parametrize("arch", ["llama", "opt"])
-def test_tp2_embeddings_equal_the_plain_model_with_about_half_the_weights_per_rank(arch, local_ray, survey, models, tmp_path):
-    seen = []
-    cfg = EmbedConfig(model=models[arch], backend="deepspeed", tp=2, workers=1, threads=1, prefix_sharing="on",
-                      shard_size=4, cache_dir=str(tmp_path / "tp"))
-    x = embed_survey(survey, cfg, on_shard_done=lambda done, replicas: seen.append(replicas[0]))
-    assert np.abs(x - reference(survey, models[arch], tmp_path)).max() <= 1e-4
-    ranks = seen[-1]
+def assert_tp2(x, ranks, survey, model, tmp_path):
+    """Rank 0's vectors are the plain model's; the two ranks are DeepSpeed processes of their own,
+    each holding about half the weights; DeepSpeed's CPU all-reduce buffers (69 MB of RAM each)
+    are not left behind."""
+    assert np.abs(x - reference(survey, model, tmp_path)).max() <= 1e-4
     assert [r["backend"] for r in ranks] == ["deepspeed", "deepspeed"] and ranks[0]["pid"] != ranks[1]["pid"]
-    net = AutoModel.from_pretrained(models[arch])
+    net = AutoModel.from_pretrained(model)
     full = sum(p.numel() * 4 for p in net.parameters())
     projections = sum(m.weight.numel() * 4 for m in net.modules() if isinstance(m, torch.nn.Linear))
     # each rank drops the other's half of every attention and MLP projection, and keeps whole
     # copies of the embeddings and norms (a large share of a model this small)
     assert all(full - projections / 2 - 4096 <= r["param_bytes"] <= full - projections / 2 + 4096 for r in ranks)
-    addr, port = ranks[0]["rendezvous"]  # DeepSpeed's CPU all-reduce buffers (69 MB of RAM each) are not left behind
+    addr, port = ranks[0]["rendezvous"]
     assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_*"))
+
+
+def test_tp2_on_a_gpt2_style_model(local_ray, survey, models, tmp_path):
+    seen = []
+    cfg = EmbedConfig(model=models["opt"], backend="deepspeed", tp=2, workers=1, threads=1, prefix_sharing="on",
+                      shard_size=4, cache_dir=str(tmp_path / "tp"))
+    x = embed_survey(survey, cfg, on_shard_done=lambda done, replicas: seen.append(replicas[0]))
+    assert_tp2(x, seen[-1], survey, models["opt"], tmp_path)
 
 
 def test_a_killed_rank_restarts_its_whole_replica_and_every_shard_is_written_once(local_ray, survey, models, writes, tmp_path,
                                                                                  requeued):
+    """On the Llama-style model, with prefix sharing on (its default for causal LMs)."""
     cfg = EmbedConfig(model=models["llama"], tp=2, workers=1, threads=1, shard_size=3, cache_dir=str(tmp_path / "tp"))
     seen = []
 
     def kill_rank_1(done, replicas):
-        seen.append([r["pid"] for r in replicas[0]])
+        seen.append(replicas[0])
         if done == 1:  # rank 1 is mid-way through the next shard, rank 0 waits on it in an all-reduce
             os.kill(replicas[0][1]["pid"], signal.SIGKILL)
 
@@ -78,8 +84,10 @@ def test_a_killed_rank_restarts_its_whole_replica_and_every_shard_is_written_onc
     assert requeued()
     assert sorted(writes) == [0, 1, 2, 3] and writes[0] == 0  # 12 questions / 3 per shard, each exactly once
     before, after = seen[0], seen[-1]
-    assert before[0] != after[0] and before[1] != after[1]  # both ranks are new processes: restarted as a unit
-    assert np.abs(x - reference(survey, models["llama"], tmp_path)).max() <= 1e-4
+    assert before[0]["pid"] != after[0]["pid"] and before[1]["pid"] != after[1]["pid"]  # both new: restarted as a unit
+    assert_tp2(x, after, survey, models["llama"], tmp_path)
+    addr, port = before[0]["rendezvous"]  # the first replica's buffers, unlinked when it loaded, are gone too
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_*"))
 
 
 def test_tp_larger_than_any_node_is_refused_before_any_model_loads(local_ray, models, tmp_path, monkeypatch, capsys):
