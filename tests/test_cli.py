@@ -70,7 +70,7 @@ def test_bad_settings_and_files_are_one_line_errors_before_any_work(tmp_path, ov
     broken = tmp_path / "broken.jsonl.gz"
     row = {"qkey": "Q", "question": "Q?", "options": ["a", "b"], "option_ordinal": [1, 2], "attribute": "X", "group": "g",
            "distribution": [0.5, 0.5]}
-    broken.write_bytes(gzip.compress((json.dumps(row) + "\n").encode() * 100)[:-20])  # a truncated download
+    broken.write_bytes(gzip.compress((json.dumps(row) + "\n").encode() * 100, mtime=0)[:-20])  # a truncated download
     overrides = [o.replace("BROKEN", str(broken)) for o in overrides]
     out = gpo("run", "configs/synthetic.yaml", "--set", f"out_dir={tmp_path}", *overrides)
     assert out.returncode == 2
@@ -151,7 +151,8 @@ def test_a_data_file_in_place_of_a_config_is_read_as_data(tmp_path):
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("c.yaml.gz", gzip.compress(b"name: x\n"), "not a YAML config file (binary or not UTF-8 text)"),
+    # mtime 0: a timestamp in the test id differs between xdist workers collecting a second apart
+    ("c.yaml.gz", gzip.compress(b"name: x\n", mtime=0), "not a YAML config file (binary or not UTF-8 text)"),
     ("c.json", b'{"a": 1}\n{"b": 2}\n', "not valid YAML at line 2, column 1"),
     ("c.yaml", b"train: [1, 2\n", "not valid YAML at line 2"),
 ])

@@ -283,7 +283,7 @@ def test_any_bytes_load_or_fail_with_one_line(tmp_path_factory, data, name, vali
     else:
         path = root / name
         if name == "d.jsonl.gz" and valid_start:  # a gzip stream cut short, or with junk after it
-            good = gzip.compress((json.dumps(oqa()) + "\n").encode() * 5)
+            good = gzip.compress((json.dumps(oqa()) + "\n").encode() * 5, mtime=0)
             data = good[: len(data) % len(good)] + data
         path.write_bytes(data)
     loads_or_fails_cleanly(path)
@@ -291,7 +291,7 @@ def test_any_bytes_load_or_fail_with_one_line(tmp_path_factory, data, name, vali
 
 def test_unreadable_files_are_one_line_errors(tmp_path):
     truncated = tmp_path / "t.jsonl.gz"
-    truncated.write_bytes(gzip.compress((json.dumps(oqa()) + "\n").encode() * 50)[:-30])
+    truncated.write_bytes(gzip.compress((json.dumps(oqa()) + "\n").encode() * 50, mtime=0)[:-30])
     binary = tmp_path / "b.jsonl"
     binary.write_bytes(b"\x89PNG\r\n" + bytes(range(128, 256)) * 4)
     not_gzip = tmp_path / "n.jsonl.gz"

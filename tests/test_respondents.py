@@ -132,7 +132,7 @@ CSV_GOOD = [
 def write_csv(path, lines, header=CSV_HEADER):
     text = "\n".join([header, *lines]) + "\n"
     if path.name.endswith(".gz"):
-        path.write_bytes(gzip.compress(text.encode()))
+        path.write_bytes(gzip.compress(text.encode(), mtime=0))
     else:
         path.write_text(text)
     return path
