@@ -17,6 +17,7 @@ import pytest
 from helpers import free_port, kill_processes
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.ray
 BUCKET = "gpo-test"
 
 

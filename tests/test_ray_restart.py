@@ -35,6 +35,7 @@ for i in range(8):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_ray_aborts_a_process_that_restarts_it_under_a_blocked_thread():
     out = subprocess.run([sys.executable, "-c", RESTARTS], capture_output=True, text=True, timeout=600)
     assert out.returncode != 0 and "session 7 ended" not in out.stdout, (out.returncode, out.stdout[-500:], out.stderr[-2000:])

@@ -115,6 +115,7 @@ def wait_for(condition, process, what: str, timeout: float = 300) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.ray
 def test_an_interrupted_sweep_resumes_without_losing_or_rerunning_trials(tmp_path):
     """Ctrl-C during the search, then Ctrl-C during the final run (after Tune has finished, when
     its own handler once swallowed it): each stops the sweep; --resume finishes it with every

@@ -22,6 +22,7 @@ from gpo.llm.random_model import build
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("deepspeed")
+pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
