@@ -18,7 +18,6 @@ from helpers import free_port, kill_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray
-BUCKET = "gpo-test"
 
 
 @pytest.fixture(scope="module")

@@ -58,8 +58,13 @@ def assert_tp2(x, ranks, survey, model, tmp_path):
     # each rank drops the other's half of every attention and MLP projection, and keeps whole
     # copies of the embeddings and norms (a large share of a model this small)
     assert all(full - projections / 2 - 4096 <= r["param_bytes"] <= full - projections / 2 + 4096 for r in ranks)
+    assert not buffers_left(ranks)
+
+
+def buffers_left(ranks) -> list[Path]:
+    """The CPU all-reduce buffers in /dev/shm of the replica whose ranks these are."""
     addr, port = ranks[0]["rendezvous"]
-    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_*"))
+    return list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_*"))
 
 
 def test_tp2_on_a_gpt2_style_model(local_ray, survey, models, tmp_path):
@@ -87,8 +92,7 @@ def test_a_killed_rank_restarts_its_whole_replica_and_every_shard_is_written_onc
     before, after = seen[0], seen[-1]
     assert before[0]["pid"] != after[0]["pid"] and before[1]["pid"] != after[1]["pid"]  # both new: restarted as a unit
     assert_tp2(x, after, survey, models["llama"], tmp_path)
-    addr, port = before[0]["rendezvous"]  # the first replica's buffers, unlinked when it loaded, are gone too
-    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_*"))
+    assert not buffers_left(before)  # the first replica's too, unlinked when it loaded
 
 
 def test_tp_larger_than_any_node_is_refused_before_any_model_loads(local_ray, models, tmp_path, monkeypatch, capsys):
