@@ -149,7 +149,7 @@ def search(study: StudyConfig, base_model: BaseModel, k: int, inputs, resume: bo
         tuner = tune.Tuner(
             trainable, param_space=search_space(study),
             tune_config=tune.TuneConfig(metric=study.metric, mode="max", search_alg=searcher, scheduler=scheduler,
-                                        num_samples=b.num_samples),
+                                        num_samples=b.num_samples, reuse_actors=True),
             run_config=tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=1, stop=stop,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=b.max_failures)),
