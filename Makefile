@@ -20,4 +20,4 @@ demo: $(BIN)/gpo
 
 test: $(BIN)/gpo
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder

@@ -20,7 +20,7 @@ timed() {  # timed LABEL LOG COMMAND...: one line with the exit status and the w
 }
 
 for i in $(seq "$clones"); do
-  rm -rf "$work/main" && git clone -q "$repo" "$work/main" && ln -sfn "$shared" "$work/shared"
+  cd "$work" && rm -rf main && git clone -q "$repo" "$work/main" && ln -sfn "$shared" "$work/shared"
   cd "$work/main" || exit 1
   echo "clone $i, $(date -u +%H:%M) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
   timed "  setup" "$work/setup$i.log" make .venv/bin/gpo

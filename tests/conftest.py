@@ -34,6 +34,19 @@ def pytest_sessionfinish(session, exitstatus):
     _EXIT_STATUS.append(int(exitstatus))
 
 
+# `make test` hands whole modules to its two xdist workers in collection order
+# (--no-loadscope-reorder; xdist's own order, by test count, left a long module of two tests for
+# last, while the other worker had nothing left). The longest modules go first, longest first, so
+# the many quick ones even out the two workers' ends. Any module not named here runs after these.
+LONGEST_FIRST = ["test_distributed_cluster", "test_distributed", "test_sweep", "test_cluster", "test_tp", "test_cli",
+                 "test_train", "test_cloud"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -82,7 +82,7 @@ def test_ray_job_submit_runs_the_smoke_study_from_a_copy_of_the_project(tmp_path
         submit = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         if "No available agent" not in submit.stderr or time.time() > deadline:
             break
-        time.sleep(5)
+        time.sleep(1)
     assert submit.returncode == 0 and "succeeded" in submit.stdout, (submit.stdout + submit.stderr)[-3000:]
     table = pd.read_parquet(storage / "opinionqa-arch-smoke" / "study.parquet")
     trials = table[table.kind == "trial"]
