@@ -35,9 +35,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 # `make test` hands whole modules to its two xdist workers in collection order
-# (--no-loadscope-reorder; xdist's own order, by test count, left a long module of two tests for
-# last, while the other worker had nothing left). The longest modules go first, longest first, so
-# the many quick ones even out the two workers' ends. Any module not named here runs after these.
+# (--no-loadscope-reorder). The longest go first, so the many quick ones even out the two workers'
+# ends; xdist's own order, by test count, left a long module of two tests for last. The rest
+# follow in their usual order.
 LONGEST_FIRST = ["test_distributed_cluster", "test_distributed", "test_sweep", "test_cluster", "test_tp", "test_cli",
                  "test_train", "test_cloud"]
 
