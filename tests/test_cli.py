@@ -98,8 +98,11 @@ def surveys(tmp_path_factory):
     files["world.jsonl"] = [r for r in countries if r["country"] in ("Japan", "Brazil")][:40]
     for name, records in files.items():
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+    # MiniLM's first block (embed.layers=1): real weights at a sixth of the compute; what the tests
+    # below check is the command line's transfer, which no embedding depth changes
     args = ["--set", f"out_dir={root}", "name=run", f"data.source={root / 'main.jsonl'}", "data.dataset=main", "data.groups=all",
-            "train.steps=4", "train.eval_every=2", "eval.ks=[0,5]", "eval.draws=2", "embed.workers=0", f"embed.cache_dir={root / 'cache'}"]
+            "train.steps=4", "train.eval_every=2", "eval.ks=[0,5]", "eval.draws=2", "embed.workers=0", "embed.layers=1",
+            f"embed.cache_dir={root / 'cache'}"]
     out = gpo("run", "configs/demo.yaml", *args)
     assert out.returncode == 0, out.stderr[-2000:]
     return root

@@ -29,14 +29,16 @@ def survey():
 
 @pytest.fixture(scope="module")
 def reference(survey, tmp_path_factory):
-    cfg = EmbedConfig(cache_dir=str(tmp_path_factory.mktemp("ref")), workers=0, shard_size=3)
+    """In-process vectors of MiniLM's first block (embed.layers=1, here and on Ray: a sixth of
+    the compute; what is tested is the distribution)."""
+    cfg = EmbedConfig(cache_dir=str(tmp_path_factory.mktemp("ref")), workers=0, shard_size=3, layers=1)
     return embed_survey(survey, cfg)
 
 
 
 def test_a_killed_actor_is_replaced_and_every_shard_written_once(local_ray, survey, reference, writes, tmp_path, requeued):
     """(Another replica taking over a lost one's shards: test_distributed_cluster.py.)"""
-    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=1, threads=1, shard_size=3)
+    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=1, threads=1, shard_size=3, layers=1)
     killed = []
 
     def kill_first_actor(done, replicas):
@@ -55,7 +57,7 @@ def test_a_killed_actor_is_replaced_and_every_shard_written_once(local_ray, surv
 def test_a_killed_driver_resumes_with_only_the_missing_shards(local_ray, survey, reference, writes, tmp_path):
     """Ctrl-C in the driver of a Ray job with shards in flight, then the rerun, here in this
     process: what is left to do is read from the cache alone, whatever wrote it."""
-    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=1, threads=1, shard_size=3)
+    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=1, threads=1, shard_size=3, layers=1)
 
     def stop_driver(done, replicas):
         if done == 4:

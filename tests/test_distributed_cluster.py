@@ -46,7 +46,9 @@ def survey():
 
 @pytest.fixture(scope="module")
 def reference(survey, tmp_path_factory):
-    return embed_survey(survey, EmbedConfig(cache_dir=str(tmp_path_factory.mktemp("clean")), workers=0, shard_size=3))
+    """In-process vectors of MiniLM's first block (embed.layers=1, here and on Ray: a sixth of
+    the compute; what is tested is the distribution)."""
+    return embed_survey(survey, EmbedConfig(cache_dir=str(tmp_path_factory.mktemp("clean")), workers=0, shard_size=3, layers=1))
 
 
 @pytest.fixture
@@ -132,7 +134,7 @@ class TestTwoWorkerNodes:
         from gpo.embed.replica import plan_resources
 
         cluster, workers = nodes
-        cfg = EmbedConfig(cache_dir=str(tmp_path), workers=2, shard_size=3)  # threads 0 (auto)
+        cfg = EmbedConfig(cache_dir=str(tmp_path), workers=2, shard_size=3, layers=1)  # threads 0 (auto)
         assert plan_resources(ray, cfg).threads == 1  # one replica per node
         assert plan_resources(ray, replace(cfg, workers=1)).threads == 1  # the largest node's one CPU, not the cluster's two
         killed = []

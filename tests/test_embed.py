@@ -59,7 +59,7 @@ def test_token_batches_cover_every_index_once_within_budget():
 
 
 def test_cache_reuses_finished_shards_and_recomputes_broken_ones(tmp_path, survey, monkeypatch):
-    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=0)
+    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=0, layers=1)  # MiniLM's first block: the cache is what is tested
     first = embed_survey(survey, cfg)
     assert first.shape == (survey.n_points, 384)
 
@@ -90,7 +90,7 @@ def test_cache_rejects_a_shard_of_other_questions(tmp_path, monkeypatch):
 
 
 def test_a_single_flipped_bit_anywhere_in_a_shard_is_detected_and_recomputed(tmp_path, survey):
-    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=0, shard_size=4)  # 12 questions, 3 shards
+    cfg = EmbedConfig(cache_dir=str(tmp_path), workers=0, shard_size=4, layers=1)  # 12 questions, 3 shards
     first = embed_survey(survey, cfg)
     cache = open_cache(survey, cfg)
     shard = cache.shards[1]
