@@ -71,7 +71,7 @@ def test_gpo_learns_in_context_on_the_synthetic_world(tmp_path):
 
 
 def test_an_ensemble_grows_from_a_finished_run_and_beats_its_average_member(tmp_path):
-    common = ["name=ens", "train.steps=40", "train.eval_every=20", "eval.ks=[5]", "eval.baselines=[]", "eval.shrink.enabled=false"]
+    common = ["name=ens", "train.steps=20", "train.eval_every=10", "eval.ks=[5]", "eval.baselines=[]", "eval.shrink.enabled=false"]
     cfg, prep = synthetic(tmp_path, *common)
     [single] = run_training(prep, cfg)
     before = single.read_bytes()
