@@ -39,11 +39,9 @@ def model_metadata(model: str, layers: int) -> dict:
     """Parameters, depth, width and family of a base model (weights are not loaded)."""
     if model == "synthetic":
         return {"base_params": 0, "base_depth": 0, "base_width": 0, "base_family": "synthetic"}
-    from transformers import AutoConfig
+    from gpo.embed.models import count_parameters, load_config
 
-    from gpo.embed.models import count_parameters, resolve
-
-    config = AutoConfig.from_pretrained(resolve(model))
+    config = load_config(model)
     depth = layers or getattr(config, "num_hidden_layers", 0)
     return {"base_params": count_parameters(model, layers), "base_depth": depth,
             "base_width": getattr(config, "hidden_size", 0), "base_family": config.model_type}

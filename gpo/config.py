@@ -132,7 +132,7 @@ class DataConfig:
 
 @dataclass
 class EmbedConfig:
-    model: str = "minilm"  # "minilm", "synthetic" (the synthetic world's features), a hub id or a local path
+    model: str = "minilm"  # a short name (gpo/embed/models.py), "synthetic" (the synthetic world's features), a path or a hub id
     layers: int = 0  # keep only the first N transformer blocks (0 = all): the size ladder
     template: str = "gpo"  # prompt template (gpo/prompts.py)
     max_tokens: int = 512  # longer prompts lose the end of their prefix, never the option

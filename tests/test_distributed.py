@@ -12,7 +12,7 @@ import pytest
 from gpo.config import EmbedConfig
 from gpo.data.survey import select
 from gpo.data.synthetic import SyntheticWorld
-from gpo.embed.models import resolve
+from gpo.embed.models import locate
 from gpo.embed.survey import embed_survey
 from gpo.errors import GPOError
 
@@ -76,7 +76,7 @@ def test_a_replica_that_keeps_crashing_stops_the_job_with_its_error(local_ray, s
     from gpo.cli import main
 
     broken = tmp_path / "broken-minilm"  # real config and tokenizer, unreadable weights: fails the same way every load
-    shutil.copytree(resolve("minilm"), broken)
+    shutil.copytree(locate("minilm").path, broken)
     for weights in [*broken.glob("*.safetensors"), *broken.glob("*.bin")]:
         weights.write_bytes(b"not a weights file")
     code = main(["embed", "--dataset", "synthetic", "--model", str(broken), "--workers", "1",

@@ -16,8 +16,11 @@ Backends (`embed.backend`):
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +43,6 @@ def _minilm_path() -> str:
 def _mpnet_path() -> str:
     """all-mpnet-base-v2 from its five pip packages (`pip install -e '.[mpnet]'`): the pieces of
     one zip, joined and unpacked once into ~/.cache/gpo-study (or $GPO_MODEL_CACHE)."""
-    import importlib.util
-    import os
     import zipfile
 
     target = Path(os.environ.get("GPO_MODEL_CACHE", Path.home() / ".cache" / "gpo-study")) / "all-mpnet-base-v2"
@@ -68,13 +69,80 @@ def _mpnet_path() -> str:
     return str(target)
 
 
-# Short names of models that are available offline (../shared/MODELS.md).
+# Short names of models that are available offline (../shared/MODELS.md): packaged encoders,
+# and files in the models folder (GPO_MODELS_DIR, default ~/.cache/gpo-models) by their file name.
 ALIASES = {"minilm": _minilm_path, "mpnet": _mpnet_path}
+MODEL_FILES = {
+    "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gemma3-270m": "gemma-3-270m-q4_k_m.gguf",
+    "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b-instruct.gguf",
+    "qwen2.5-coder-1.5b": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    "embeddinggemma-300m": "embeddinggemma-300m",
+}
 
 
-def resolve(model: str) -> str:
-    """A local folder or hub id that `from_pretrained` accepts."""
-    return ALIASES[model]() if model in ALIASES else model
+def models_dir() -> Path:
+    return Path(os.environ.get("GPO_MODELS_DIR") or Path.home() / ".cache" / "gpo-models").expanduser()
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where `from_pretrained` finds a model: a folder or hub id, and the GGUF file in that folder."""
+
+    path: str
+    gguf_file: str | None = None
+
+    @property
+    def kwargs(self) -> dict:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+    @property
+    def file(self) -> Path | None:
+        """The local file or folder that holds the weights (None for a hub id)."""
+        path = Path(self.path) / (self.gguf_file or "")
+        return path if path.exists() else None
+
+
+def locate(model: str) -> Located:
+    """A model by short name (ALIASES, MODEL_FILES), local folder, .gguf file, or hub id."""
+    if model in ALIASES:
+        return Located(ALIASES[model]())
+    if model in MODEL_FILES:
+        path = models_dir() / MODEL_FILES[model]
+        if not path.exists():
+            raise GPOError(f"model {model!r}: {path} not found; put {MODEL_FILES[model]} in {models_dir()} "
+                           "(or set GPO_MODELS_DIR to the folder that holds it)")
+    else:
+        path = Path(model).expanduser()
+        if not path.exists():
+            if model.endswith(".gguf") or model.startswith((".", "/", "~")):
+                raise GPOError(f"model {model!r}: no such file or folder")
+            return Located(model)  # a hub id
+    if path.suffix != ".gguf":
+        return Located(str(path.resolve()))
+    if importlib.util.find_spec("gguf") is None:
+        raise GPOError(f"model {model!r} is a GGUF file, which needs the gguf extra: pip install -e '.[gguf]'")
+    return Located(str(path.resolve().parent), path.name)
+
+
+def load_config(model: str, layers: int = 0):
+    """The model's transformers config (depth cut to `layers`), without reading its weights."""
+    from transformers import AutoConfig
+
+    where = locate(model)
+    try:
+        config = AutoConfig.from_pretrained(where.path, **where.kwargs)
+    except (OSError, ValueError) as e:
+        raise GPOError(f"cannot read the config of model {model!r}: {str(e).splitlines()[0]}") from None
+    if layers:
+        check_depth(config, layers)
+        config.num_hidden_layers = layers
+    return config
+
+
+def check_depth(config, layers: int) -> None:
+    if layers > config.num_hidden_layers:
+        raise GPOError(f"model has {config.num_hidden_layers} layers; cannot keep {layers}")
 
 
 def is_causal(config) -> bool:
@@ -83,20 +151,6 @@ def is_causal(config) -> bool:
 
     kind = config.model_type
     return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-
-def truncate(net, layers: int) -> None:
-    """Keep the first `layers` blocks: a real sub-model of the same weights (the size ladder)."""
-    for owner in (getattr(net, "encoder", None), getattr(net, "model", None), net):
-        for attr in ("layer", "layers", "h"):
-            blocks = getattr(owner, attr, None) if owner is not None else None
-            if blocks is not None and hasattr(blocks, "__len__"):
-                if layers > len(blocks):
-                    raise GPOError(f"model has {len(blocks)} layers; cannot keep {layers}")
-                setattr(owner, attr, blocks[:layers])
-                net.config.num_hidden_layers = layers
-                return
-    raise GPOError(f"cannot truncate {type(net).__name__}: no list of layers found")
 
 
 def pick_backend(cfg, device: str) -> str:
@@ -113,14 +167,16 @@ class Embedder:
         from transformers import AutoModel, AutoTokenizer
 
         self.cfg, self.device = cfg, device
-        path = resolve(cfg.model)
+        where = locate(cfg.model)
+        # the first `layers` blocks only, loaded as such: a real sub-model of the same weights (the size ladder)
+        depth = {"num_hidden_layers": cfg.layers} if cfg.layers else {}
+        if cfg.layers and net is None:
+            check_depth(load_config(cfg.model), cfg.layers)
         try:
-            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-            net = net or AutoModel.from_pretrained(path, dtype=getattr(torch, cfg.dtype))
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(where.path, **where.kwargs)
+            net = net or AutoModel.from_pretrained(where.path, dtype=getattr(torch, cfg.dtype), **where.kwargs, **depth)
         except OSError as e:
-            raise GPOError(f"cannot load model {cfg.model!r} from {path}: {str(e).splitlines()[0]}") from None
-        if cfg.layers:
-            truncate(net, cfg.layers)
+            raise GPOError(f"cannot load model {cfg.model!r} from {where.path}: {str(e).splitlines()[0]}") from None
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.causal = is_causal(net.config) if cfg.prefix_sharing == "auto" else cfg.prefix_sharing == "on"
@@ -162,20 +218,14 @@ def deepspeed_module(net, cfg, device: str):
 
 
 def weightless(model: str, layers: int = 0):
-    """The base model's architecture on the meta device (truncated to `layers`): its shapes and
+    """The base model's architecture on the meta device (cut to `layers`): its shapes and
     modules without reading or allocating its weights."""
     import torch
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
-    try:
-        config = AutoConfig.from_pretrained(resolve(model))
-    except (OSError, ValueError) as e:
-        raise GPOError(f"cannot read the config of model {model!r}: {str(e).splitlines()[0]}") from None
+    config = load_config(model, layers)
     with torch.device("meta"):
-        net = AutoModel.from_config(config)
-    if layers:
-        truncate(net, layers)
-    return net
+        return AutoModel.from_config(config)
 
 
 def count_parameters(model: str, layers: int = 0) -> int:
@@ -186,13 +236,13 @@ def count_parameters(model: str, layers: int = 0) -> int:
 
 
 def digest(model: str, layers: int = 0) -> str:
-    """Identity of the weights: a local folder's files (names, sizes and their first MiB),
-    or, for a hub id, the id itself (pin a revision by naming a local snapshot folder)."""
-    path = Path(resolve(model))
+    """Identity of the weights: a local file's or folder's files (names, sizes and their first
+    MiB), or, for a hub id, the id itself (pin a revision by naming a local snapshot folder)."""
+    path = locate(model).file
     h = hashlib.sha1(json.dumps([model, layers]).encode())
-    if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(f"{f.relative_to(path)}:{f.stat().st_size}".encode())
-            with open(f, "rb") as fh:
-                h.update(fh.read(1 << 20))
+    files = [] if path is None else [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(f"{f.name if f == path else f.relative_to(path)}:{f.stat().st_size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
     return h.hexdigest()[:16]

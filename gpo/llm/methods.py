@@ -246,13 +246,14 @@ class LLM:
     def __init__(self, cfg, device: str):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from gpo.embed.models import resolve
+        from gpo.embed.models import locate
 
         self.cfg = cfg
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve(cfg.model))
+        where = locate(cfg.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(where.path, **where.kwargs)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(resolve(cfg.model), dtype=getattr(torch, cfg.dtype)).to(device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(where.path, dtype=getattr(torch, cfg.dtype), **where.kwargs).to(device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
