@@ -28,12 +28,11 @@ import torch
 
 from gpo.analysis.paired import paired
 from gpo.analysis.report import save_bench_report
-from gpo.baselines import centred_log
 from gpo.config import load_config
 from gpo.evaluate import evaluate
 from gpo.inputs import prepare
 from gpo.metrics import ordinal_alignment
-from gpo.ops import segment_softmax
+from gpo.ops import centred_log, segment_softmax
 from gpo.selection import baseline, choose
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from gpo.data.basis import Basis
 from gpo.data.panel import Panel
-from gpo.ops import nnls, per_question_normalise, segment_softmax
+from gpo.ops import centred_log, nnls, per_question_normalise, segment_softmax
 from gpo.recommenders import RESPONDENT_BASELINES, RESPONDENT_GRIDS
 from gpo.tasks import Episode, Method, Points
 
@@ -54,16 +54,6 @@ def mixture(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
     fallback = (~own).float()  # no context, or nothing fitted: the mean of the basis
     w = torch.where(w.sum(1, keepdim=True) > 0, w, fallback)
     return ((w / w.sum(1, keepdim=True))[:, None, :] @ rows).squeeze(1)
-
-
-def centred_log(y: torch.Tensor, point_question: torch.Tensor, eps: float) -> torch.Tensor:
-    """log(y + eps) minus its mean over each question's options: (..., P) -> (..., P)."""
-    logs = (y + eps).log()
-    n_q = int(point_question.max()) + 1
-    flat = logs.reshape(-1, logs.shape[-1])
-    totals = torch.zeros(flat.shape[0], n_q, dtype=logs.dtype, device=logs.device).index_add(1, point_question, flat)
-    counts = torch.bincount(point_question, minlength=n_q).to(logs.dtype)
-    return (flat - (totals / counts)[:, point_question]).reshape(logs.shape)
 
 
 def context_centred_log(points: Points, episode: Episode, eps: float) -> torch.Tensor:

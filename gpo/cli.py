@@ -220,7 +220,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="also write the canonical table as parquet (+ .bad_rows.csv)")
     p = add("embed", cmd_embed, "compute (or reuse) the cached embeddings, sharded over Ray model replicas")
     p.formatter_class, p.epilog = argparse.RawDescriptionHelpFormatter, EMBED_BACKENDS
-    p.add_argument("--model", help="base model: a short name (minilm, mpnet, smollm2-135m, gemma3-270m, embeddinggemma-300m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b: files in $GPO_MODELS_DIR, default ~/.cache/gpo-models), a local folder or .gguf file, or a hub id (embed.model)")
+    p.add_argument("--model", help="base model (embed.model): a short name (minilm, mpnet, or a model file of $GPO_MODELS_DIR, "
+                   "default ~/.cache/gpo-models, by its short name: README), a local folder or .gguf file, or a hub id")
     p.add_argument("--dataset", help=f"one of {sorted(DATASETS)} (its shipped config) or a data file (data.source)")
     p.add_argument("--workers", type=int, help="Ray replicas, data parallel over shards; 0 = in this process (embed.workers)")
     p.add_argument("--backend", choices=["auto", "hf", "deepspeed"], help="inference backend, see below (embed.backend)")

@@ -28,6 +28,7 @@ from gpo.baselines import BASELINES, UNIT_BASELINES
 from gpo.data.synthetic import SyntheticRespondents, SyntheticWorld
 from gpo.device import check_device
 from gpo.errors import ConfigError, require
+from gpo.features import units
 from gpo.llm import LLM_BASELINES
 from gpo.llm.prompts import STYLES
 from gpo.losses import LOSSES
@@ -293,8 +294,9 @@ class ExperimentConfig:
                 self.eval.baselines)
         priors = ("none", *(p for p in PRIORS if p in fits))
         require(self.model.prior in priors, "model.prior", f"for {unit}s one of {priors}", self.model.prior)
-        require(unit == "group" or not self.model.basis, "model.basis", "false for respondents (no basis of groups)",
-                self.model.basis)
+        own = [f for f in self.model.features if unit in units(f)]
+        require(own == self.model.features, "model.features", f"features of {unit}s (gpo/features.py), not "
+                f"{[f for f in self.model.features if f not in own]}", self.model.features)
         require(unit == "group" or not self.eval.llm_baselines, "eval.llm_baselines", "none for respondents",
                 self.eval.llm_baselines)
 

@@ -10,24 +10,26 @@ from pathlib import Path
 
 import torch
 
+from gpo.baselines import baseline_method
 from gpo.config import ExperimentConfig
 from gpo.data.basis import Basis
 from gpo.device import pick_device
 from gpo.errors import ConfigError
+from gpo.features import PointFeatures, build_features, gpo_inputs
 from gpo.inputs import Prepared
 from gpo.model import GPO
 from gpo.ops import segment_softmax
 from gpo.selection import Choice, baseline, choose, per_task, shrink_gpo
-from gpo.tasks import Episode, Method, Points, gpo_inputs
+from gpo.tasks import Episode, Method, Points
 from gpo.train import load_model
 
 log = logging.getLogger(__name__)
 
 
-def gpo_method(model: GPO, prior: Method | None = None) -> Method:
+def gpo_method(model: GPO, features: PointFeatures, prior: Method | None = None) -> Method:
     @torch.no_grad()
     def predict(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
-        mean, _ = model(**gpo_inputs(points, basis, episode, prior, model.n_basis > 0))
+        mean, _ = model(**gpo_inputs(features, points, basis, episode, prior))
         p_tar = segment_softmax(mean, episode.segment)
         out = torch.zeros(episode.tar.shape[0], points.x.shape[0] + 1, device=points.device)
         tar_points = torch.where(episode.segment >= 0, episode.tar, points.x.shape[0])
@@ -41,9 +43,27 @@ def ensemble_method(members: list[Method]) -> Method:
 
 
 def gpo_name(model_cfg) -> str:
-    """'gpo-paper' for the paper's architecture; 'gpo[logit]', 'gpo[basis]', 'gpo[logit+basis]' for variants."""
-    parts = ([model_cfg.prior] if model_cfg.prior != "none" else []) + (["basis"] if model_cfg.basis else [])
-    return f"gpo[{'+'.join(parts)}]" if parts else "gpo-paper"
+    """'gpo-paper' for the paper's variant (no prior, the embedding alone); 'gpo[logit]',
+    'gpo[basis]', 'gpo[lowrank+loadings]' for variants: the prior, then the features beyond the
+    embedding; '-mlp' marks the paper's readout where it is not the default."""
+    extra = [f for f in model_cfg.features if f != "embedding"]
+    parts = ([model_cfg.prior] if model_cfg.prior != "none" else []) + sorted(extra)
+    readout = "-mlp" if model_cfg.readout == "mlp" else ""
+    return f"gpo[{'+'.join(parts)}]{readout}" if parts else f"gpo-paper{readout}"
+
+
+def feature_params(prep: Prepared, cfg: ExperimentConfig) -> dict:
+    """The settings GPO's features are built with, chosen on validation tasks: the attributes
+    of the demographic feature."""
+    if "demographic" not in cfg.model.features:
+        return {}
+    return {"demographic": next(iter(choose(prep, cfg, "demographic").values())).params}
+
+
+def gpo_features(prep: Prepared, names, params: dict) -> PointFeatures:
+    """A run's point features (gpo/features.py), with the settings `feature_params` chose."""
+    demographic = baseline_method("demographic", **params["demographic"]) if "demographic" in params else None
+    return build_features(names, prep.points, prep.basis, demographic)
 
 
 SHRUNK = "+shrink"  # the name of a GPO shrunk toward its reference ends with it
@@ -54,16 +74,19 @@ def prior_choices(stored: dict) -> dict[int, Choice]:
     return {int(k): Choice(**c) for k, c in stored.items()}
 
 
-def load_gpo(checkpoints: list[Path], device) -> tuple[str, Method, Method | None, dict]:
-    """The GPO method of one checkpoint, or of several averaged (an ensemble): its name, the
-    method, its prior (residual variants; None otherwise) and its training totals (steps per
-    member; the rest summed over members)."""
+def load_gpo(checkpoints: list[Path], prep: Prepared) -> tuple[str, Method, Method | None, dict]:
+    """The GPO method of one checkpoint, or of several averaged (an ensemble), on `prep`'s
+    survey: its name, the method, its prior (residual variants; None otherwise) and its
+    training totals (steps per member; the rest summed over members)."""
     members, totals = [], dict.fromkeys(["gpo_params", "train_tokens", "train_flops", "train_s"], 0.0)
     for path in checkpoints:
-        model, ckpt = load_model(path, device)
-        stored = ckpt.get("prior_choices", ckpt.get("prior_params"))  # the key checkpoints made before it was renamed hold
-        prior = baseline(model.cfg.prior, prior_choices(stored)) if model.cfg.prior != "none" else None
-        members.append(gpo_method(model, prior))
+        model, ckpt = load_model(path, prep.points.device)
+        prior = baseline(model.cfg.prior, prior_choices(ckpt["prior_choices"])) if model.cfg.prior != "none" else None
+        features = gpo_features(prep, model.cfg.features, ckpt["feature_params"])
+        if features.width != model.d_features:
+            raise ConfigError(f"{path}: the model reads {model.d_features} features per point, this survey gives "
+                              f"{features.width} ({', '.join(features.names)}): another base model or another basis")
+        members.append(gpo_method(model, features, prior))
         tokens, history = ckpt["state"].get("tokens", 0), ckpt["state"]["history"]
         # dense training FLOPs ~ 6 x parameters x tokens (attention's share is left out)
         for key, value in (("gpo_params", model.n_params()), ("train_tokens", tokens),
@@ -110,7 +133,7 @@ def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
                     "the pools, the mixture, the kernel and a residual GPO's prior combine the training groups' shares "
                     "predicted by %s", 100 * (1 - covered), used)
     if checkpoints:
-        name, gpo, prior, training = load_gpo(checkpoints, prep.points.device)
+        name, gpo, prior, training = load_gpo(checkpoints, prep)
         if unavailable and (prior is not None or gpo_reads_basis(checkpoints)):
             unavailable[name] = reason
         elif unavailable:  # its reference, the mean prior, cannot run: GPO as it is
@@ -132,4 +155,4 @@ def basis_coverage(prep: Prepared) -> float:
 
 
 def gpo_reads_basis(checkpoints: list[Path]) -> bool:
-    return load_model(checkpoints[0])[0].n_basis > 0
+    return "basis" in load_model(checkpoints[0])[0].cfg.features

@@ -1,33 +1,47 @@
 """The GPO model: a transformer without positional encodings over a set of survey points.
 
-Each point is one (question, option): its base-LLM embedding x and the group's share y.
-Context points enter as [x; y], target points as [x; 0]. Context attends to context,
+Each point is one (question, option): its features f (gpo/features.py: the base-LLM embedding
+and what else a variant reads) and the group's share y. Context points enter as [f; y], target
+points as [f; 0]. Context attends to context,
 targets attend to context only, so in every layer the keys and values are the context
 tokens alone: one attention call of (N_ctx + N_tar) queries over N_ctx keys, about half
 the work of a full (N_ctx + N_tar)^2 mask, with identical outputs (tests compare it with
 `nn.TransformerEncoder` under the explicit mask). The head gives a mean and a log-std per
 target; means are softmaxed within each question (ops.segment_softmax).
 
+The readout (`readout`):
+- "mlp" (the paper): each target's mean from its own final state. The context reaches a target
+  only through softmax attention, so reading it needs products of a context label and a point
+  feature, which the input MLP on [f; y] must build from y, one input among hundreds; at a
+  prior that is already the best context-free prediction that direction has no first-order
+  gradient, and training stays at the prior (BENCHMARKS.md, "Why GPO stayed at its prior").
+- "ridge": the same plus an in-context ridge regression: the context's residuals y - p0 are
+  regressed on learned features k(h) of the context's final states, and each target adds its
+  prediction q(h_t) . w. Reading the context is then one linear solve on features the
+  transformer learns, and its gradient is first order from the first step (q starts at zero,
+  so the readout starts at exactly nothing).
+
 Variants, each a config switch:
-- `prior`: every point also carries a baseline's probability p0 (and the context its
-  residual y - p0), and the mean is log p0 plus a learned correction whose last layer starts
-  at zero, so training starts from the baseline's predictions;
-- `basis`: every point also carries the training groups' shares of that option (the group
-  basis; a training group's own column is replaced by the mean of the others), so the model
-  can learn which training groups the context resembles.
+- `prior`: the mean is log p0 plus a learned correction whose last layer starts at zero, so
+  training starts from a baseline's predictions p0; every point also carries p0 (and the
+  context its residual y - p0). "none" (the paper) is the uniform distribution as p0: softmax
+  means cannot tell it from no prior, and the points carry only [f; y].
+- `features`: what a point carries besides its embedding (gpo/features.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gpo.errors import require
+from gpo.features import FEATURES
 
-PRIORS = ("none", "mean", "mixture", "logit", "population", "demographic")  # baselines a residual GPO can correct
+PRIORS = ("none", "mean", "mixture", "logit", "kernel", "population", "demographic", "lowrank")  # baselines a residual GPO can correct
+READOUTS = ("mlp", "ridge")
 
 
 @dataclass
@@ -38,9 +52,11 @@ class ModelConfig:
     d_ff: int = 128
     embed_depth: int = 4  # layers of the input MLP on [x; y]
     dropout: float = 0.0
-    prior: str = "none"  # "none" (the paper), or a baseline to correct: groups "mean", "mixture", "logit";
-    # respondents "population", "demographic"
-    basis: bool = False  # also read the training groups' shares of every point
+    prior: str = "none"  # "none" (the paper), or a baseline to correct: groups "mean", "mixture", "logit", "kernel";
+    # respondents "population", "demographic", "lowrank"
+    features: list = field(default_factory=lambda: ["embedding"])  # what a point carries (gpo/features.py)
+    readout: str = "ridge"  # "mlp" (the paper: a target's own state alone) or "ridge" (plus in-context ridge regression)
+    readout_dim: int = 32  # features of the ridge readout
 
     def __post_init__(self):
         for key in ("d_model", "n_layers", "n_heads", "d_ff", "embed_depth"):
@@ -48,6 +64,10 @@ class ModelConfig:
         require(self.d_model % self.n_heads == 0, "d_model", f"a multiple of n_heads ({self.n_heads})", self.d_model)
         require(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)", self.dropout)
         require(self.prior in PRIORS, "prior", f"one of {PRIORS}", self.prior)
+        require(self.readout in READOUTS, "readout", f"one of {READOUTS}", self.readout)
+        require(self.readout_dim >= 1, "readout_dim", "at least 1", self.readout_dim)
+        require(isinstance(self.features, list) and "embedding" in self.features and set(self.features) <= set(FEATURES),
+                "features", f"a list holding 'embedding' and any of {sorted(FEATURES)}", self.features)
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, depth: int) -> nn.Sequential:
@@ -95,21 +115,41 @@ class Block(nn.Module):
         return self.norm2(h + self.drop2(self.ff(h)))
 
 
-class GPO(nn.Module):
-    def __init__(self, cfg: ModelConfig, d_x: int, n_basis: int = 0):
+class RidgeReadout(nn.Module):
+    """Each target's share of what the context says beyond p0: the context's residuals r
+    (B, M) regressed by ridge on keys k(h_ctx), read at the targets' queries q(h_tar)."""
+
+    def __init__(self, d_model: int, d_k: int):
         super().__init__()
-        self.cfg, self.d_x, self.n_basis = cfg, d_x, n_basis if cfg.basis else 0
-        d_in = d_x + (3 if cfg.prior != "none" else 1) + self.n_basis
-        self.embed = mlp(d_in, cfg.d_model, cfg.d_model, cfg.embed_depth)
+        self.key, self.query = nn.Linear(d_model, d_k), nn.Linear(d_model, d_k)
+        self.alpha = nn.Parameter(torch.zeros(()))  # ridge strength, softplus(alpha)
+        nn.init.zeros_(self.query.weight)  # the readout starts at exactly nothing
+        nn.init.zeros_(self.query.bias)
+
+    def forward(self, h_ctx, h_tar, r, ctx_valid):
+        k = self.key(h_ctx) * ctx_valid[..., None]  # (B, M, d_k); padding reads nothing
+        eye = torch.eye(k.shape[-1], device=k.device, dtype=k.dtype)
+        w = torch.linalg.solve(k.transpose(1, 2) @ k + (F.softplus(self.alpha) + 1e-3) * eye,
+                               k.transpose(1, 2) @ (r * ctx_valid)[..., None])  # (B, d_k, 1)
+        return (self.query(h_tar) @ w).squeeze(-1)  # (B, T)
+
+
+class GPO(nn.Module):
+    def __init__(self, cfg: ModelConfig, d_features: int):
+        super().__init__()
+        self.cfg, self.d_features = cfg, d_features
+        self.residual = cfg.prior != "none"
+        self.embed = mlp(d_features + (3 if self.residual else 1), cfg.d_model, cfg.d_model, cfg.embed_depth)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(), nn.Linear(cfg.d_ff, 2))
-        if cfg.prior != "none":
+        self.readout = RidgeReadout(cfg.d_model, cfg.readout_dim) if cfg.readout == "ridge" else None
+        if self.residual:
             nn.init.zeros_(self.head[-1].weight)  # start exactly at the prior
             nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, x, y, valid, n_ctx: int, prior=None, basis=None):
-        """x (B, N, d_x), y (B, N), valid (B, N): the first n_ctx tokens are context;
-        prior (B, N) and basis (B, N, n_basis) for the variants that read them.
+    def forward(self, features, y, valid, n_ctx: int, prior):
+        """features (B, N, d_features), y (B, N), valid (B, N), prior (B, N): the first n_ctx
+        tokens are context; prior is p0, the uniform distribution for the paper's GPO.
 
         Returns the mean logits and log-stds (B, N - n_ctx) of the targets. The targets' y
         is never read, so labels can travel in the same tensor.
@@ -117,19 +157,17 @@ class GPO(nn.Module):
         is_ctx = torch.zeros_like(valid)
         is_ctx[:, :n_ctx] = True
         y_in = torch.where(is_ctx, y, 0.0)
-        features = [x, y_in[..., None]]
-        if self.cfg.prior != "none":
-            features += [prior[..., None], torch.where(is_ctx, y - prior, 0.0)[..., None]]
-        if self.n_basis:
-            features.append(basis)
-        h = self.embed(torch.cat(features, -1))  # (B, N, D)
+        residual = torch.where(is_ctx, y - prior, 0.0)
+        tokens = [features, y_in[..., None]] + ([prior[..., None], residual[..., None]] if self.residual else [])
+        h = self.embed(torch.cat(tokens, -1))  # (B, N, D)
         ctx_valid = valid[:, :n_ctx]
         for block in self.blocks:
             h = block(h, n_ctx, ctx_valid)
         mean, log_std = self.head(h[:, n_ctx:]).unbind(-1)
-        if self.cfg.prior != "none":
-            mean = mean + prior[:, n_ctx:].clamp_min(1e-6).log()
-        return mean, log_std
+        if self.readout is not None:
+            mean = mean + self.readout(h[:, :n_ctx], h[:, n_ctx:], residual[:, :n_ctx], ctx_valid)
+        # log p0 is constant within a question when p0 is uniform: softmax means never see it
+        return mean + prior[:, n_ctx:].clamp_min(1e-6).log(), log_std
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

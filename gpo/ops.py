@@ -57,3 +57,13 @@ def per_question_normalise(p: torch.Tensor, point_question: torch.Tensor) -> tor
     totals = torch.zeros(p.shape[0], int(point_question.max()) + 1, dtype=p.dtype, device=p.device)
     totals = totals.index_add(1, point_question, p)
     return p / totals[:, point_question].clamp_min(1e-12)
+
+
+def centred_log(y: torch.Tensor, point_question: torch.Tensor, eps: float) -> torch.Tensor:
+    """log(y + eps) minus its mean over each question's options: (..., P) -> (..., P)."""
+    logs = (y + eps).log()
+    n_q = int(point_question.max()) + 1
+    flat = logs.reshape(-1, logs.shape[-1])
+    totals = torch.zeros(flat.shape[0], n_q, dtype=logs.dtype, device=logs.device).index_add(1, point_question, flat)
+    counts = torch.bincount(point_question, minlength=n_q).to(logs.dtype)
+    return (flat - (totals / counts)[:, point_question]).reshape(logs.shape)

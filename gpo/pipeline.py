@@ -90,6 +90,9 @@ def _train(prep: Prepared, cfg: ExperimentConfig, on_validate) -> list[Path]:
     if cfg.model.prior != "none":  # chosen per k like the baseline itself; training contexts take the nearest k
         choices = choose(prep, cfg, cfg.model.prior)
         prior = baseline(cfg.model.prior, choices)
+    params = methods.feature_params(prep, cfg)
+    features = methods.gpo_features(prep, cfg.model.features, params)
+    fitted = {"prior_choices": {k: dataclasses.asdict(c) for k, c in choices.items()}, "feature_params": params}
     train_labels = torch.full_like(prep.labels, torch.nan)  # training reads the training groups' shares only
     train_rows = prep.index(prep.split.train)
     train_labels[train_rows] = prep.labels[train_rows]
@@ -97,12 +100,12 @@ def _train(prep: Prepared, cfg: ExperimentConfig, on_validate) -> list[Path]:
     for member, ckpt_dir in enumerate(member_dirs(run_dir, cfg.train.ensemble)):
         seed = cfg.train.seed + member
         torch.manual_seed(seed)  # the model's initialisation
-        model = GPO(cfg.model, prep.points.x.shape[1], prep.basis.size).to(prep.points.device)
+        model = GPO(cfg.model, features.width).to(prep.points.device)
         log.info("GPO: %d parameters", model.n_params())
         desc = f"meta-train {member + 1}/{cfg.train.ensemble}" if cfg.train.ensemble > 1 else "meta-train"
-        state = train(model, prep.points, train_labels, prep.basis, train_rows,
-                      lambda m: validation_score(prep, cfg, methods.gpo_method(m, prior)), replace(cfg.train, seed=seed),
-                      ckpt_dir, to_dict(cfg), prior, {k: dataclasses.asdict(c) for k, c in choices.items()}, on_validate, desc)
+        state = train(model, prep.points, train_labels, prep.basis, features, train_rows,
+                      lambda m: validation_score(prep, cfg, methods.gpo_method(m, features, prior)), replace(cfg.train, seed=seed),
+                      ckpt_dir, to_dict(cfg), prior, fitted, on_validate, desc)
         log.info("best validation %s %.4f at step %d", prep.metric, state.best_score, state.best_step)
         histories.append(pd.DataFrame(state.history).assign(seed=seed))
     pd.concat(histories).to_parquet(run_dir / "train_history.parquet")
@@ -112,7 +115,7 @@ def _train(prep: Prepared, cfg: ExperimentConfig, on_validate) -> list[Path]:
     if len(checkpoints) == 1:
         name, score = methods.gpo_name(cfg.model), state.best_score
     else:
-        name, method, _, _ = methods.load_gpo(checkpoints, prep.points.device)
+        name, method, _, _ = methods.load_gpo(checkpoints, prep)
         score = validation_score(prep, cfg, method)
     (run_dir / "validation.json").write_text(json.dumps({"method": name, "metric": prep.metric, "val_score": score}) + "\n")
     log.info("%s: validation %s %.4f", name, prep.metric, score)

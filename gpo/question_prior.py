@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from gpo.metrics import alignment
-from gpo.ops import segment_softmax
+from gpo.ops import centred_log, segment_softmax
 from gpo.tasks import Points
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,6 @@ class QuestionPrior:
         if self.alpha is None:
             return f"the uniform distribution (no ridge from the embeddings predicted held-out questions better: {shown})"
         return f"a ridge from the option embeddings (alpha {self.alpha:g}, chosen on held-out questions: {shown})"
-
-
-def centred_log_shares(y: torch.Tensor, point_question: torch.Tensor) -> torch.Tensor:
-    """(J, P) log(y + EPS) minus its mean over each question's options."""
-    logs = (y + EPS).log()
-    n_q = int(point_question.max()) + 1
-    totals = torch.zeros(y.shape[0], n_q, dtype=y.dtype, device=y.device).index_add(1, point_question, logs)
-    counts = torch.bincount(point_question, minlength=n_q).to(y.dtype)
-    return logs - (totals / counts)[:, point_question]
 
 
 def ridge_predict(z: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -85,7 +76,7 @@ def fit_question_prior(points: Points, y: torch.Tensor, folds: int = 5, seed: in
     point, from the ridge strength (or uniform) with the best held-out alignment."""
     z = F.normalize(points.x - points.x.mean(0), dim=-1).double()
     known = ~y.isnan()
-    targets = centred_log_shares(y.nan_to_num(0.0).double(), points.point_question)
+    targets = centred_log(y.nan_to_num(0.0).double(), points.point_question, EPS)
     n_q = points.question_points.shape[0]
     fold = torch.randperm(n_q, generator=torch.Generator().manual_seed(seed)).to(y.device) % folds
     scores = {"uniform": [], **{a: [] for a in ALPHAS}}

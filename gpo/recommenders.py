@@ -13,7 +13,8 @@ first; each maps (points, panel, episode) to (B, P) probabilities, like every me
   population; covariances over the respondents who answered both questions); a person is
   folded in from the context answers by the posterior mean of its `rank` factors (prior
   variances the eigenvalues, noise variance `noise`), and predicted as population + loading x
-  factors, floored and renormalised within each question.
+  factors, floored and renormalised within each question. The model is cross-fitted: a
+  training respondent (GPO's prior in meta-training) reads the fit made without its fold.
 
 With no context at all (k = 0), knn and lowrank predict the population. The panel
 (gpo/data/panel.py) never lets a training respondent read its own answers.
@@ -64,31 +65,18 @@ def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, sm
     return torch.where(has_context, near, prior)
 
 
-def components(panel: Panel) -> tuple[torch.Tensor, torch.Tensor]:
-    """The panel's principal axes (P, P) and variances (P,), largest first: eigenvectors of the
-    weighted covariance of one-hot answers centred on the population, each pair of points
-    averaged over the respondents who answered both questions."""
-    if "components" not in panel._cache:
-        chosen, answered = panel.onehot(panel.answers)  # (J, P)
-        w = panel.weights[:, None].float()
-        centred = (chosen - panel.population()) * answered
-        cov = (centred * w).T @ centred / ((answered * w).T @ answered).clamp_min(1e-12)
-        variances, axes = torch.linalg.eigh(cov.double())
-        panel._cache["components"] = (axes.flip(1).float(), variances.flip(0).clamp_min(1e-6).float())
-    return panel._cache["components"]
-
-
 def lowrank(points: Points, panel: Panel, episode: Episode, rank: int = 8, noise: float = 0.1) -> torch.Tensor:
-    axes, variances = components(panel)
-    V, lam = axes[:, :rank], variances[:rank]
+    axes, variances = panel.components()
+    fit = panel.fold_of(episode.groups)  # a training respondent reads the fit made without its fold
+    V, lam = axes[fit, :, :rank], variances[fit, :rank]  # (B, P, r), (B, r)
     prior = panel.mean(episode.groups)
     ok = (episode.ctx >= 0).float()
     ctx = episode.ctx.clamp_min(0)
-    Vc = V[ctx] * ok[..., None]  # (B, M, r)
+    Vc = V.gather(1, ctx[..., None].expand(-1, -1, V.shape[2])) * ok[..., None]  # (B, M, r)
     residual = (episode.ctx_y - prior.gather(1, ctx)) * ok  # (B, M)
-    precision = Vc.transpose(1, 2) @ Vc + noise * torch.diag(1 / lam)
-    z = torch.linalg.solve(precision, (Vc.transpose(1, 2) @ residual[..., None])).squeeze(-1)  # (B, r)
-    return per_question_normalise((prior + z @ V.T).clamp_min(FLOOR), points.point_question)
+    precision = Vc.transpose(1, 2) @ Vc + noise * torch.diag_embed(1 / lam)
+    z = torch.linalg.solve(precision, (Vc.transpose(1, 2) @ residual[..., None]))  # (B, r, 1)
+    return per_question_normalise((prior + (V @ z).squeeze(-1)).clamp_min(FLOOR), points.point_question)
 
 
 RESPONDENT_BASELINES = {"demographic": demographic, "knn": knn, "lowrank": lowrank}

@@ -146,17 +146,3 @@ def make_episode(points: Points, labels: torch.Tensor, groups: torch.Tensor, q: 
 # Every evaluated method (GPO, each baseline) maps an episode to (B, P) probabilities: its rows'
 # predicted shares of every point, read at the targets.
 Method = Callable[[Points, Basis, Episode], torch.Tensor]
-
-
-def gpo_inputs(points: Points, basis: Basis, episode: Episode, prior: Method | None = None, with_basis: bool = False) -> dict:
-    """GPO's inputs for an episode (keyword arguments of GPO.forward): context tokens [x; y],
-    targets [x; 0], and what the variants read: the prior's probability of every token and
-    the basis shares."""
-    ids = episode.points
-    inputs = {"x": points.x[ids.clamp_min(0)], "valid": ids >= 0, "n_ctx": episode.n_ctx,
-              "y": torch.cat([episode.ctx_y, torch.zeros(episode.tar.shape, device=ids.device)], 1)}
-    if prior is not None:
-        inputs["prior"] = prior(points, basis, episode).gather(1, ids.clamp_min(0))
-    if with_basis:
-        inputs["basis"] = basis.features(episode.groups, ids)
-    return inputs

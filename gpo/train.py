@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from gpo.data.basis import Basis
+from gpo.features import PointFeatures, gpo_inputs
 from gpo.losses import LOSSES
 from gpo.model import GPO
 from gpo.progress import progress
-from gpo.tasks import Points, gpo_inputs, make_episode, sample_questions, shares_at
+from gpo.tasks import Points, make_episode, sample_questions, shares_at
 
 log = logging.getLogger(__name__)
 
@@ -55,28 +56,28 @@ class TrainState:
     history: list = field(default_factory=list)  # one dict per validation
 
 
-def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, config: dict, prior_choices: dict) -> None:
+def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, config: dict, fitted: dict) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "state": vars(state), "config": config, "d_x": model.d_x, "n_basis": model.n_basis, "prior_choices": prior_choices,
+        "state": vars(state), "config": config, "d_features": model.d_features, **fitted,
     }, tmp)
     os.replace(tmp, path)
 
 
-def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, train_groups: list[int], validate, cfg,
-          ckpt_dir: Path, config: dict, prior=None, prior_choices: dict | None = None, on_validate=None,
+def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, features: PointFeatures, train_groups: list[int],
+          validate, cfg, ckpt_dir: Path, config: dict, prior=None, fitted: dict | None = None, on_validate=None,
           desc: str = "meta-train") -> TrainState:
-    """Meta-train `model` in place on the training groups' rows of `labels` (G, P), resuming
-    from ckpt_dir/last.pt if present.
+    """Meta-train `model` in place on the training groups' rows of `labels` (G, P), reading
+    the points' `features`, resuming from ckpt_dir/last.pt if present.
 
     validate(model) -> float scores the validation groups (higher is better). prior: the
-    baseline (points, basis, episode) -> (B, P) that residual variants correct, with the
-    choices `prior_choices` it was built with (kept in checkpoints: {k: Choice fields}).
-    on_validate(state, checkpoint_dir) runs after each validation's checkpoint is written
-    (sweeps report to Ray Tune there).
+    baseline (points, basis, episode) -> (B, P) that residual variants correct. `fitted`: what
+    the prior and the features were built with, kept in checkpoints ({"prior_choices": {k:
+    Choice fields}, "feature_params": {feature: settings}}). on_validate(state, checkpoint_dir)
+    runs after each validation's checkpoint is written (sweeps report to Ray Tune there).
     """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     device = points.device
@@ -110,8 +111,8 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, train_
                               "wall_s": time.perf_counter() - start})
         if score > state.best_score:
             state.best_score, state.best_step = score, state.step
-            save_checkpoint(ckpt_dir / "best.pt", model, optimizer, generator, state, config, prior_choices or {})
-        save_checkpoint(last, model, optimizer, generator, state, config, prior_choices or {})
+            save_checkpoint(ckpt_dir / "best.pt", model, optimizer, generator, state, config, fitted or {})
+        save_checkpoint(last, model, optimizer, generator, state, config, fitted or {})
         if on_validate is not None:
             on_validate(state, ckpt_dir)
         shown = "-" if math.isnan(loss_value) else f"{loss_value:.3f}"  # step 0: nothing trained yet
@@ -131,7 +132,7 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, train_
             n_tar = int(torch.randint(cfg.tar_min, cfg.tar_max + 1, (1,), generator=generator, device=device))
             questions = sample_questions(available[rows], n_ctx, n_tar, generator)
             episode = make_episode(points, labels, groups[rows], questions)
-            inputs = gpo_inputs(points, basis, episode, prior, model.n_basis > 0)
+            inputs = gpo_inputs(features, points, basis, episode, prior)
             mean, log_std = model(**inputs)
             loss = loss_fn(mean, log_std, shares_at(labels, episode.groups, episode.tar), episode.segment)
             optimizer.zero_grad(set_to_none=True)
@@ -155,6 +156,6 @@ def load_model(path: Path, device="cpu") -> tuple[GPO, dict]:
     from gpo.model import ModelConfig
 
     ckpt = torch.load(path, map_location=device, weights_only=False)
-    model = GPO(from_dict(ModelConfig, ckpt["config"]["model"]), ckpt["d_x"], ckpt.get("n_basis", 0)).to(device)
+    model = GPO(from_dict(ModelConfig, ckpt["config"]["model"]), ckpt["d_features"]).to(device)
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

@@ -39,7 +39,7 @@ def pytest_sessionfinish(session, exitstatus):
 # workers' ends; xdist's own order, by test count, left a long module of two tests for last. This
 # order was measured to end both workers within seconds of each other (strictly by length, a
 # worker took test_tp.py last and ended 15 s after the other). The rest follow in their usual order.
-LONGEST_FIRST = ["test_distributed_cluster", "test_distributed", "test_sweep", "test_cluster", "test_tp", "test_cli",
+LONGEST_FIRST = ["test_distributed_cluster", "test_distributed", "test_in_context", "test_sweep", "test_cluster", "test_tp", "test_cli",
                  "test_train", "test_cloud"]
 
 

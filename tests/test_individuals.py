@@ -2,6 +2,8 @@
 read (a test respondent's targets, a training respondent's own answers), and the baselines on a
 synthetic population with known latent classes."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +17,7 @@ from gpo.data.synthetic import SyntheticRespondents
 from gpo.errors import DataError
 from gpo.evaluate import evaluate, predict
 from gpo.inputs import assemble, forms, load_respondents
-from gpo.methods import gpo_method
+from gpo.methods import gpo_features, gpo_method
 from gpo.model import GPO, ModelConfig
 from gpo.recommenders import RESPONDENT_BASELINES
 from gpo.tasks import sample_questions
@@ -34,13 +36,18 @@ def world(n=1200, **kw):
 PREP, CLASSES, CFG = world()
 
 
-def methods():
-    model = GPO(ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=16, prior="population"), PREP.points.x.shape[1])
-    for p in model.parameters():  # a trained model's weights are not zero: make the residual read its inputs
-        torch.nn.init.normal_(p, std=0.3)
-    paper = GPO(ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=16), PREP.points.x.shape[1])
-    return {"gpo": gpo_method(paper), "gpo[population]": gpo_method(model, baseline_method("population")),
-            **{name: baseline_method(name) for name in ("population", *RESPONDENT_BASELINES)}}
+def methods(panel=None):
+    """GPO's variants (their features fitted to `panel`, default PREP's) and the baselines."""
+    features = gpo_features(replace(PREP, basis=panel or PREP.basis), ["embedding", "loadings"], {})
+    torch.manual_seed(0)
+    out = {}
+    for name, prior in (("gpo", None), ("gpo[lowrank+loadings]", "lowrank")):
+        model = GPO(ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=16, prior=prior or "none",
+                                features=["embedding", "loadings"]), features.width)
+        for p in model.parameters():  # a trained model's weights are not zero: make the residual read its inputs
+            torch.nn.init.normal_(p, std=0.3)
+        out[name] = gpo_method(model, features, prior and baseline_method(prior))
+    return {**out, **{name: baseline_method(name) for name in ("population", *RESPONDENT_BASELINES)}}
 
 
 def test_roles_hold_each_survey_form_in_proportion():
@@ -70,16 +77,20 @@ def test_a_test_respondents_targets_never_reach_any_method():
 
 
 def test_a_training_respondent_never_reads_its_own_answers():
+    """Its answers changed in the panel (every answer another option), a training respondent's
+    predictions from the same context do not change: no method, fit or feature reads them."""
     train = PREP.index(PREP.split.train)
     for i in range(3):
         me = torch.tensor([train[i]])
-        without = Panel.build(PREP.labels, train[:i] + train[i + 1:], PREP.data.demographics, PREP.points.question_points,
-                              PREP.points.point_question, PREP.data.weights, PREP.points.uniform())
+        poisoned = PREP.labels.clone()
+        poisoned[me] = 1.0 - poisoned[me]  # argmax takes the first option not chosen
+        panel = Panel.build(poisoned, train, PREP.data.demographics, PREP.points.question_points,
+                            PREP.points.point_question, PREP.data.weights, PREP.points.uniform())
+        assert not torch.equal(panel.answers, PREP.basis.answers)
         q = sample_questions(PREP.points.available[me], 5, None, torch.Generator().manual_seed(i))
-        for name in ("population", "demographic", "knn"):
-            mine = predict(baseline_method(name), PREP.points, PREP.labels, PREP.basis, me, q)
-            theirs = predict(baseline_method(name), PREP.points, PREP.labels, without, me, q)
-            assert torch.allclose(mine, theirs, atol=1e-5), name
+        for (name, method), theirs in zip(methods().items(), methods(panel).values()):
+            mine = predict(method, PREP.points, PREP.labels, PREP.basis, me, q)
+            assert torch.allclose(mine, predict(theirs, PREP.points, PREP.labels, panel, me, q), atol=1e-5), name
 
 
 def test_nearest_respondents_and_low_rank_recover_the_classes_the_population_cannot():

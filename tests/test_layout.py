@@ -14,7 +14,7 @@ PACKAGES = {"gpo": "gpo", "tune": "gpo.tune", "analysis": "gpo.analysis"}  # fol
 LAYERS = [
     ("gpo.errors", "gpo.progress", "gpo.lock", "gpo.device", "gpo.prompts", "gpo.ops", "gpo.metrics"),  # leaves
     ("gpo.data", "gpo.data."),  # survey files -> the canonical table -> arrays
-    ("gpo.tasks", "gpo.model", "gpo.losses"),  # what a method reads; the model and its objectives
+    ("gpo.tasks", "gpo.features", "gpo.model", "gpo.losses"),  # what a method reads; a point's features, the model, its objectives
     ("gpo.question_prior",),  # shares on questions no training group answered, from the embeddings
     ("gpo.baselines", "gpo.recommenders", "gpo.shrink", "gpo.evaluate", "gpo.llm", "gpo.llm.prompts"),  # methods' parts; registries
     ("gpo.config",),  # experiment settings, checked against the registries below

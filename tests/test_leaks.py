@@ -18,7 +18,7 @@ from gpo.data.synthetic import SyntheticWorld
 from gpo.evaluate import predict
 from gpo.inputs import assemble
 from gpo.llm import LLM_BASELINES
-from gpo.methods import gpo_method
+from gpo.methods import gpo_features, gpo_method
 from gpo.model import GPO, ModelConfig
 from gpo.shrink import PerTask, shrunk
 from gpo.tasks import sample_questions
@@ -60,11 +60,14 @@ def context_points(prep, rows, q):
 def gpo_variants(prep):
     out = {}
     for name, cfg in {"gpo": ModelConfig(d_model=32, n_layers=2, n_heads=4, d_ff=32),
-                      "gpo[logit+basis]": ModelConfig(d_model=32, n_layers=2, n_heads=4, d_ff=32, prior="logit", basis=True)}.items():
+                      "gpo[kernel+basis]": ModelConfig(d_model=32, n_layers=2, n_heads=4, d_ff=32, prior="kernel",
+                                                       features=["embedding", "basis"])}.items():
         torch.manual_seed(0)
-        model = GPO(cfg, prep.points.x.shape[1], prep.basis.size).eval()
+        features = gpo_features(prep, cfg.features, {})
+        model = GPO(cfg, features.width).eval()
         nn.init.normal_(model.head[-1].weight)  # a residual variant starts at its prior: make the learned part count
-        out[name] = gpo_method(model, baseline_method("logit") if cfg.prior == "logit" else None)
+        nn.init.normal_(model.readout.query.weight)  # ... and the readout, which starts at nothing
+        out[name] = gpo_method(model, features, baseline_method("kernel") if cfg.prior == "kernel" else None)
     return out
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -23,13 +24,20 @@ def inputs(B=3, n_ctx=7, n_tar=5, d_x=16, seed=0):
     return x, y, valid
 
 
-def small_model(**kw):
+UNIFORM = torch.full((3, 12), 0.25)  # the paper's GPO: p0 is the uniform distribution
+
+
+def small_model(trained=True, **kw):
+    """A small GPO; `trained`: its ridge readout's query, which starts at zero, made to count."""
     torch.manual_seed(0)
-    return GPO(ModelConfig(d_model=32, n_layers=3, n_heads=4, d_ff=48, embed_depth=3, **kw), d_x=16).eval()
+    model = GPO(ModelConfig(d_model=32, n_layers=3, n_heads=4, d_ff=48, embed_depth=3, **kw), 16).eval()
+    if trained and model.readout is not None:
+        torch.nn.init.normal_(model.readout.query.weight)
+    return model
 
 
 def test_matches_torch_transformer_encoder_under_the_explicit_mask():
-    model = small_model()
+    model = small_model(readout="mlp")  # the paper's GPO
     x, y, valid = inputs()
     n_ctx = 7
     layers = []
@@ -50,9 +58,9 @@ def test_matches_torch_transformer_encoder_under_the_explicit_mask():
     for ref in layers:
         h = ref(h, src_mask=blocked, src_key_padding_mask=~valid)
     want_mean, want_log_std = model.head(h[:, n_ctx:]).unbind(-1)
-    mean, log_std = model(x, y, valid, n_ctx)
+    mean, log_std = model(x, y, valid, n_ctx, UNIFORM)
     ok = valid[:, n_ctx:]
-    assert torch.allclose(mean[ok], want_mean[ok], atol=1e-5)
+    assert torch.allclose(mean[ok] - UNIFORM[:, n_ctx:][ok].log(), want_mean[ok], atol=1e-5)
     assert torch.allclose(log_std[ok], want_log_std[ok], atol=1e-5)
 
 
@@ -61,41 +69,61 @@ def test_context_permutation_does_not_change_predictions():
     x, y, valid = inputs()
     valid[:] = True
     perm = torch.cat([torch.randperm(7, generator=torch.Generator().manual_seed(3)), torch.arange(7, 12)])
-    a, _ = model(x, y, valid, 7)
-    b, _ = model(x[:, perm], y[:, perm], valid[:, perm], 7)
+    a, _ = model(x, y, valid, 7, UNIFORM)
+    b, _ = model(x[:, perm], y[:, perm], valid[:, perm], 7, UNIFORM)
     assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_targets_do_not_see_each_other_or_their_labels():
     model = small_model()
     x, y, valid = inputs()
-    a, _ = model(x, y, valid, 7)
+    a, _ = model(x, y, valid, 7, UNIFORM)
     x2, y2 = x.clone(), y.clone()
     x2[:, 8:] = torch.randn_like(x2[:, 8:])  # change every target but the first
     y2[:, 7:] = 123.0  # target labels must never be read
-    b, _ = model(x2, y2, valid, 7)
+    b, _ = model(x2, y2, valid, 7, UNIFORM)
     assert torch.allclose(a[:, 0], b[:, 0], atol=1e-6)
 
 
-def test_context_labels_change_predictions():
-    model = small_model()
+@pytest.mark.parametrize("readout", ["mlp", "ridge"])
+def test_context_labels_change_predictions(readout):
+    model = small_model(readout=readout)
     x, y, valid = inputs()
-    a, _ = model(x, y, valid, 7)
+    a, _ = model(x, y, valid, 7, UNIFORM)
     y2 = y.clone()
     y2[:, :7] = 1 - y2[:, :7]
-    b, _ = model(x, y2, valid, 7)
+    b, _ = model(x, y2, valid, 7, UNIFORM)
     assert not torch.allclose(a, b)
+
+
+def test_the_ridge_readout_is_a_ridge_regression_of_the_context_residuals():
+    model = small_model(readout="ridge", prior="mean")
+    readout = model.readout
+    g = torch.Generator().manual_seed(1)
+    h_ctx, h_tar, r = torch.randn(2, 6, 32, generator=g), torch.randn(2, 4, 32, generator=g), torch.randn(2, 6, generator=g)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    valid[1, 4:] = False  # padding reads nothing
+    got = readout(h_ctx, h_tar, r, valid)
+    lam = float(torch.nn.functional.softplus(readout.alpha.detach())) + 1e-3
+    for b, n in ((0, 6), (1, 4)):  # numpy's least squares on the stacked ridge system
+        K = readout.key(h_ctx[b, :n]).double().detach().numpy()
+        A = np.vstack([K, np.sqrt(lam) * np.eye(K.shape[1])])
+        w = np.linalg.lstsq(A, np.concatenate([r[b, :n].double().numpy(), np.zeros(K.shape[1])]), rcond=None)[0]
+        want = readout.query(h_tar[b]).double().detach().numpy() @ w
+        assert np.allclose(got[b].detach().numpy(), want, atol=1e-4)
+    assert torch.equal(readout(h_ctx[:, :0], h_tar, r[:, :0], valid[:, :0]), torch.zeros(2, 4))  # no context: nothing
 
 
 def test_no_context_gives_finite_predictions():
     model = small_model()
     x, y, valid = inputs(n_ctx=0)
-    mean, log_std = model(x, y, valid, 0)
+    mean, log_std = model(x, y, valid, 0, UNIFORM[:, :5])
     assert torch.isfinite(mean).all() and torch.isfinite(log_std).all()
 
 
-def test_prior_variant_starts_at_the_prior():
-    model = small_model(prior="mixture")
+@pytest.mark.parametrize("readout", ["mlp", "ridge"])
+def test_prior_variant_starts_at_the_prior(readout):
+    model = small_model(trained=False, prior="mixture", readout=readout)
     x, y, valid = inputs()
     prior = torch.rand(3, 12) + 0.05
     mean, _ = model(x, y, valid, 7, prior)
@@ -105,8 +133,8 @@ def test_prior_variant_starts_at_the_prior():
 def test_model_runs_on_the_device_of_its_inputs():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = small_model().to(device)
-    x, y, valid = (t.to(device) for t in inputs())
-    mean, _ = model(x, y, valid, 7)
+    x, y, valid, prior = (t.to(device) for t in (*inputs(), UNIFORM))
+    mean, _ = model(x, y, valid, 7, prior)
     assert mean.device.type == device
 
 

@@ -4,8 +4,10 @@ respondent's attributes, which travel with the respondent (a test respondent's a
 known, its answers are not).
 
 A training respondent predicted as a task never reads its own answers: its own contribution is
-taken out of every sum it reads (`own`). Answers are option indices (-1: none), so nothing here
-holds a Python object per answer; the one-hot view (J, P) is built once, as a tensor.
+taken out of every sum it reads (`own`), and what is fitted to the whole panel (a low-rank
+model) is cross-fitted: a training respondent reads the fit made without its fold (`folds`).
+Answers are option indices (-1: none), so nothing here holds a Python object per answer; the
+one-hot view (J, P) is built once, as a tensor.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+FOLDS = 5  # cross-fitting folds of the training respondents
 
 
 @dataclass
@@ -76,6 +80,31 @@ class Panel:
         inside = (col >= 0)[:, None]
         return torch.where(inside, chosen[col.clamp_min(0)], 0.0), torch.where(inside, answered[col.clamp_min(0)], 0.0)
 
+    def folds(self, n: int = FOLDS) -> torch.Tensor:
+        """(J,) each panel respondent's fold, 0 .. n-1: a fixed order of the respondents dealt round."""
+        order = torch.argsort((self.members * 0.6180339887) % 1)
+        return torch.empty_like(order).scatter_(0, order, torch.arange(self.size, device=order.device) % n)
+
+    def fold_of(self, groups: torch.Tensor, n: int = FOLDS) -> torch.Tensor:
+        """(B,) the fold of each row's respondent, n for a respondent outside the panel: the index
+        of the fit a row may read when fits are made per fold and one more on the whole panel."""
+        col = self.column[groups]
+        return torch.where(col >= 0, self.folds(n)[col.clamp_min(0)], n)
+
+    def components(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The panel's principal axes (F + 1, P, P) and variances (F + 1, P), largest first: per
+        fold f < F fitted without the respondents of fold f (`folds`), and last on every
+        respondent. Each fit: eigenvectors of the weighted covariance of one-hot answers centred
+        on the fitted respondents' shares, each pair of points averaged over the respondents who
+        answered both questions."""
+        if "components" not in self._cache:
+            chosen, answered = self.onehot(self.answers)  # (J, P)
+            folds = self.folds()
+            fits = [principal_axes(chosen, answered, self.weights * (folds != f), self.uniform) for f in range(FOLDS)]
+            fits.append(principal_axes(chosen, answered, self.weights, self.uniform))
+            self._cache["components"] = tuple(torch.stack(t) for t in zip(*fits))
+        return self._cache["components"]
+
     @property
     def covered(self) -> torch.Tensor:
         """(P,) whether some training respondent answered the point's question."""
@@ -110,3 +139,14 @@ class Panel:
             zeros = chosen.new_zeros(n_cells, chosen.shape[1])
             self._cache[attributes] = (cell, zeros.index_add(0, member, chosen), zeros.index_add(0, member, answered))
         return self._cache[attributes]
+
+
+def principal_axes(chosen: torch.Tensor, answered: torch.Tensor, weights: torch.Tensor, uniform: torch.Tensor):
+    """Axes (P, P) and variances (P,) of one-hot answers (J, P) under respondent `weights` (J,)."""
+    w = weights[:, None].float()
+    n = (answered * w).sum(0)
+    population = torch.where(n > 0, (chosen * w).sum(0) / n.clamp_min(1e-12), uniform)
+    centred = (chosen - population) * answered
+    cov = (centred * w).T @ centred / ((answered * w).T @ answered).clamp_min(1e-12)
+    variances, axes = torch.linalg.eigh(cov.double())
+    return axes.flip(1).float(), variances.flip(0).clamp_min(1e-6).float()
