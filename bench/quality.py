@@ -86,7 +86,13 @@ VARIANTS = {
     # a residual over the log-linear pool of the training groups, cross-entropy
     "residual-logit": ["model.prior=logit", "train.loss=ce"],
     # the paper's GPO that also reads the training groups' shares of every point
-    "basis": ["model.prior=none", "model.basis=true", "train.loss=gaussian"],
+    "basis": ["model.prior=none", "model.features=[embedding,basis]", "train.loss=gaussian"],
+    # ... and the training groups' shares of every point as features
+    "residual-logit-basis": ["model.prior=logit", "model.features=[embedding,basis]", "train.loss=ce"],
+    # a residual over the kernel baseline (the log-linear pool plus a kernel correction)
+    "residual-kernel": ["model.prior=kernel", "train.loss=ce"],
+    # the paper's GPO with the paper's readout (a target's own state alone): GPO before the ridge readout
+    "paper-mlp": ["model.prior=none", "train.loss=gaussian", "model.readout=mlp"],
     # a residual over the group-mixture fit
     "residual-mixture": ["model.prior=mixture", "train.loss=ce"],
     # three paper GPOs from consecutive seeds, their predictions averaged (the first is the "paper" run's model)
@@ -100,6 +106,12 @@ VARIANTS = {
     # respondents: residuals over the population's and the person's demographic cell's answer shares
     "residual-population": ["model.prior=population", "train.loss=ce"],
     "residual-demographic": ["model.prior=demographic", "train.loss=ce"],
+    # ... with the options' cross-fitted loadings on the training respondents' low-rank axes as features
+    "residual-population-loadings": ["model.prior=population", "model.features=[embedding,loadings]", "train.loss=ce"],
+    "residual-demographic-loadings": ["model.prior=demographic", "model.features=[embedding,loadings]", "train.loss=ce"],
+    "residual-lowrank": ["model.prior=lowrank", "train.loss=ce"],
+    "residual-lowrank-loadings": ["model.prior=lowrank", "model.features=[embedding,loadings]", "train.loss=ce"],
+    "paper-loadings": ["model.prior=none", "model.features=[embedding,loadings]", "train.loss=gaussian"],
     # the protocol's config as shipped: its own variant, training schedule and steps
     "default": [],
 }
@@ -180,6 +192,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--out", default="runs/bench-quality")
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every run")
+    parser.add_argument("--choose", action="store_true",
+                        help="report the validation tasks in place of the test tasks: for choosing defaults (no test score is shown)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     frames, walls = [], []
@@ -211,7 +225,10 @@ def main() -> None:
     results = pd.concat(frames)
     # baselines do not depend on the variant: keep one copy per (run setting)
     results = results.drop_duplicates(["dataset", "model", "train_fraction", "seed", "k", "method", "group", "role"])
-    text = report(results)
+    if args.choose:  # the validation tasks reported as the tested ones: what defaults are chosen on
+        val = results[results.role == "val"]
+        results = pd.concat([val.assign(role="test"), val])
+    text = ("VALIDATION TASKS ONLY (--choose): every score below is a validation task's\n" if args.choose else "") + report(results)
     budget = pd.DataFrame(walls)
     validation = budget.pivot_table(index=["dataset", "variant"], columns="split", values="val_score")
     text += "\n\nvalidation score of the tested model (k = train.val_k), mean over seeds: what defaults are chosen on\n"

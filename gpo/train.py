@@ -51,9 +51,17 @@ class TrainState:
     step: int = 0
     best_score: float = -math.inf
     best_step: int = -1
-    running_loss: float = math.nan  # moving average of the training loss
+    # moving averages over training batches: the loss, the loss of the prior alone on the same
+    # batches (its correction at zero; the uniform distribution for the paper's GPO), the
+    # gradient norm before clipping
+    running: dict = field(default_factory=dict)
     tokens: int = 0  # points (context + target) processed, for compute estimates
-    history: list = field(default_factory=list)  # one dict per validation
+    history: list = field(default_factory=list)  # one dict per validation, with the averages
+
+    def observe(self, **values: float) -> None:
+        for key, value in values.items():
+            old = self.running.get(key, math.nan)
+            self.running[key] = value if math.isnan(old) else 0.95 * old + 0.05 * value
 
 
 def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, config: dict, fitted: dict) -> None:
@@ -103,12 +111,13 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, featur
     fewest = int(available.sum(1).min())  # a context never takes every question of a group: targets remain
     loss_fn = LOSSES[cfg.loss]
 
-    def checkpoint(loss_value: float) -> None:
+    def checkpoint() -> None:
         model.eval()
         score = validate(model)
         model.train()
-        state.history.append({"step": state.step, "loss": loss_value, "val_score": score,
-                              "wall_s": time.perf_counter() - start})
+        loss_value = state.running.get("loss", math.nan)
+        state.history.append({"step": state.step, **dict.fromkeys(("loss", "prior_loss", "grad_norm"), math.nan), **state.running,
+                              "val_score": score, "wall_s": time.perf_counter() - start})
         if score > state.best_score:
             state.best_score, state.best_step = score, state.step
             save_checkpoint(ckpt_dir / "best.pt", model, optimizer, generator, state, config, fitted or {})
@@ -122,7 +131,7 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, featur
     model.train()
     with progress(total=cfg.steps, initial=state.step, desc=desc, unit="step") as bar:
         if not state.history:
-            checkpoint(math.nan)  # step 0: the untrained model (for prior variants, the baseline)
+            checkpoint()  # step 0: the untrained model (for prior variants, the baseline)
         while state.step < cfg.steps:
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * cosine_lr(state.step, cfg.steps, cfg.warmup)
@@ -134,19 +143,20 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, featur
             episode = make_episode(points, labels, groups[rows], questions)
             inputs = gpo_inputs(features, points, basis, episode, prior)
             mean, log_std = model(**inputs)
-            loss = loss_fn(mean, log_std, shares_at(labels, episode.groups, episode.tar), episode.segment)
+            y = shares_at(labels, episode.groups, episode.tar)
+            loss = loss_fn(mean, log_std, y, episode.segment)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
             optimizer.step()
+            with torch.no_grad():
+                prior_loss = loss_fn(inputs["prior"][:, episode.n_ctx:].clamp_min(1e-6).log(), log_std, y, episode.segment)
             state.step += 1
             state.tokens += int(inputs["valid"].sum())
             bar.update(1)
-            r = state.running_loss
-            state.running_loss = loss.item() if math.isnan(r) else 0.95 * r + 0.05 * loss.item()
+            state.observe(loss=loss.item(), prior_loss=prior_loss.item(), grad_norm=grad_norm.item())
             if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                checkpoint(state.running_loss)
+                checkpoint()
     return state
 
 
