@@ -30,7 +30,7 @@ from gpo.config import load_config
 from gpo.evaluate import episodes
 from gpo.inputs import prepare
 from gpo.methods import load_gpo
-from gpo.pipeline import run
+from gpo.pipeline import run_evaluation, run_training
 from gpo.tasks import make_episode
 
 WORLDS = {  # config, overrides, the no-context baseline, the best context-reading baseline
@@ -71,7 +71,8 @@ def diagnose(world: str, variant: str, readout: str, embedding: str, steps: int,
     if embedding == "raw":  # the ablation: the base model's embeddings as they come
         gpo.features.normalised_embedding = lambda x: x
     try:
-        results = run(cfg)
+        prep = prepare(cfg)
+        results = run_evaluation(prep, cfg, run_training(prep, cfg))  # no table printed: it would show test tasks
         effect = context_effect(cfg.run_dir)
     finally:
         gpo.features.normalised_embedding = scaled

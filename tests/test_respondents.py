@@ -97,6 +97,17 @@ def test_release_reports_a_bad_row_and_skips_or_stops(tmp_path, line, field, rea
     assert str(e.value) == f"{survey / 'responses.csv'}: row 5: field '{field}': {reason}"
 
 
+@pytest.mark.parametrize("cell, answer, reported", [("No", 1, []), ("Banana", -1, [(1, "Q1_W99", "answer 'Banana' is not an option")])])
+def test_one_text_cell_among_codes_costs_that_cell_only(tmp_path, cell, answer, reported):
+    """A question column of codes with one text in it: an option's text is read as that option,
+    any other text is that cell's problem alone; the codes (refusals included) still decode."""
+    lines = [GOOD[0].replace("101,1,", f"101,{cell},", 1), *GOOD[1:]]
+    write_survey(tmp_path, lines)
+    r = load_responses(tmp_path)
+    assert problems(r) == reported
+    np.testing.assert_array_equal(r.answers[:, 0], [answer, -1, 1, 0])  # 102 refused (99), 103 "No" (2), 104 "Yes" (1)
+
+
 def test_release_missing_weight_column_or_no_valid_respondent_is_one_line_error(tmp_path):
     survey = write_survey(tmp_path / "a", header=HEADER.replace(",WEIGHT_W99", ""),
                           lines=[line.rsplit(",", 1)[0] for line in GOOD])

@@ -132,12 +132,15 @@ def _survey_rows(survey: Path, bad: BadRows) -> list[tuple[dict, int]]:
 
 
 def answer_texts(column: pd.Series, option_mapping) -> pd.Series:
-    """Answers as option texts; numeric codes are mapped through info.csv's option_mapping."""
-    if not pd.api.types.is_numeric_dtype(column) or not isinstance(option_mapping, str) or not option_mapping:
-        return column.astype("object").where(column.notna())
+    """Answers as option texts: a cell holding a number is a code, mapped through info.csv's
+    option_mapping (when the question has one); any other cell is the option's text itself.
+    Cell by cell, so one text among codes (or one code among texts) costs nothing but itself."""
+    texts = column.astype("object").where(column.notna())
+    if not isinstance(option_mapping, str) or not option_mapping:
+        return texts
     mapping = literal(option_mapping)
     codes = numbers(mapping) if isinstance(mapping, dict) else None
     if codes is None:
         raise ValueError("not a {numeric code: option text} literal")
-    mapping = dict(zip(codes, mapping.values()))
-    return pd.to_numeric(column, errors="coerce").map(mapping)
+    number = pd.to_numeric(column, errors="coerce")
+    return texts.where(number.isna(), number.map(dict(zip(codes, mapping.values()))))
