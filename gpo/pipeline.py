@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
 from gpo import methods
-from gpo.config import ExperimentConfig, merge, save_config, to_dict
+from gpo.config import ExperimentConfig, merge, read_yaml, save_config, to_dict
 from gpo.errors import ConfigError
 from gpo.evaluate import evaluate, summarise
 from gpo.inputs import Prepared, prepare
@@ -44,12 +43,29 @@ def flat(tree: dict, prefix: str = "") -> dict:
             for k, v in (flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}).items()}
 
 
-def changed_settings(cfg: ExperimentConfig) -> dict[str, tuple]:
-    """{key: (saved, now)} of the identity settings where `cfg` differs from its run folder's config.yaml."""
-    saved = cfg.run_dir / "config.yaml"
+def saved_settings(run_dir: Path) -> dict:
+    """A run folder's resolved config.yaml as written ({} when there is none), or one error line
+    naming a damaged record: not YAML, or sections of a resolved config missing (cut off)."""
+    saved = run_dir / "config.yaml"
     if not saved.is_file():
         return {}
-    old = flat(merge(to_dict(ExperimentConfig()), yaml.safe_load(saved.read_text()) or {}))
+    fix = "restore it, or start a new run with --set name=NEW"
+    try:
+        tree = read_yaml(saved, "run record")
+    except ConfigError as e:
+        raise ConfigError(f"{e}: the run record is damaged; {fix}") from None
+    missing = [section for section in to_dict(ExperimentConfig()) if section not in tree]
+    if missing:
+        raise ConfigError(f"{saved}: the run record is damaged (cut off, or of another version): no {', '.join(missing)}; {fix}")
+    return tree
+
+
+def changed_settings(cfg: ExperimentConfig) -> dict[str, tuple]:
+    """{key: (saved, now)} of the identity settings where `cfg` differs from its run folder's config.yaml."""
+    saved = saved_settings(cfg.run_dir)
+    if not saved:
+        return {}
+    old = flat(merge(to_dict(ExperimentConfig()), saved))
     return {key: (old.get(key), value) for key, value in flat(to_dict(cfg)).items()
             if key.startswith(IDENTITY) and key not in NOT_IDENTITY and old.get(key) != value}
 

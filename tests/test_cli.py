@@ -181,6 +181,19 @@ def test_a_rerun_with_other_model_settings_is_refused_before_anything_is_written
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.parametrize("damage, named", [(lambda t: t[:t.index("synthetic_respondents")] + 'x: "cut', "not valid YAML"),
+                                           (lambda t: t[:t.index("\ntrain:") + 1], "no train, eval, llm"),
+                                           (lambda t: "", "no name, out_dir, data")])
+def test_a_damaged_run_record_is_named_as_damaged(tmp_path, damage, named):
+    out = gpo("run", "configs/synthetic.yaml", *TINY, f"out_dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    record = tmp_path / "tiny" / "config.yaml"
+    record.write_text(damage(record.read_text()))
+    out = gpo("run", "configs/synthetic.yaml", *TINY, f"out_dir={tmp_path}")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert f"{record}: " in out.stderr and named in out.stderr and "the run record is damaged" in out.stderr, out.stderr
+
+
 def test_a_second_run_in_a_busy_run_folder_is_refused_naming_the_holder(tmp_path, lock_holder):
     with lock_holder(tmp_path / "tiny") as pid:
         out = gpo("run", "configs/synthetic.yaml", *TINY, f"out_dir={tmp_path}")

@@ -105,7 +105,9 @@ def test_a_single_flipped_bit_anywhere_in_a_shard_is_detected_and_recomputed(tmp
     assert path.read_bytes() != bytes(flipped)
 
 
-def test_a_cut_off_manifest_is_rebuilt_from_the_shards_that_match(tmp_path, survey):
+@pytest.mark.parametrize("damage", [lambda text: text[:40],  # a crash mid-write on a file system without atomic renames
+                                    lambda text: "[1, 2]", lambda text: "{}", lambda text: '{"checksums": 3}'])
+def test_a_damaged_manifest_is_rebuilt_from_the_shards_that_match(tmp_path, survey, damage):
     cfg = EmbedConfig(cache_dir=str(tmp_path), shard_size=4)  # 12 questions, 3 shards
     cache = open_cache(survey, cfg)
     vectors = {s.index: np.random.default_rng(s.index).normal(size=(len(s.points), 8)).astype(np.float32) for s in cache.shards}
@@ -113,7 +115,7 @@ def test_a_cut_off_manifest_is_rebuilt_from_the_shards_that_match(tmp_path, surv
         cache.write(shard, vectors[shard.index])
     cache.path(cache.shards[2]).write_bytes(b"not parquet")
     manifest = cache.root / "manifest.json"
-    manifest.write_text(manifest.read_text()[:40])  # a crash mid-write on a file system without atomic renames
+    manifest.write_text(damage(manifest.read_text()))
     cache = open_cache(survey, cfg)
     assert cache.missing() == [cache.shards[2]]  # the broken shard only: the others are kept
     cache.write(cache.shards[2], vectors[2])

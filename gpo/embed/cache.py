@@ -9,7 +9,8 @@ template, pooling, dtype, the questions and options). Inside it:
 A rerun computes only shards that are missing; a shard whose bytes do not match its checksum
 (a flipped bit anywhere), or that cannot be read or does not match the manifest (rows,
 question ids, dimension, finite values), is reported and recomputed, never used. A manifest
-that cannot be read is rebuilt from the shards whose contents match the layout. Reading
+that cannot be read, or is not a manifest (another JSON value, keys missing), is rebuilt from
+the shards whose contents match the layout. Reading
 memory-maps each shard and views its values without a copy. Writers hold the cache's lock
 (gpo/lock.py), so two runs never fill one cache at once.
 """
@@ -55,7 +56,11 @@ class EmbeddingCache:
         try:
             found = json.loads(manifest.read_text()) if manifest.is_file() else None
         except (json.JSONDecodeError, UnicodeDecodeError):
-            log.warning("%s: unreadable (cut off or corrupted); rebuilding it from the shards that match this data", manifest)
+            found = "unreadable (cut off or corrupted)"
+        if found is not None and not (isinstance(found, dict) and set(expected) <= set(found)
+                                      and isinstance(found.get("checksums"), dict)):
+            why = found if isinstance(found, str) else "damaged (not the mapping of a manifest, or keys missing)"
+            log.warning("%s: %s; rebuilding it from the shards that match this data", manifest, why)
             cache._rebuild()
             return cache
         if found is not None and {k: found.get(k) for k in expected} != expected:
