@@ -1,5 +1,6 @@
 import gzip
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -215,3 +216,13 @@ def test_every_group_of_another_survey_can_be_tested_even_when_named_like_the_ru
     assert set(results[results.role == "test"].group) == {"again/Female", "again/Male", "again/Democrat"}
     split = json.loads((surveys / "run" / "split.json").read_text())
     assert set(results[results.role == "val"].group) == set(split["val"])
+
+
+@pytest.mark.parametrize("command", [["embed", "configs/demo.yaml", "--set", "embed.layers=1"],
+                                     ["sweep", "tune/studies/opinionqa.yaml", "--smoke-test", "--set"]])
+def test_an_address_where_no_ray_answers_is_one_line_within_seconds(tmp_path, monkeypatch, command):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    started = time.monotonic()
+    out = gpo(*command, f"embed.cache_dir={tmp_path}" if command[0] == "embed" else f"storage={tmp_path}")
+    assert out.returncode == 2 and "RAY_ADDRESS=127.0.0.1:1: no Ray cluster answers there" in out.stderr, out.stderr[-2000:]
+    assert out.stderr.count(": error: ") == 1 and time.monotonic() - started < 60

@@ -43,48 +43,59 @@ def init_ray(address: str = ""):
     import ray
 
     if not ray.is_initialized():
-        check_token(address)
+        check_cluster(address)
         ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     return ray
 
 
-def check_token(address: str) -> None:
-    """Ask the cluster at `address` (host:port) whether it takes this machine's Ray token before
-    connecting: Ray answers a refused token with 20 s of retries and a ConnectionError. A token
-    found here (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) is then sent to a
-    cluster that asks for one even when RAY_AUTH_MODE is unset, as Ray does for local clusters."""
+def check_cluster(address: str) -> None:
+    """Ask the cluster at `address` (host:port) whether it answers, and takes this machine's Ray
+    token, before connecting: Ray retries an address where nothing answers for minutes, and a
+    refused token for 20 s, then raises a ConnectionError. A token found here (RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) is then sent to a cluster that asks for one even
+    when RAY_AUTH_MODE is unset, as Ray does for local clusters."""
     if address in ("", "auto", "local") or "://" in address:
         return
     from ray._private.authentication.authentication_token_setup import _enable_token_auth
     from ray._raylet import AuthenticationTokenLoader
 
-    if gcs_accepts(address, {}):
+    answer = gcs_answer(address, {})
+    if answer == "silent":
+        raise GPOError(f"RAY_ADDRESS={address}: no Ray cluster answers there (nothing listening, or not reachable in "
+                       f"{GCS_TIMEOUT_S:g} s): start it (`ray start --head`), or unset RAY_ADDRESS for a private local Ray")
+    if answer == "accepted":
         return
     token = AuthenticationTokenLoader.instance().get_token_for_http_header(ignore_auth_mode=True)
     if not token:
         raise GPOError(f"RAY_ADDRESS={address}: this cluster uses Ray's token authentication and no token was found here: "
                        "set RAY_AUTH_TOKEN to the head's token (`ray get-auth-token` on the head)")
-    if not gcs_accepts(address, token):
+    if gcs_answer(address, token) == "unauthenticated":
         raise GPOError(f"RAY_ADDRESS={address}: this cluster refuses the Ray token found here (RAY_AUTH_TOKEN, "
                        "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token): set RAY_AUTH_TOKEN to the head's token "
                        "(`ray get-auth-token` on the head)")
     _enable_token_auth()  # RAY_AUTH_MODE=token for this process and its children
 
 
-def gcs_accepts(address: str, header: dict) -> bool:
-    """False only when the GCS at `address` refuses the request as unauthenticated; an address
-    that does not answer counts as accepting, and ray.init reports it as usual."""
+GCS_TIMEOUT_S = 5.0
+
+
+def gcs_answer(address: str, header: dict) -> str:
+    """How the GCS at `address` answers a request with `header`: "accepted", "unauthenticated",
+    or "silent" (no answer within GCS_TIMEOUT_S)."""
     import grpc
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
 
     with grpc.insecure_channel(address) as channel:
         try:
             gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
-                gcs_service_pb2.GetClusterIdRequest(), timeout=10, metadata=tuple(header.items()))
+                gcs_service_pb2.GetClusterIdRequest(), timeout=GCS_TIMEOUT_S, metadata=tuple(header.items()))
         except grpc.RpcError as e:
-            return e.code() != grpc.StatusCode.UNAUTHENTICATED
-    return True
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                return "unauthenticated"
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return "silent"
+    return "accepted"
 
 
 @dataclass
