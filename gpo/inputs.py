@@ -249,6 +249,9 @@ def assemble(data: SurveyData, split: GroupSplit, x: np.ndarray, device: str) ->
     row_of = {g: i for i, g in enumerate(data.groups)}
     train = [row_of[g] for g in split.train]
     if data.unit == "respondent":
+        if not (data.weights[train] > 0).any():
+            raise DataError(f"{data.dataset}: every training respondent's survey weight is 0, so the panel's shares are "
+                            "undefined: give them positive weights (or drop the weight column)")
         basis = Panel.build(labels, train, data.demographics, points.question_points, points.point_question, data.weights,
                             points.uniform())
     else:

@@ -60,8 +60,8 @@ def test_gpo_recovers_what_the_context_tells_of_a_person(trained, variant):
 
 
 @pytest.mark.parametrize("variant", ["default", pytest.param("paper", marks=pytest.mark.xfail(strict=True, reason=(
-    "about 60% at this budget, 75% at four times it: without a prior the paper's GPO reads the training groups only through its weights, and 9 training "
-    "groups teach it the group's stance less well than a pool of them (BENCHMARKS.md)")))])
+    "about 60% at this budget, 75% at four times it: without a prior the paper's GPO reads the training groups only "
+    "through its weights, and 9 training groups teach it the group's stance less well than a pool of them (BENCHMARKS.md)")))])
 def test_gpo_recovers_what_the_context_tells_of_a_group(trained, variant):
     """Groups with latent opinions: the kernel baseline reads a group's stance from 10 answers
     (about +0.3 of alignment over the training groups' mean); so must GPO."""

@@ -108,6 +108,17 @@ def test_one_text_cell_among_codes_costs_that_cell_only(tmp_path, cell, answer, 
     np.testing.assert_array_equal(r.answers[:, 0], [answer, -1, 1, 0])  # 102 refused (99), 103 "No" (2), 104 "Yes" (1)
 
 
+def test_a_zero_weight_is_kept_with_a_warning_and_all_zero_is_one_line(tmp_path, caplog):
+    zero = lambda line: line.rsplit(",", 1)[0] + ",0"  # noqa: E731
+    write_survey(tmp_path / "one", [zero(GOOD[0]), *GOOD[1:]])
+    r = load_responses(tmp_path / "one")
+    assert r.weights.tolist() == [0.0, 2.0, 0.5, 1.5] and r.problems == []
+    assert "1 respondent(s) weighted 0: tasks like any other, counted in no survey-weighted share or mean" in caplog.text
+    write_survey(tmp_path / "all", [zero(line) for line in GOOD])
+    with pytest.raises(DataError, match=r"every respondent's survey weight is 0, so no weighted share or mean is defined"):
+        load_responses(tmp_path / "all")
+
+
 def test_release_missing_weight_column_or_no_valid_respondent_is_one_line_error(tmp_path):
     survey = write_survey(tmp_path / "a", header=HEADER.replace(",WEIGHT_W99", ""),
                           lines=[line.rsplit(",", 1)[0] for line in GOOD])

@@ -21,7 +21,9 @@
 Rows are numbered from 1 at the first data row of their file. Bad input is reported as a
 RowProblem (file, row, field, reason) under the `on_bad_rows` policy, as the group loaders do:
 an answer that is not an option (or a code outside option_mapping) is dropped; a respondent
-with a missing id, a missing, negative or non-numeric weight, or no answer left is dropped; a
+with a missing id, a missing, negative or non-numeric weight, or no answer left is dropped (a
+weight of 0 is kept, with a warning: the respondent counts in no weighted share or mean; all of
+them 0 is an error); a
 duplicate respondent (in the CSV: a duplicate (respondent, question) row) is dropped in favour
 of the first; CSV rows whose question fields or respondent fields differ from the first row of
 their question or respondent are dropped.
@@ -34,6 +36,7 @@ options list is parsed once) and reported problems.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import zlib
 from dataclasses import dataclass
@@ -46,6 +49,8 @@ from gpo.data.jsonl import question_id
 from gpo.data.opinionqa import INFO_COLUMNS, METADATA_COLUMNS, REFUSALS, answer_texts, list_literal, survey_dirs
 from gpo.data.schema import BadRows, RowProblem, check_distribution, literal, normalise_ordinal, option_text, read_csv
 from gpo.errors import DataError
+
+log = logging.getLogger(__name__)
 
 RELEASE_ID = "QKEY"
 CSV_COLUMNS = ("respondent", "question", "options", "answer")
@@ -510,11 +515,18 @@ def _combine(blocks: list[_Block], dataset: str, source: str, bad: BadRows) -> R
     attributes = pd.concat([b.attributes for b in blocks], ignore_index=True)[keep].reset_index(drop=True)
     groups = {c: [g for b in blocks for g in b.groups.get(c, [])] for c in attributes.columns}
     bad.report()
+    weights = np.concatenate([b.weights for b in blocks]).astype(np.float64)[keep]
+    if not (weights > 0).any():
+        raise DataError(f"{source}: every respondent's survey weight is 0, so no weighted share or mean is defined: give "
+                        "positive weights (or drop the weight column: every respondent then weighs 1)")
+    if (weights == 0).any():
+        log.warning("%s: %d respondent(s) weighted 0: tasks like any other, counted in no survey-weighted share or mean",
+                    source, int((weights == 0).sum()))
     return Responses(
         dataset=dataset, qids=qids, questions=[first[q][1] for q in qids], options=[first[q][2] for q in qids],
         ordinal=[first[q][3] for q in qids], respondents=ids[keep].tolist(),
         answers=answers[keep], asked=asked[keep],
-        weights=np.concatenate([b.weights for b in blocks]).astype(np.float64)[keep],
+        weights=weights,
         attributes=pd.DataFrame({c: _category(attributes[c], groups[c]) for c in attributes.columns},
                                 index=pd.RangeIndex(int(keep.sum()))),
         rows=rows[keep], files=[b.file for b in blocks], file_index=file_index[keep], problems=bad.problems,
