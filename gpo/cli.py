@@ -138,7 +138,9 @@ def cmd_train(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from gpo.config import load_config
+    import yaml
+
+    from gpo.config import load_config, to_dict
     from gpo.inputs import prepare
     from gpo.lock import exclusive
     from gpo.pipeline import member_dirs, run_evaluation, write_results
@@ -158,15 +160,24 @@ def cmd_eval(args) -> None:
                      "data.dataset=''", *overrides]
     cfg = load_config(run_dir / "config.yaml", overrides, values)
     if args.data:
-        out = run_dir / f"transfer-{cfg.data.name()}"
-        out.mkdir(exist_ok=True)
+        if not Path(cfg.data.resolve(cfg.data.test_source)).exists():
+            raise GPOError(f"--data {args.data}: no such file or folder")
+        out = Path(args.out) if args.out else run_dir / f"transfer-{cfg.data.name()}"
+        record = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        if (out / "results.parquet").is_file() and (out / "config.yaml").is_file() and (out / "config.yaml").read_text() != record:
+            raise GPOError(f"{out}: holds a transfer made with other settings (its config.yaml); evaluate into another "
+                           "folder with --out DIR, or move it away")
     # under the folder given, wherever the run was moved to
     checkpoints = [d / f"{args.checkpoint}.pt" for d in member_dirs(run_dir, cfg.train.ensemble)]
     for checkpoint in checkpoints:
         if not checkpoint.is_file():
             raise GPOError(f"{checkpoint}: not found; train first (`gpo train {run_dir / 'config.yaml'}`)")
     with exclusive(run_dir, "this run folder"):
-        print(write_results(run_evaluation(prepare(cfg), cfg, checkpoints), out))
+        results = run_evaluation(prepare(cfg), cfg, checkpoints)
+        if args.data:  # the folder is made once there is something to put in it
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(record)
+        print(write_results(results, out))
     print(f"results in {out / 'results.parquet'}")
 
 
@@ -232,6 +243,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--data", metavar="SURVEY", help="evaluate on test groups of another survey file (name them with "
                    "--set data.test_groups=[...]; same embedding model); results go to RUN_DIR/transfer-<survey>/")
+    p.add_argument("--out", metavar="DIR", help="with --data: the folder of the transfer's results (default RUN_DIR/transfer-<survey>)")
     add("baseline", cmd_baseline, "evaluate one of the paper's LLM baselines (llm.model) next to the run's results",
         leading=("name", {"choices": LLM_BASELINES}))
     p = sub.add_parser("analyze", help="tables, scaling fits and figures from study/run results -> report.md/.html")

@@ -120,6 +120,21 @@ def test_eval_transfers_a_trained_run_to_named_groups_of_another_survey(surveys)
     assert set(results[results.role == "val"].group) == set(split["val"])  # the run's own validation groups
     assert test.alignment.notna().all() and (test.n_targets > 0).all()
     assert (surveys / "run" / "results.parquet").is_file()  # the run's own results stay as they were
+    # the same transfer again: the same numbers; with other test groups: refused, nothing overwritten
+    before = (surveys / "run" / "transfer-ages" / "results.parquet").read_bytes()
+    again = gpo("eval", str(surveys / "run"), "--data", str(surveys / "ages.jsonl"), "--set", "data.test_groups=[18-29, 65+]")
+    assert again.returncode == 0, again.stderr[-2000:]
+    other = gpo("eval", str(surveys / "run"), "--data", str(surveys / "ages.jsonl"), "--set", "data.test_groups=[18-29]")
+    assert other.returncode == 2 and "holds a transfer made with other settings" in other.stderr and "--out DIR" in other.stderr
+    assert (surveys / "run" / "transfer-ages" / "results.parquet").read_bytes() == before
+    elsewhere = gpo("eval", str(surveys / "run"), "--data", str(surveys / "ages.jsonl"), "--set", "data.test_groups=[18-29]",
+                    "--out", str(surveys / "young"))
+    young = pd.read_parquet(surveys / "young" / "results.parquet")
+    assert elsewhere.returncode == 0 and set(young[young.role == "test"].group) == {"18-29"}
+    # a --data file that is not there: one line, no folder made
+    missing = gpo("eval", str(surveys / "run"), "--data", str(surveys / "nowhere.jsonl"), "--set", "data.test_groups=[18-29]")
+    assert missing.returncode == 2 and "--data " in missing.stderr and "no such file" in missing.stderr
+    assert not (surveys / "run" / "transfer-nowhere").exists()
 
 
 def test_transfer_to_a_survey_without_common_questions_predicts_the_training_groups_from_the_questions(surveys):
