@@ -41,14 +41,15 @@ def cmd_data(args) -> None:
 
     from gpo.config import load_config
     from gpo.data.respondents import load_responses, responses_table
-    from gpo.data.schema import bad_rows
-    from gpo.inputs import load_respondents, load_source, load_survey
+    from gpo.data.schema import BadRows, bad_rows
+    from gpo.inputs import load_respondents, load_source, load_survey, tasks_need, with_enough_answers
 
     data_file = Path(args.config).is_dir() or args.config.lower().endswith(DATA_SUFFIXES)
     # a data file in place of a config: its table as it is, every group and question
     cfg = load_config(None, args.set or [], {"data.source": str(Path(args.config).absolute())}) if data_file else _config(args)
     if cfg.data.unit == "respondent":
-        responses = load_responses(cfg.data.resolved_source(), cfg.data.on_bad_rows)
+        responses = with_enough_answers(load_responses(cfg.data.resolved_source(), cfg.data.on_bad_rows),
+                                        tasks_need(cfg), BadRows(cfg.data.on_bad_rows))
         table, bad = responses_table(responses), pd.DataFrame([vars(p) for p in responses.problems],
                                                               columns=["file", "row", "field", "reason"])
         data, split = load_respondents(cfg, responses)

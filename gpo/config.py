@@ -103,7 +103,8 @@ class DataConfig:
                 "new_question_fraction", self.unit)
         require(self.on_bad_rows in ("skip", "error"), "on_bad_rows", "'skip' or 'error'", self.on_bad_rows)
         require(0 < self.train_fraction < 1, "train_fraction", "a fraction in (0, 1)", self.train_fraction)
-        require(0 <= self.val_fraction < 1, "val_fraction", "a fraction in [0, 1)", self.val_fraction)
+        require(0 < self.val_fraction < 1, "val_fraction", "a fraction in (0, 1): validation tasks choose checkpoints and "
+                "every setting (at least one is drawn; name them with data.val_groups)", self.val_fraction)
         require(0 < self.test_answer_fraction <= 1, "test_answer_fraction", "a fraction in (0, 1]", self.test_answer_fraction)
         require(0 <= self.new_question_fraction < 0.5, "new_question_fraction", "a fraction in [0, 0.5)",
                 self.new_question_fraction)

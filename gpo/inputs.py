@@ -141,7 +141,7 @@ def load_respondents(cfg: ExperimentConfig, responses: Responses | None = None) 
     data.on_bad_rows."""
     d = cfg.data
     responses = responses or load_responses(d.resolved_source(), d.on_bad_rows)
-    responses = with_enough_answers(responses, max(*cfg.eval.ks, cfg.train.val_k) + 1, BadRows(d.on_bad_rows))
+    responses = with_enough_answers(responses, tasks_need(cfg), BadRows(d.on_bad_rows))
     known = set(responses.respondents)
     named = {}
     for role in ("test", "val", "train"):
@@ -156,8 +156,14 @@ def load_respondents(cfg: ExperimentConfig, responses: Responses | None = None) 
     return replace(respondent_survey(responses, d.require_ordinal), dataset=d.name()), split
 
 
+def tasks_need(cfg: ExperimentConfig) -> int:
+    """The answers a respondent needs to be a task: more than the largest context size."""
+    return max(*cfg.eval.ks, cfg.train.val_k) + 1
+
+
 def with_enough_answers(responses: Responses, need: int, bad: BadRows) -> Responses:
-    """The respondents with at least `need` answers; each other one is reported by `bad`."""
+    """The respondents with at least `need` answers; each other one is reported by `bad` and
+    joins the responses' problems (what `gpo data` lists and writes to its bad rows)."""
     n = (responses.answers >= 0).sum(1)
     short = np.flatnonzero(n < need)
     for i in short:  # the respondents reported, not every respondent
@@ -166,7 +172,11 @@ def with_enough_answers(responses: Responses, need: int, bad: BadRows) -> Respon
     bad.report()
     if len(short) == len(n):
         raise DataError(f"{responses.dataset}: no respondent answered more than {need - 1} questions (lower eval.ks)")
-    return keep_respondents(responses, n >= need) if len(short) else responses
+    if not len(short):
+        return responses
+    log.warning("%s: %d of %d respondents answered at most %d questions, the largest context size (eval.ks, train.val_k): "
+                "left out", responses.dataset, len(short), len(n), need - 1)
+    return replace(keep_respondents(responses, n >= need), problems=[*responses.problems, *bad.problems])
 
 
 def keep_respondents(responses: Responses, keep: np.ndarray) -> Responses:

@@ -66,6 +66,7 @@ def test_data_out_writes_the_table_and_its_skipped_rows_on_real_data(shared_data
     (["eval.ks=[-1]"], "eval.ks: expected a list of context sizes (integers >= 0), got [-1]"),
     (["eval.ks=[100000]"], "eval.ks: 100000 context questions leave no test group anything to predict"),
     (["data.source=BROKEN"], "unreadable after line"),
+    (["data.val_fraction=0"], "data.val_fraction: expected a fraction in (0, 1): validation tasks choose checkpoints"),
 ])
 def test_bad_settings_and_files_are_one_line_errors_before_any_work(tmp_path, overrides, message):
     broken = tmp_path / "broken.jsonl.gz"

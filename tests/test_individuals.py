@@ -107,12 +107,14 @@ def test_nearest_respondents_and_low_rank_recover_the_classes_the_population_can
             < results[results.k == 20].groupby("method").log_loss.mean()["population"]).all()
 
 
-def test_respondents_with_too_few_answers_are_reported_and_skipped_or_stop_the_run():
+def test_respondents_with_too_few_answers_are_reported_and_skipped_or_stop_the_run(caplog):
     responses, _, _ = SyntheticRespondents(n_respondents=300, n_questions=60).build()
     responses.answers[:5, 5:] = -1  # five respondents answered 5 questions at most
     skip = load_config(CONFIG, ["embed.model=synthetic", "eval.ks=[0,10]", "train.val_k=5"])
     data, split = load_respondents(skip, responses)
     assert len(data.groups) == 295 and not set(responses.respondents[:5]) & set(data.groups)
+    assert "5 of 300 respondents answered at most 10 questions, the largest context size (eval.ks, train.val_k): left out" \
+        in caplog.text
     strict = load_config(CONFIG, ["embed.model=synthetic", "eval.ks=[0,10]", "train.val_k=5", "data.on_bad_rows=error"])
     with pytest.raises(DataError, match=r"synthetic: row 1: field 'answers': \d answers: a task needs more than the largest "
                                         r"context size \(10\)"):
@@ -155,4 +157,7 @@ def test_gpo_data_summarises_the_respondents_and_writes_their_answers(shared_dat
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("atp-w41: 90 questions") and "test   1515 respondents" in out.stdout
     answers = pd.read_parquet(tmp_path / "w41.parquet")
-    assert answers.respondent.nunique() == 2524 and {"respondent", "qid", "answer", "weight"} <= set(answers.columns)
+    assert answers.respondent.nunique() == 2519 and {"respondent", "qid", "answer", "weight"} <= set(answers.columns)
+    # the 5 with no more answers than the largest k (40) are listed with the other bad rows, and written there
+    bad = pd.read_csv(tmp_path / "w41.bad_rows.csv")
+    assert len(bad) == 5 and (bad.field == "answers").all() and "skipped 5 malformed row(s)" in out.stdout
