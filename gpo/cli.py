@@ -24,7 +24,10 @@ def cmd_run(args) -> None:
     run(_config(args))
 
 
-DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".parquet")
+DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".csv.gz", ".parquet")
+# what a per-respondent file given in place of a config is read as: each respondent a task
+RESPONDENT_FILE = {"data.unit": "respondent", "data.groups": "all", "data.require_ordinal": False,
+                   "eval.baselines": ["uniform", "population", "demographic", "knn", "lowrank"]}
 
 
 def print_roles(data, split, names: bool) -> None:
@@ -40,13 +43,19 @@ def cmd_data(args) -> None:
     import pandas as pd
 
     from gpo.config import load_config
-    from gpo.data.respondents import load_responses, responses_table
+    from gpo.data.respondents import is_respondent_csv, load_responses, responses_table
     from gpo.data.schema import BadRows, bad_rows
     from gpo.inputs import load_respondents, load_source, load_survey, tasks_need, with_enough_answers
 
     data_file = Path(args.config).is_dir() or args.config.lower().endswith(DATA_SUFFIXES)
-    # a data file in place of a config: its table as it is, every group and question
-    cfg = load_config(None, args.set or [], {"data.source": str(Path(args.config).absolute())}) if data_file else _config(args)
+    # a data file in place of a config: its table as it is, every group and question; a
+    # per-respondent CSV (known by its columns) as respondents
+    if data_file:
+        inferred = {"data.source": str(Path(args.config).absolute()), **(RESPONDENT_FILE if is_respondent_csv(args.config) else {})}
+        named = {item.split("=", 1)[0].strip() for item in args.set or []}  # --set wins over what is inferred
+        cfg = load_config(None, args.set or [], {k: v for k, v in inferred.items() if k not in named})
+    else:
+        cfg = _config(args)
     if cfg.data.unit == "respondent":
         responses = with_enough_answers(load_responses(cfg.data.resolved_source(), cfg.data.on_bad_rows),
                                         tasks_need(cfg), BadRows(cfg.data.on_bad_rows))

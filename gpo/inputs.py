@@ -33,6 +33,8 @@ from gpo.tasks import Points, labels_of
 
 log = logging.getLogger(__name__)
 
+FEW_RESPONDENTS = 30  # fewer training respondents than this get a warning
+
 
 @dataclass
 class Prepared:
@@ -259,6 +261,10 @@ def assemble(data: SurveyData, split: GroupSplit, x: np.ndarray, device: str) ->
     row_of = {g: i for i, g in enumerate(data.groups)}
     train = [row_of[g] for g in split.train]
     if data.unit == "respondent":
+        if len(train) < FEW_RESPONDENTS:
+            log.warning("%s: %d training respondent(s): the population's shares and every method that reads the panel rest "
+                        "on them alone; expect noisy predictions (add respondents or raise data.train_fraction)",
+                        data.dataset, len(train))
         if not (data.weights[train] > 0).any():
             raise DataError(f"{data.dataset}: every training respondent's survey weight is 0, so the panel's shares are "
                             "undefined: give them positive weights (or drop the weight column)")

@@ -170,6 +170,25 @@ def test_a_data_file_in_place_of_a_config_is_read_as_data(tmp_path):
     assert len(pd.read_parquet(tmp_path / "t.parquet")) == 18
 
 
+def test_a_per_respondent_csv_in_place_of_a_config_is_read_as_respondents(tmp_path):
+    from gpo.data.synthetic import SyntheticRespondents
+
+    r, _, _ = SyntheticRespondents(n_respondents=100, n_questions=60).build()  # about 48 answers each: more than k = 20
+    who, question = np.nonzero(r.asked)
+    answer = r.answers[who, question]
+    pd.DataFrame({"respondent": np.array(r.respondents)[who], "question": np.array(r.questions)[question],
+                  "options": [json.dumps(r.options[q]) for q in question],
+                  "answer": [r.options[q][a] if a >= 0 else "" for q, a in zip(question, answer)]}
+                 ).to_csv(tmp_path / "panel.csv.gz", index=False)
+    out = gpo("data", str(tmp_path / "panel.csv.gz"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    questions = int(r.asked.any(0).sum())
+    assert out.stdout.startswith(f"panel: {questions} questions, {4 * questions} points, 100 respondents"), out.stdout
+    assert "malformed" not in out.stdout
+    grouped = gpo("data", str(tmp_path / "panel.csv.gz"), "--set", "data.unit=group", "data.groups=paper17")  # --set wins
+    assert grouped.returncode == 2, grouped.stderr
+
+
 @pytest.mark.parametrize("name, content, message", [
     # mtime 0: a timestamp in the test id differs between xdist workers collecting a second apart
     ("c.yaml.gz", gzip.compress(b"name: x\n", mtime=0), "not a YAML config file (binary or not UTF-8 text)"),

@@ -121,6 +121,13 @@ def test_respondents_with_too_few_answers_are_reported_and_skipped_or_stop_the_r
         load_respondents(strict, responses)
 
 
+def test_a_tiny_panel_is_said_before_any_work(caplog):
+    responses, x, _ = SyntheticRespondents(n_respondents=8).build()
+    cfg = load_config(CONFIG, ["embed.model=synthetic", "eval.ks=[0,5]", "train.val_k=5"])
+    assemble(*load_respondents(cfg, responses), x, "cpu")
+    assert "training respondent(s): the population's shares and every method that reads the panel rest on them alone" in caplog.text
+
+
 def test_named_respondents_take_their_roles_and_unknown_ids_are_one_line():
     responses, _, _ = SyntheticRespondents(n_respondents=300).build()
     cfg = load_config(CONFIG, ["embed.model=synthetic", "eval.ks=[0,5]", "train.val_k=5", "data.test_groups=[r1, r2]"])

@@ -35,6 +35,8 @@ options list is parsed once) and reported problems.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import logging
 import re
@@ -119,6 +121,20 @@ def load_responses(path: str | Path, on_bad_rows: str = "skip") -> Responses:
         dataset = re.sub(r"\.csv(\.gz)?$", "", path.name, flags=re.IGNORECASE)
         return _combine([_csv_block(path, bad)], dataset, str(path), bad)
     raise DataError(f"{path}: unknown per-respondent format (expected an OpinionQA release folder, .csv or .csv.gz)")
+
+
+def is_respondent_csv(path: str | Path) -> bool:
+    """Whether `path` is a per-respondent CSV: a .csv or .csv.gz whose header holds CSV_COLUMNS."""
+    path = Path(path)
+    if not (path.is_file() and path.name.lower().endswith((".csv", ".csv.gz"))):
+        return False
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            header = next(csv.reader([f.readline()]), [])
+    except (OSError, EOFError, zlib.error):
+        return False
+    return set(CSV_COLUMNS) <= {c.strip() for c in header}
 
 
 def responses_table(r: Responses) -> pd.DataFrame:
