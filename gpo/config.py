@@ -16,6 +16,7 @@ import dataclasses
 import importlib.metadata
 import json
 import os
+import re
 import types
 import typing
 import urllib.parse
@@ -61,6 +62,7 @@ def config_file(path: str | Path) -> Path:
     path = Path(path)
     return path if path.is_file() or path.is_absolute() or not in_project(path).is_file() else in_project(path)
 DTYPES = ("float32", "bfloat16", "float16")
+FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 UNITS = ("group", "respondent")
 
 
@@ -321,6 +323,8 @@ def _coerce(value, hint, key: str):
         raise ConfigError(f"{key}: {value!r} is not a {hint}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 3e-3 (no dot) as text
     expected = origin or hint
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {getattr(expected, '__name__', expected)}, got {value!r}")

@@ -54,3 +54,9 @@ def test_a_run_folders_flat_shrink_keys_are_read_into_the_policy(tmp_path):
     assert (cfg.eval.shrink.enabled, cfg.eval.shrink.per_task, cfg.eval.shrink.per_task_se, cfg.eval.shrink.training_floor,
             cfg.eval.draws) == (False, False, 0.5, False, 2)
     assert load_config(None, ["eval.shrink=false"]).eval.shrink.enabled is False
+
+
+def test_an_exponent_without_a_dot_is_a_float_where_a_float_is_expected():
+    assert load_config("configs/demo.yaml", ["train.lr=3e-3", "model.dropout=1E-1"]).train.lr == 0.003
+    with pytest.raises(ConfigError, match=r"train.lr: expected float, got '3e-3x'"):
+        load_config("configs/demo.yaml", ["train.lr=3e-3x"])
