@@ -25,7 +25,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-import gpo.features
 from gpo.config import load_config
 from gpo.evaluate import episodes
 from gpo.inputs import prepare
@@ -64,18 +63,13 @@ def context_effect(run_dir: Path, k: int = 10, tasks: int = 300) -> float:
 def diagnose(world: str, variant: str, readout: str, embedding: str, steps: int, out: Path) -> dict:
     config, overrides, reference, best = WORLDS[world]
     name = f"{world}-{variant}-{readout}-{embedding}"
-    cfg = load_config(config, [*overrides, *VARIANTS[variant].get(world, []), f"model.readout={readout}", f"train.steps={steps}",
+    cfg = load_config(config, [*overrides, *VARIANTS[variant].get(world, []), f"model.readout={readout}",
+                               f"model.scale_embedding={embedding == 'scaled'}", f"train.steps={steps}",
                                f"train.eval_every={max(1, steps // 4)}", "eval.ks=[0,10]", "eval.draws=2",
                                f"eval.baselines=[{reference},{best}]", "eval.shrink.enabled=false", f"out_dir={out}", f"name={name}"])
-    scaled = gpo.features.normalised_embedding
-    if embedding == "raw":  # the ablation: the base model's embeddings as they come
-        gpo.features.normalised_embedding = lambda x: x
-    try:
-        prep = prepare(cfg)
-        results = run_evaluation(prep, cfg, run_training(prep, cfg))  # no table printed: it would show test tasks
-        effect = context_effect(cfg.run_dir)
-    finally:
-        gpo.features.normalised_embedding = scaled
+    prep = prepare(cfg)
+    results = run_evaluation(prep, cfg, run_training(prep, cfg))  # no table printed: it would show test tasks
+    effect = context_effect(cfg.run_dir)
     val = results[results.role == "val"].groupby(["method", "k"])["score"].mean()
     method = next(m for m in val.index.get_level_values(0) if m.startswith("gpo"))
     history = pd.read_parquet(cfg.run_dir / "train_history.parquet")

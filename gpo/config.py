@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from gpo.baselines import BASELINES, UNIT_BASELINES
+from gpo.data.splits import REFERENCE_VALIDATION
 from gpo.data.synthetic import SyntheticRespondents, SyntheticWorld
 from gpo.device import check_device
 from gpo.errors import ConfigError, require
@@ -90,7 +91,12 @@ class DataConfig:
     new_question_fraction: float = 0.0
     on_bad_rows: str = "skip"  # "skip" (report and drop) or "error" (stop at the first)
     train_fraction: float = 0.4  # share of groups seen in meta-training (the rest are test groups)
+    split_rounding: str = "round"  # the seen groups: round(train_fraction x n), or "floor": int(), as the reference code
     val_fraction: float = 0.25  # share of the training candidates kept for model selection
+    # "carved": val_fraction of the seen groups validate; REFERENCE_VALIDATION: none is carved out and
+    # the test groups validate, as the reference code does (a bug: every row it makes is marked)
+    validation: str = "carved"
+    questions: str = ""  # a CSV whose `key` column lists the questions to keep (an OpinionQA info.csv); "" = all
     split_seed: int = 0
     synthetic: SyntheticWorld = field(default_factory=SyntheticWorld)  # source "synthetic", groups
     synthetic_respondents: SyntheticRespondents = field(default_factory=SyntheticRespondents)  # ... respondents
@@ -104,6 +110,10 @@ class DataConfig:
                 "'group' for test_source, extra_train_groups, options_as_letters, test_answer_fraction and "
                 "new_question_fraction", self.unit)
         require(self.on_bad_rows in ("skip", "error"), "on_bad_rows", "'skip' or 'error'", self.on_bad_rows)
+        require(self.split_rounding in ("round", "floor"), "split_rounding", "'round' or 'floor'", self.split_rounding)
+        require(self.validation in ("carved", REFERENCE_VALIDATION), "validation", f"'carved' or {REFERENCE_VALIDATION!r}",
+                self.validation)
+        require(self.unit == "group" or self.validation == "carved", "validation", "'carved' for respondents", self.validation)
         require(0 < self.train_fraction < 1, "train_fraction", "a fraction in (0, 1)", self.train_fraction)
         require(0 < self.val_fraction < 1, "val_fraction", "a fraction in (0, 1): validation tasks choose checkpoints and "
                 "every setting (at least one is drawn; name them with data.val_groups)", self.val_fraction)
@@ -195,6 +205,7 @@ class TrainConfig:
     tar_max: int = 100
     loss: str = "gaussian"  # "gaussian" (the paper) or "ce"
     seed: int = 0
+    question_order: str = "task"  # a random question order per task of a batch, or "batch": one per batch (the reference)
     ensemble: int = 1  # models trained from seeds seed, seed + 1, ...; GPO predicts their average
     eval_every: int = 100  # validation (and checkpoint) interval in steps
     val_k: int = 20  # context questions when scoring validation groups
@@ -209,6 +220,7 @@ class TrainConfig:
         require(self.ctx_max >= self.ctx_min, "ctx_max", f"at least ctx_min ({self.ctx_min})", self.ctx_max)
         require(self.tar_max >= self.tar_min, "tar_max", f"at least tar_min ({self.tar_min})", self.tar_max)
         require(self.loss in LOSSES, "loss", f"one of {sorted(LOSSES)}", self.loss)
+        require(self.question_order in ("task", "batch"), "question_order", "'task' or 'batch'", self.question_order)
         check_device(self.device, "device")
 
 
@@ -237,6 +249,8 @@ class ShrinkPolicy:
 class EvalConfig:
     ks: list = field(default_factory=lambda: [0, 5, 10, 20])  # context sizes
     draws: int = 5  # random context sets per group and k, shared by all methods
+    contexts: str = "per-task"  # each task draws its own context questions, or "shared": one draw for every task (the reference)
+    aggregate: str = "tasks"  # a method's score: the mean over tasks of their means, or "pairs": over (task, question) pairs
     seed: int = 1234
     max_targets: int = 0  # target questions per episode (0 = all the rest); LLM baselines need a cap
     shrink: ShrinkPolicy = field(default_factory=ShrinkPolicy)
@@ -247,6 +261,8 @@ class EvalConfig:
         require(len(self.ks) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in self.ks),
                 "ks", "a list of context sizes (integers >= 0)", self.ks)
         require(self.draws >= 1, "draws", "at least 1", self.draws)
+        require(self.contexts in ("per-task", "shared"), "contexts", "'per-task' or 'shared'", self.contexts)
+        require(self.aggregate in ("tasks", "pairs"), "aggregate", "'tasks' or 'pairs'", self.aggregate)
         require(self.max_targets >= 0, "max_targets", "at least 0", self.max_targets)
         require(set(self.baselines) <= set(BASELINES), "baselines", f"names from {sorted(BASELINES)}", self.baselines)
         require(set(self.llm_baselines) <= set(LLM_BASELINES), "llm_baselines", f"names from {list(LLM_BASELINES)}", self.llm_baselines)
@@ -278,6 +294,11 @@ class LLMConfig:
         require(self.lora_lr > 0, "lora_lr", "a positive learning rate", self.lora_lr)
 
 
+# The reference code's protocol where it departs from this project's (configs/paper-reference.yaml)
+REFERENCE = {"data.split_rounding": "floor", "data.validation": REFERENCE_VALIDATION, "train.grad_clip": 0.0,
+             "train.question_order": "batch", "eval.contexts": "shared", "eval.draws": 1, "eval.aggregate": "pairs"}
+
+
 @dataclass
 class ExperimentConfig:
     name: str = "demo"
@@ -302,6 +323,20 @@ class ExperimentConfig:
                 f"{[f for f in self.model.features if f not in own]}", self.model.features)
         require(unit == "group" or not self.eval.llm_baselines, "eval.llm_baselines", "none for respondents",
                 self.eval.llm_baselines)
+
+    @property
+    def protocol(self) -> str:
+        """Which protocol made a result: "project", "reference" (the reference code's, point by
+        point: REFERENCE), or the one of the two it is closer to with its departures named."""
+        values = {"data.split_rounding": self.data.split_rounding, "data.validation": self.data.validation,
+                  "train.grad_clip": self.train.grad_clip, "train.question_order": self.train.question_order,
+                  "eval.contexts": self.eval.contexts, "eval.draws": self.eval.draws, "eval.aggregate": self.eval.aggregate}
+        like = [key for key, value in REFERENCE.items() if values[key] == value]
+        if len(like) == len(REFERENCE):
+            return "reference"
+        if 2 * len(like) > len(REFERENCE):
+            return "reference except " + ", ".join(f"{k}={values[k]}" for k in REFERENCE if k not in like)
+        return "project" + (" except " + ", ".join(f"{k}={values[k]}" for k in like) if like else "")
 
     @property
     def run_dir(self) -> Path:

@@ -29,14 +29,16 @@ def warn_once(message: str) -> None:
     log.warning(message)
 
 
-def episodes(points: Points, groups: list[int], k: int, draws: int, seed: int, max_targets: int = 0) -> tuple[torch.Tensor, Questions]:
+def episodes(points: Points, groups: list[int], k: int, draws: int, seed: int, max_targets: int = 0,
+             shared: bool = False) -> tuple[torch.Tensor, Questions]:
     """Rows = groups x draws; each row's context is k random questions, its targets the rest
     (or the next `max_targets` of them), of those it may be scored on (Points.scored; the
-    context then comes from the others)."""
+    context then comes from the others). `shared`: one question order per draw for every group
+    (eval.contexts "shared", the reference code's protocol)."""
     generator = torch.Generator(device=points.device).manual_seed(seed * 1_000_003 + k)
     rows = torch.as_tensor(groups, device=points.device).repeat_interleave(draws)
     scored = None if points.scored is None else points.scored[rows]
-    return rows, sample_questions(points.available[rows], k, max_targets or None, generator, scored)
+    return rows, sample_questions(points.available[rows], k, max_targets or None, generator, scored, draws if shared else 0)
 
 
 def predict(method: Method, points: Points, labels: torch.Tensor, basis: Basis, rows: torch.Tensor, q: Questions) -> torch.Tensor:
@@ -77,7 +79,7 @@ def score(points: Points, labels: torch.Tensor, p: torch.Tensor, rows: torch.Ten
 
 def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, basis: Basis, groups: list[int],
              group_names: list[str], ks: list[int], draws: int, seed: int, chunk: int = 32, max_targets: int = 0,
-             desc: str | None = None, metrics: tuple[str, ...] = ("alignment",)) -> pd.DataFrame:
+             desc: str | None = None, metrics: tuple[str, ...] = ("alignment",), shared: bool = False) -> pd.DataFrame:
     """One row per (method, k, group): each of `metrics` averaged over the draws, the first also
     as `score` (what choices and reports read), its spread over the draws, the mean number of
     targets. `desc` names a progress bar over (method, k) pairs (none when None: validation
@@ -86,7 +88,7 @@ def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, b
     bar = progress(total=len(ks) * len(methods), desc=desc, unit="method x k", disable=desc is None)
     names = pd.Series(group_names)[groups].to_numpy()
     for k in ks:
-        rows, q = episodes(points, groups, k, draws, seed, max_targets)
+        rows, q = episodes(points, groups, k, draws, seed, max_targets, shared)
         n_targets = q.tar_ok.sum(1).float().reshape(len(groups), draws).mean(1)
         scored = (n_targets > 0).numpy(force=True)
         short = names[~scored]  # every question it answered is context
@@ -109,12 +111,16 @@ def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, b
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def summarise(results: pd.DataFrame, by=("method", "k")) -> pd.DataFrame:
+def summarise(results: pd.DataFrame, by=("method", "k"), aggregate: str = "tasks") -> pd.DataFrame:
     """Per method and k: the mean score over groups and the worst group's, or over respondents
     (rows with a survey `weight`) the mean, the survey-weighted mean and the mean of the worst
-    decile of respondents."""
+    decile of respondents. `aggregate` "pairs": the mean is over (group, question) pairs, each
+    group's mean weighted by its number of targets (the reference code's pooled mean)."""
     grouped = results.groupby(list(by))["score"]
     out = pd.DataFrame({"mean": grouped.mean(), "worst": grouped.min(), "groups": grouped.size()})
+    if aggregate == "pairs":
+        pairs = results.assign(total=results["score"] * results["n_targets"]).groupby(list(by))
+        out["mean"] = pairs["total"].sum() / pairs["n_targets"].sum()
     if "weight" in results:
         worst_decile = lambda s: s.nsmallest(max(1, len(s) // 10)).mean()  # noqa: E731
         weighted = results.assign(ws=results["score"] * results["weight"]).groupby(list(by))

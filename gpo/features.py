@@ -75,16 +75,18 @@ class PointFeatures:
         return torch.cat(out, -1)
 
 
-def build_features(names, points, basis, demographic=None) -> PointFeatures:
+def build_features(names, points, basis, demographic=None, scale_embedding: bool = True) -> PointFeatures:
     """The features `names` of a survey's points (Points) for its training tasks' basis (groups)
-    or panel (respondents); `demographic` is the demographic baseline as chosen on validation."""
+    or panel (respondents); `demographic` is the demographic baseline as chosen on validation;
+    `scale_embedding` False keeps the base model's embeddings as they are (the paper's GPO)."""
     names = tuple(n for n in FEATURES if n in names)  # one order, whatever the config's
     loadings = None
     if "loadings" in names:
         axes, variances = basis.components()
         loadings = axes[:, :, :LOADINGS_RANK] * variances[:, None, :LOADINGS_RANK].sqrt()
         loadings = loadings / loadings.square().mean((1, 2), keepdim=True).sqrt().clamp_min(1e-12)  # unit RMS per fit
-    return PointFeatures(names, normalised_embedding(points.x), basis.size if "basis" in names else 0, loadings,
+    embedding = normalised_embedding(points.x) if scale_embedding else points.x
+    return PointFeatures(names, embedding, basis.size if "basis" in names else 0, loadings,
                          demographic if "demographic" in names else None)
 
 

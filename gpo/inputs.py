@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from gpo.data import load_table
 from gpo.data.basis import Basis
 from gpo.data.panel import Panel
 from gpo.data.respondents import Responses, load_responses
-from gpo.data.schema import BadRows, RowProblem
+from gpo.data.schema import BadRows, RowProblem, read_csv
 from gpo.data.splits import GroupSplit, split_groups, split_respondents
 from gpo.data.survey import SurveyData, group_labels, resolve_groups, respondent_survey, select
 from gpo.data.transforms import options_as_letters, with_test_survey
@@ -91,7 +92,20 @@ def load_source(cfg: ExperimentConfig) -> tuple[pd.DataFrame, np.ndarray | None]
         table = with_test_survey(table, other, d.test_groups, d.name())
     if d.options_as_letters:
         table = options_as_letters(table)
+    if d.questions:
+        table = only_questions(table, Path(d.resolve(d.questions)))
     return table.assign(dataset=d.name()), features
+
+
+def only_questions(table: pd.DataFrame, listing: Path) -> pd.DataFrame:
+    """The rows of the questions whose ids the `key` column of `listing` names (e.g. the 500
+    contentious OpinionQA questions the paper uses: its disagreement info.csv)."""
+    keys = set(read_csv(listing, ["key"], usecols=["key"])["key"].astype(str))
+    kept = table[table.qid.isin(keys)]
+    if kept.empty:
+        raise DataError(f"{listing}: none of its {len(keys)} question keys is a question of the survey (data.questions)")
+    log.info("data.questions: %d of the survey's %d questions are listed in %s", kept.qid.nunique(), table.qid.nunique(), listing)
+    return kept
 
 
 def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None) -> tuple[SurveyData, GroupSplit, np.ndarray | None]:
@@ -127,7 +141,8 @@ def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None) -> tup
     candidates = list(dict.fromkeys([*(named["train"] or pool), *extra]))
     data = select(table, evaluated, d.require_all_groups, d.require_ordinal, d.min_groups,
                   [g for g in candidates if g not in evaluated], own_questions=candidates)
-    split = split_groups(pool, d.train_fraction, d.val_fraction, d.split_seed, extra, **named)
+    split = split_groups(pool, d.train_fraction, d.val_fraction, d.split_seed, extra, **named, rounding=d.split_rounding,
+                         validation=d.validation)
     data = data.without([g for g in data.groups if g not in split.train], ~data.filtered)
     if d.test_answer_fraction < 1:
         data = sparse_test_groups(data, split.test, d.test_answer_fraction, d.split_seed)

@@ -60,10 +60,11 @@ def feature_params(prep: Prepared, cfg: ExperimentConfig) -> dict:
     return {"demographic": next(iter(choose(prep, cfg, "demographic").values())).params}
 
 
-def gpo_features(prep: Prepared, names, params: dict) -> PointFeatures:
-    """A run's point features (gpo/features.py), with the settings `feature_params` chose."""
+def gpo_features(prep: Prepared, model_cfg, params: dict) -> PointFeatures:
+    """A model's point features (gpo/features.py) on a run's survey, with the settings
+    `feature_params` chose."""
     demographic = baseline_method("demographic", **params["demographic"]) if "demographic" in params else None
-    return build_features(names, prep.points, prep.basis, demographic)
+    return build_features(model_cfg.features, prep.points, prep.basis, demographic, model_cfg.scale_embedding)
 
 
 SHRUNK = "+shrink"  # the name of a GPO shrunk toward its reference ends with it
@@ -82,7 +83,7 @@ def load_gpo(checkpoints: list[Path], prep: Prepared) -> tuple[str, Method, Meth
     for path in checkpoints:
         model, ckpt = load_model(path, prep.points.device)
         prior = baseline(model.cfg.prior, prior_choices(ckpt["prior_choices"])) if model.cfg.prior != "none" else None
-        features = gpo_features(prep, model.cfg.features, ckpt["feature_params"])
+        features = gpo_features(prep, model.cfg, ckpt["feature_params"])
         if features.width != model.d_features:
             raise ConfigError(f"{path}: the model reads {model.d_features} features per point, this survey gives "
                               f"{features.width} ({', '.join(features.names)}): another base model or another basis")

@@ -57,6 +57,7 @@ class ModelConfig:
     features: list = field(default_factory=lambda: ["embedding"])  # what a point carries (gpo/features.py)
     readout: str = "ridge"  # "mlp" (the paper: a target's own state alone) or "ridge" (plus in-context ridge regression)
     readout_dim: int = 32  # features of the ridge readout
+    scale_embedding: bool = True  # centre the embeddings and scale them to unit RMS per dimension (false: as given, the paper)
 
     def __post_init__(self):
         for key in ("d_model", "n_layers", "n_heads", "d_ff", "embed_depth"):

@@ -20,6 +20,7 @@ import torch
 
 from gpo import methods
 from gpo.config import ExperimentConfig, merge, read_yaml, save_config, to_dict
+from gpo.data.splits import REFERENCE_VALIDATION
 from gpo.errors import ConfigError
 from gpo.evaluate import evaluate, summarise
 from gpo.inputs import Prepared, prepare
@@ -107,7 +108,7 @@ def _train(prep: Prepared, cfg: ExperimentConfig, on_validate) -> list[Path]:
         choices = choose(prep, cfg, cfg.model.prior)
         prior = baseline(cfg.model.prior, choices)
     params = methods.feature_params(prep, cfg)
-    features = methods.gpo_features(prep, cfg.model.features, params)
+    features = methods.gpo_features(prep, cfg.model, params)
     fitted = {"prior_choices": {k: dataclasses.asdict(c) for k, c in choices.items()}, "feature_params": params}
     train_labels = torch.full_like(prep.labels, torch.nan)  # training reads the training groups' shares only
     train_rows = prep.index(prep.split.train)
@@ -146,12 +147,13 @@ def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict, unavailab
     for role, groups in (("val", prep.split.val), ("test", prep.split.test)):
         frames.append(evaluate(built, prep.points, prep.labels, prep.basis, prep.index(groups), prep.data.groups,
                                cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, prep.chunk, cfg.eval.max_targets,
-                               f"evaluate {role} {prep.unit}s", prep.metrics).assign(role=role))
+                               f"evaluate {role} {prep.unit}s", prep.metrics, cfg.eval.contexts == "shared").assign(role=role))
     frames.append(pd.DataFrame([{"method": name, "k": k, "role": "test", "note": f"cannot run: {reason}"}
                                 for name, reason in (unavailable or {}).items() for k in cfg.eval.ks]))
     results = pd.concat(frames, ignore_index=True).assign(
         run=cfg.name, dataset=prep.data.dataset, unit=prep.unit, train_fraction=cfg.data.train_fraction,
-        split_seed=cfg.data.split_seed, seed=cfg.train.seed)
+        split_seed=cfg.data.split_seed, seed=cfg.train.seed, protocol=cfg.protocol, validation=cfg.data.validation,
+        aggregate=cfg.eval.aggregate)
     if prep.data.weights is not None:  # a respondent's survey weight, for weighted means
         results["weight"] = results["group"].map(dict(zip(prep.data.groups, prep.data.weights)))
     return results
@@ -187,7 +189,14 @@ def format_table(test: pd.DataFrame) -> str:
     that could not run."""
     metric = test["metric"].dropna().iloc[0] if test["metric"].notna().any() else "alignment"
     if "weight" not in test:
-        return f"{metric} on held-out groups: mean (worst group)\n" + pivot(summarise(test), "{mean:.4f} ({worst:.4f})")
+        pairs = "aggregate" in test and (test["aggregate"] == "pairs").any()
+        head = f"{metric} on held-out groups: {'mean over (group, question) pairs' if pairs else 'mean'} (worst group)"
+        if "protocol" in test and (test["protocol"] != "project").any():
+            head = f"protocol: {test['protocol'].iloc[0]}\n{head}"
+        if "validation" in test and (test["validation"] == REFERENCE_VALIDATION).any():
+            head = ("SELECTED ON THE TEST GROUPS (data.validation: the reference code's bug): every choice read these "
+                    f"groups, so the numbers below are optimistic\n{head}")
+        return head + "\n" + pivot(summarise(test, aggregate="pairs" if pairs else "tasks"), "{mean:.4f} ({worst:.4f})")
     cell = "{mean:.4f} ({worst:.4f}) {weighted:.4f}"
     loss = summarise(test.assign(score=-test["log_loss"]))[["mean", "worst", "weighted"]].mul(-1)
     return (f"{metric} on held-out respondents: mean (mean of the worst decile) survey-weighted mean\n"

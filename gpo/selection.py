@@ -78,7 +78,7 @@ def select(prep: Prepared, cfg: ExperimentConfig, candidates: list[tuple[dict, M
     chosen = {}
     with progress(total=len(ks) * len(candidates), desc=f"choose {label}", unit="setting") as bar:
         for k in ks:
-            rows, q = episodes(points, rows_of, k, cfg.eval.draws, cfg.eval.seed + 1)
+            rows, q = episodes(points, rows_of, k, cfg.eval.draws, cfg.eval.seed + 1, shared=cfg.eval.contexts == "shared")
             scored = q.tar_ok.reshape(len(rows_of), -1).any(-1)  # groups with something left to predict at this k
             reference_p = predictions(reference, points, labels, basis, rows, q, prep.chunk)
             options = []  # (params, weight, per-group scores)
@@ -187,7 +187,8 @@ def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method,
 def validation_score(prep: Prepared, cfg: ExperimentConfig, method: Method) -> float:
     """Mean score on the validation groups at k = train.val_k (fixed episodes)."""
     results = evaluate({"m": method}, prep.points, prep.labels, prep.basis, prep.index(prep.split.val), prep.data.groups,
-                       [cfg.train.val_k], cfg.eval.draws, cfg.eval.seed + 1, metrics=(prep.metric,), chunk=prep.chunk)
+                       [cfg.train.val_k], cfg.eval.draws, cfg.eval.seed + 1, metrics=(prep.metric,), chunk=prep.chunk,
+                       shared=cfg.eval.contexts == "shared")
     if results.empty:
         raise ConfigError(f"train.val_k: {cfg.train.val_k} context questions leave no validation group anything to predict")
     return float(results["score"].mean())

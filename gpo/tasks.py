@@ -78,12 +78,18 @@ class Questions:
 
 
 def sample_questions(available: torch.Tensor, n_ctx: int, n_tar: int | None, generator: torch.Generator,
-                     scored: torch.Tensor | None = None) -> Questions:
+                     scored: torch.Tensor | None = None, shared: int = 0) -> Questions:
     """A random order of each row's available questions (B, Q): the first n_ctx are context,
     the next n_tar (None: all the rest) targets. Rows with fewer questions get padding. With
     `scored` (B, Q), questions not scored come first (contexts draw from them) and only scored
-    ones are targets."""
-    keys = torch.rand(available.shape, generator=generator, device=available.device)
+    ones are targets. `shared` > 0 draws that many orders only, row r taking order r % shared
+    (one order for a whole batch, or one per draw shared by every task), so tasks that answered
+    the same questions get the same ones."""
+    B, Q = available.shape
+    if shared:
+        keys = torch.rand((shared, Q), generator=generator, device=available.device)[torch.arange(B, device=available.device) % shared]
+    else:
+        keys = torch.rand(available.shape, generator=generator, device=available.device)
     if scored is not None:
         keys = torch.where(scored, keys, keys - 2.0)  # unscored questions sort first
     keys = torch.where(available, keys, 2.0)  # unavailable questions sort last

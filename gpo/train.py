@@ -139,7 +139,7 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, featur
             lo, hi = (min(c, fewest - 1) for c in context_range(state.step, cfg))
             n_ctx = int(torch.randint(lo, hi + 1, (1,), generator=generator, device=device))
             n_tar = int(torch.randint(cfg.tar_min, cfg.tar_max + 1, (1,), generator=generator, device=device))
-            questions = sample_questions(available[rows], n_ctx, n_tar, generator)
+            questions = sample_questions(available[rows], n_ctx, n_tar, generator, shared=int(cfg.question_order == "batch"))
             episode = make_episode(points, labels, groups[rows], questions)
             inputs = gpo_inputs(features, points, basis, episode, prior)
             mean, log_std = model(**inputs)

@@ -38,7 +38,7 @@ PREP, CLASSES, CFG = world()
 
 def methods(panel=None):
     """GPO's variants (their features fitted to `panel`, default PREP's) and the baselines."""
-    features = gpo_features(replace(PREP, basis=panel or PREP.basis), ["embedding", "loadings"], {})
+    features = gpo_features(replace(PREP, basis=panel or PREP.basis), ModelConfig(features=["embedding", "loadings"]), {})
     torch.manual_seed(0)
     out = {}
     for name, prior in (("gpo", None), ("gpo[lowrank+loadings]", "lowrank")):

@@ -63,7 +63,7 @@ def gpo_variants(prep):
                       "gpo[kernel+basis]": ModelConfig(d_model=32, n_layers=2, n_heads=4, d_ff=32, prior="kernel",
                                                        features=["embedding", "basis"])}.items():
         torch.manual_seed(0)
-        features = gpo_features(prep, cfg.features, {})
+        features = gpo_features(prep, cfg, {})
         model = GPO(cfg, features.width).eval()
         nn.init.normal_(model.head[-1].weight)  # a residual variant starts at its prior: make the learned part count
         nn.init.normal_(model.readout.query.weight)  # ... and the readout, which starts at nothing

@@ -25,7 +25,7 @@ def synthetic(tmp_path, *overrides):
 
 def fit(cfg, prep, validate=None):
     torch.manual_seed(cfg.train.seed)
-    features = gpo_features(prep, cfg.model.features, {})
+    features = gpo_features(prep, cfg.model, {})
     model = GPO(cfg.model, features.width)
     validate = validate or (lambda m: validation_score(prep, cfg, gpo_method(m, features)))
     state = train(model, prep.points, prep.labels, prep.basis, features, prep.index(prep.split.train), validate, cfg.train,
@@ -45,7 +45,7 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
         calls.append(1)
         if len(calls) == 3:  # validations run at steps 0, 2, 4: stop at the third
             raise KeyboardInterrupt
-        return validation_score(prep, cfg2, gpo_method(model, gpo_features(prep, cfg2.model.features, {})))
+        return validation_score(prep, cfg2, gpo_method(model, gpo_features(prep, cfg2.model, {})))
 
     with pytest.raises(KeyboardInterrupt):
         fit(cfg2, prep, interrupt_at_step_4)
@@ -63,7 +63,7 @@ def test_gpo_learns_in_context_on_the_synthetic_world(tmp_path):
     cfg, prep = synthetic(tmp_path, "train.steps=300", "train.eval_every=100", "train.lr=3.0e-3")
     _, state = fit(cfg, prep)
     model, _ = load_model(cfg.run_dir / "checkpoints" / "best.pt")
-    methods = {"gpo": gpo_method(model, gpo_features(prep, cfg.model.features, {})), "mean": baseline_method("mean")}
+    methods = {"gpo": gpo_method(model, gpo_features(prep, cfg.model, {})), "mean": baseline_method("mean")}
     results = evaluate(methods, prep.points, prep.labels, prep.basis, prep.index(prep.split.test), prep.data.groups, [20], 3, 0)
     summary = summarise(results).set_index("method")["mean"]
     # the mean prior cannot use the context; a GPO that reads it must beat it clearly

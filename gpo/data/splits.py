@@ -19,14 +19,21 @@ class GroupSplit:
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
+REFERENCE_VALIDATION = "test-groups (reference bug)"  # data.validation: the reference code selects on its test groups
+
+
 def split_groups(groups: list[str], train_fraction: float, val_fraction: float, seed: int,
-                 extra_train: list[str] = (), test: list[str] = (), val: list[str] = (), train: list[str] = ()) -> GroupSplit:
+                 extra_train: list[str] = (), test: list[str] = (), val: list[str] = (), train: list[str] = (),
+                 rounding: str = "round", validation: str = "carved") -> GroupSplit:
     """Roles for the groups: named ones (`test`, `val`, `train`) take exactly the groups named;
     the others are drawn from `groups` (less the named groups) by a seeded shuffle.
 
-    Unnamed test groups: the last (1 - train_fraction) of the shuffled groups; the first ones
-    are seen in training. Unnamed validation groups: `val_fraction` of the training candidates
-    (at least one), which are the named training groups or else the seen groups. Groups in
+    Unnamed test groups: the last (1 - train_fraction) of the shuffled groups; the first
+    round(train_fraction x n) ones (`rounding` "floor": int(), as the reference code) are seen
+    in training. Unnamed validation groups: `val_fraction` of the training candidates (at least
+    one), which are the named training groups or else the seen groups; with `validation`
+    REFERENCE_VALIDATION none is carved out and the test groups validate (every choice then
+    reads them: the reference code's bug, offered to measure its optimism). Groups in
     `extra_train` are training tasks only: never validation or test groups.
     """
     named = {"test": list(test), "val": list(val), "train": list(train)}
@@ -41,10 +48,12 @@ def split_groups(groups: list[str], train_fraction: float, val_fraction: float, 
     else:
         if not 0 < train_fraction < 1:
             raise ConfigError(f"data.train_fraction must be in (0, 1), got {train_fraction}")
-        n_seen = int(round(train_fraction * len(order)))
+        n_seen = int(train_fraction * len(order)) if rounding == "floor" else int(round(train_fraction * len(order)))
         seen, test = order[:n_seen], order[n_seen:]
     candidates = list(train) or seen
-    if not val:
+    if validation == REFERENCE_VALIDATION:
+        val = list(test)
+    elif not val:
         if train:  # draw from the named training groups, in a seeded order of their own
             candidates = [candidates[i] for i in np.random.default_rng(seed).permutation(len(candidates))]
         val = candidates[: max(1, int(round(val_fraction * len(candidates))))]
