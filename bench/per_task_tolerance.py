@@ -41,7 +41,7 @@ TOLERANCES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 def candidates(prep, cfg, run_dir: Path) -> dict[str, dict[int, tuple]]:
     """{method: {k: (method before the per-task shrink, its validation weight of the mean)}}"""
     checkpoints = [d / "best.pt" for d in member_dirs(run_dir, cfg.train.ensemble)]
-    name, gpo, prior, _ = M.load_gpo(checkpoints, prep.points.device)
+    name, gpo, prior, _ = M.load_gpo(checkpoints, prep)
     # a residual GPO is shrunk toward its prior first, then per task toward the mean
     out = {name: {k: (shrunk(gpo, prior, c.shrink), 0.0) if prior else (gpo, c.shrink)
                   for k, c in S.gpo_choices(prep, cfg, name, gpo, prior).items()}}

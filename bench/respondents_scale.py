@@ -38,10 +38,11 @@ def measure(respondents: int, questions: int, ks: list[int], max_test: int | Non
     from gpo.evaluate import evaluate
     from gpo.inputs import assemble, load_respondents
     from gpo.losses import LOSSES
-    from gpo.methods import build, gpo_method
+    from gpo.features import gpo_inputs
+    from gpo.methods import build, feature_params, gpo_features, gpo_method
     from gpo.model import GPO
     from gpo.selection import baseline, choose
-    from gpo.tasks import gpo_inputs, make_episode, sample_questions
+    from gpo.tasks import make_episode, sample_questions
 
     torch.set_num_threads(2)
     cfg = load_config("configs/individual.yaml", ["embed.model=synthetic", f"eval.ks={ks}", f"train.val_k={ks[-1]}",
@@ -61,19 +62,20 @@ def measure(respondents: int, questions: int, ks: list[int], max_test: int | Non
     start = time.perf_counter()
     methods, _, _ = build(prep, cfg, [])
     phase("choose", start)
-    model = GPO(cfg.model, x.shape[1])
+    features = gpo_features(prep, cfg.model, feature_params(prep, cfg))
+    model = GPO(cfg.model, features.width)
     prior = baseline(cfg.model.prior, choose(prep, cfg, cfg.model.prior)) if cfg.model.prior != "none" else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     rows = torch.tensor(prep.index(split.train[:cfg.train.batch_groups]))
     q = sample_questions(prep.points.available[rows], 20, 20, torch.Generator().manual_seed(0))
     episode = make_episode(prep.points, prep.labels, rows, q)
     start = time.perf_counter()
-    mean, log_std = model(**gpo_inputs(prep.points, prep.basis, episode, prior))
+    mean, log_std = model(**gpo_inputs(features, prep.points, prep.basis, episode, prior))
     target = prep.labels[rows[:, None], episode.tar.clamp_min(0)].nan_to_num(0.0)
     LOSSES[cfg.train.loss](mean, log_std, target, episode.segment).backward()
     optimizer.step()
     phase("train step", start)
-    methods = {"gpo": gpo_method(model.eval(), prior), **methods}
+    methods = {"gpo": gpo_method(model.eval(), features, prior), **methods}
     test = split.test  # the split lists respondents form by form: a cap draws across forms
     if max_test and max_test < len(test):
         test = [test[i] for i in sorted(np.random.default_rng(0).choice(len(test), max_test, replace=False))]

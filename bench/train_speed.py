@@ -23,7 +23,9 @@ from gpo.config import load_config
 from gpo.inputs import prepare
 from gpo.losses import gaussian_nll
 from gpo.model import GPO
-from gpo.tasks import gpo_inputs, make_episode, sample_questions, shares_at
+from gpo.features import gpo_inputs
+from gpo.methods import gpo_features
+from gpo.tasks import make_episode, sample_questions, shares_at
 
 
 class LoopGPO(nn.Module):
@@ -44,7 +46,7 @@ class LoopGPO(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def loss(self, inputs: dict, y_targets: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
-        X, Y, valid, n_ctx_all = inputs["x"], inputs["y"], inputs["valid"], inputs["n_ctx"]
+        X, Y, valid, n_ctx_all = inputs["features"], inputs["y"], inputs["valid"], inputs["n_ctx"]
         total = 0.0
         for b in range(X.shape[0]):
             ctx = valid[b, :n_ctx_all]
@@ -78,16 +80,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, ["model.prior=none", "model.readout=mlp"])  # the paper's network, which the loop writes out
     prep = prepare(cfg)
     torch.manual_seed(0)
-    model = GPO(cfg.model, prep.points.x.shape[1])
+    features = gpo_features(prep, cfg.model, {})
+    model = GPO(cfg.model, features.width)
     loop = LoopGPO(model)
     g = torch.Generator().manual_seed(0)
     train = torch.as_tensor(prep.index(prep.split.train))
     rows = train[torch.randint(len(train), (args.groups,), generator=g)]
     episode = make_episode(prep.points, prep.labels, rows, sample_questions(prep.points.available[rows], args.ctx, args.tar, g))
-    inputs, y_tar = gpo_inputs(prep.points, prep.basis, episode), shares_at(prep.labels, rows, episode.tar)
+    inputs, y_tar = gpo_inputs(features, prep.points, prep.basis, episode), shares_at(prep.labels, rows, episode.tar)
 
     def vectorised_loss():
         mean, log_std = model(**inputs)
