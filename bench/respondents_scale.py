@@ -36,9 +36,9 @@ def measure(respondents: int, questions: int, ks: list[int], max_test: int | Non
     from gpo.config import load_config
     from gpo.data.synthetic import SyntheticRespondents
     from gpo.evaluate import evaluate
+    from gpo.features import gpo_inputs
     from gpo.inputs import assemble, load_respondents
     from gpo.losses import LOSSES
-    from gpo.features import gpo_inputs
     from gpo.methods import build, feature_params, gpo_features, gpo_method
     from gpo.model import GPO
     from gpo.selection import baseline, choose

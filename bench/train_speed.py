@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from gpo.config import load_config
+from gpo.features import gpo_inputs
 from gpo.inputs import prepare
 from gpo.losses import gaussian_nll
-from gpo.model import GPO
-from gpo.features import gpo_inputs
 from gpo.methods import gpo_features
+from gpo.model import GPO
 from gpo.tasks import make_episode, sample_questions, shares_at
 
 
