@@ -2,9 +2,8 @@
 
 Each point is one (question, option): its features f (gpo/features.py: the base-LLM embedding
 and what else a variant reads) and the group's share y. Context points enter as [f; y], target
-points as [f; 0]. Context attends to context,
-targets attend to context only, so in every layer the keys and values are the context
-tokens alone: one attention call of (N_ctx + N_tar) queries over N_ctx keys, about half
+points as [f; 0]. Context attends to context, targets attend to context only, so in every
+layer the keys and values are the context tokens alone: one attention call of (N_ctx + N_tar) queries over N_ctx keys, about half
 the work of a full (N_ctx + N_tar)^2 mask, with identical outputs (tests compare it with
 `nn.TransformerEncoder` under the explicit mask). The head gives a mean and a log-std per
 target; means are softmaxed within each question (ops.segment_softmax).
