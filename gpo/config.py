@@ -150,6 +150,7 @@ class EmbedConfig:
     layers: int = 0  # keep only the first N transformer blocks (0 = all): the size ladder
     template: str = "gpo"  # prompt template (gpo/prompts.py)
     max_tokens: int = 512  # longer prompts lose the end of their prefix, never the option
+    pooling: str = "mean"  # the last hidden layer's mean over a prompt's tokens (the paper), or "last": its last token's
     batch_tokens: int = 0  # token budget per forward pass (length-bucketed); 0 = 4096 on CPU, 65536 on GPU
     dtype: str = "float32"  # float32, bfloat16, float16
     # Ray ranks: "cuda" (or cuda:N) requests one GPU each, so an autoscaler adds GPU nodes for it;
@@ -175,6 +176,7 @@ class EmbedConfig:
     def __post_init__(self):
         require(self.template in TEMPLATES, "template", f"one of {sorted(TEMPLATES)}", self.template)
         require(self.dtype in DTYPES, "dtype", f"one of {DTYPES}", self.dtype)
+        require(self.pooling in ("mean", "last"), "pooling", "'mean' or 'last'", self.pooling)
         require(self.backend in ("hf", "deepspeed", "auto"), "backend", "'hf', 'deepspeed' or 'auto'", self.backend)
         require(self.prefix_sharing in ("auto", "on", "off"), "prefix_sharing", "'auto', 'on' or 'off'", self.prefix_sharing)
         check_device(self.device, "device")

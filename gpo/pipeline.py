@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 # The settings a run folder's checkpoints and data depend on (validation episodes choose best.pt);
 # the rest (evaluation, devices, more ensemble members) may change between invocations.
-IDENTITY = ("data.", "embed.model", "embed.layers", "embed.template", "embed.max_tokens", "embed.dtype", "model.", "train.",
-            "eval.draws", "eval.seed")
+IDENTITY = ("data.", "embed.model", "embed.layers", "embed.template", "embed.max_tokens", "embed.dtype", "embed.pooling",
+            "model.", "train.", "eval.draws", "eval.seed")
 NOT_IDENTITY = ("train.ensemble", "train.device")
 
 

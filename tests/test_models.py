@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+import torch
 from transformers import AutoModel
 
 from gpo.config import EmbedConfig
@@ -70,3 +71,18 @@ def test_the_smallest_real_gguf_loads_cut_and_pools():
                      tokenizer=cut.tokenizer, net=cut.net).embed(QUESTIONS)[0]
     assert shared.shape == (5, 576) and np.isfinite(shared).all() and stats.tokens < stats.full_tokens
     assert np.abs(shared - whole).max() <= 1e-4 * np.abs(whole).max()  # prefix sharing changes nothing
+
+
+def test_last_token_pooling_is_each_prompts_last_state_with_or_without_prefix_sharing(llama):
+    shared = Embedder(EmbedConfig(model=llama, backend="hf", pooling="last", prefix_sharing="on"))
+    whole = Embedder(EmbedConfig(model=llama, backend="hf", pooling="last", prefix_sharing="off"),
+                     tokenizer=shared.tokenizer, net=shared.net)
+    mean = Embedder(EmbedConfig(model=llama, backend="hf"), tokenizer=shared.tokenizer, net=shared.net)
+    (a, _), (b, _), (m, _) = shared.embed(QUESTIONS), whole.embed(QUESTIONS), mean.embed(QUESTIONS)
+    assert np.allclose(a, b, atol=1e-5) and not np.allclose(a, m, atol=1e-3)
+    from gpo.embed.extract import tokenize
+
+    tokens = tokenize(shared.tokenizer, QUESTIONS[:1], "gpo", 512)[0]
+    ids = torch.tensor([tokens.prefix + tokens.suffixes[1]])
+    with torch.no_grad():
+        assert np.allclose(a[1], shared.net(input_ids=ids).last_hidden_state[0, -1].numpy(), atol=1e-5)

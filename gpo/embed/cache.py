@@ -85,7 +85,7 @@ class EmbeddingCache:
 
     def layout(self) -> dict:
         """What the shards must match: the identity, pooling and the questions' layout."""
-        return {**self.identity, "pooling": "mean", "n_questions": len(self.qids),
+        return {"pooling": "mean", **self.identity, "n_questions": len(self.qids),
                 "n_points": sum(self.n_options), "shard_size": self.shard_size,
                 "qids_digest": hashlib.sha1("\n".join(self.qids).encode()).hexdigest()[:16]}
 

@@ -1,4 +1,5 @@
-"""Embeddings of GPO prompts: the mean of the last hidden layer over each prompt's tokens.
+"""Embeddings of GPO prompts: the mean of the last hidden layer over each prompt's tokens (the
+paper's pooling), or its last token's state (`pooling` "last", what a causal LM has read by then).
 
 A prompt is a question's prefix plus one option's suffix (prompts.py). Two ways to run it:
 - `embed_full`: every prompt whole (encoders, whose states depend on the whole text);
@@ -103,14 +104,18 @@ def masked_sum(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def embed_full(net, questions: list[QuestionTokens], pad_id: int, batch_tokens: int, device, progress=None):
+def embed_full(net, questions: list[QuestionTokens], pad_id: int, batch_tokens: int, device, progress=None,
+               pooling: str = "mean"):
     """(P, d) embeddings, every prompt run whole, and the run's Stats."""
     seqs = [q.prefix + s for q in questions for s in q.suffixes]
     out, start = None, time.perf_counter()
     for batch in token_batches([len(s) for s in seqs], batch_tokens):
         ids, mask = padded([seqs[i] for i in batch], pad_id, device)
         hidden = net(input_ids=ids, attention_mask=mask).last_hidden_state
-        vectors = (masked_sum(hidden, mask) / mask.sum(1, keepdim=True)).cpu().numpy()
+        if pooling == "last":
+            vectors = hidden.float()[torch.arange(len(batch), device=hidden.device), mask.sum(1) - 1].cpu().numpy()
+        else:
+            vectors = (masked_sum(hidden, mask) / mask.sum(1, keepdim=True)).cpu().numpy()
         if out is None:
             out = np.empty((len(seqs), vectors.shape[1]), dtype=np.float32)
         out[batch] = vectors
@@ -135,7 +140,8 @@ def packed_question(q: QuestionTokens) -> tuple[list[int], list[int], list[int]]
 
 
 @torch.inference_mode()
-def embed_shared_prefix(net, questions: list[QuestionTokens], pad_id: int, batch_tokens: int, device, progress=None):
+def embed_shared_prefix(net, questions: list[QuestionTokens], pad_id: int, batch_tokens: int, device, progress=None,
+                        pooling: str = "mean"):
     """(P, d) embeddings of a causal LM, each question's prefix run once (see module doc).
 
     A question is one packed row (prefix, then all its options' suffixes) under a custom
@@ -168,6 +174,11 @@ def embed_shared_prefix(net, questions: list[QuestionTokens], pad_id: int, batch
         prefix_len = in_prefix.sum(1)
         owner = torch.arange(len(rows), device=device).repeat_interleave(n_opt)
         vectors = (prefix_sum[owner] + option_sum) / (prefix_len[owner] + option_len)[:, None]
+        if pooling == "last":  # each option's last suffix token (flat index into the batch's tokens)
+            flat = torch.arange(slot.numel(), device=device).reshape(slot.shape)
+            last = torch.full((len(rows) * n_opt + 1,), -1, device=device).scatter_reduce(
+                0, slot.reshape(-1), flat.reshape(-1), "amax")[:-1]
+            vectors = hidden.reshape(-1, hidden.shape[-1])[last.clamp_min(0)]
         keep = torch.cat([torch.arange(len(questions[i].suffixes)) + n_opt * b for b, i in enumerate(batch)])
         vectors = vectors[keep.to(device)].cpu().numpy()
         if out is None:

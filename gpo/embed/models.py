@@ -192,7 +192,7 @@ class Embedder:
         run = embed_shared_prefix if self.causal else embed_full
         # small batches stay in a CPU's caches; a GPU wants many tokens in flight
         budget = self.cfg.batch_tokens or (65536 if str(self.device).startswith("cuda") else 4096)
-        return run(self.net, tokens, self.tokenizer.pad_token_id, budget, self.device, progress)
+        return run(self.net, tokens, self.tokenizer.pad_token_id, budget, self.device, progress, self.cfg.pooling)
 
 
 def deepspeed_module(net, cfg, device: str):

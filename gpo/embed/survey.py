@@ -36,6 +36,7 @@ def open_cache(data: SurveyData, cfg) -> EmbeddingCache:
         "max_tokens": cfg.max_tokens,
         "dtype": cfg.dtype,
         "data_digest": data.digest(),
+        **({"pooling": cfg.pooling} if cfg.pooling != "mean" else {}),  # the default's identity names no pooling
     }
     return EmbeddingCache.open(in_project(cfg.cache_dir), identity, data.qids, data.n_options.tolist(), cfg.shard_size)
 
