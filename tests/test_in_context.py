@@ -18,7 +18,7 @@ from gpo.tasks import make_episode
 PAPER = ["model.prior=none", "train.loss=gaussian"]  # the paper's GPO: no prior, the Gaussian likelihood
 RUNS = {"respondents": ("configs/individual.yaml", [
             "data.source=synthetic", "embed.model=synthetic", "data.synthetic_respondents.n_respondents=1000",
-            "train.steps=200", "train.eval_every=100", "eval.ks=[0,10]", "train.val_k=10", "eval.draws=2",
+            "train.steps=300", "train.eval_every=100", "eval.ks=[0,10]", "train.val_k=10", "eval.draws=2",
             "eval.baselines=[population,lowrank]", "eval.shrink.enabled=false"]),
         "groups": ("configs/synthetic.yaml", [
             "train.steps=300", "train.eval_every=100", "eval.ks=[0,10]", "eval.baselines=[mean,kernel]",

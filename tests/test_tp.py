@@ -109,7 +109,7 @@ def test_tp_larger_than_any_node_is_refused_before_any_model_loads(local_ray, mo
                     "change embed.device, or add a larger node type)"]
 
 
-def test_the_weightless_copy_has_the_models_shapes_and_no_weights(models):
+def test_the_weightless_copy_has_the_models_shapes_and_no_weights(models, tmp_path):
     from gpo.embed.models import count_parameters, weightless
 
     real = AutoModel.from_pretrained(models["llama"])
@@ -117,8 +117,13 @@ def test_the_weightless_copy_has_the_models_shapes_and_no_weights(models):
     assert all(p.device.type == "meta" for p in net.parameters()) and net.config.num_hidden_layers == 1
     one_layer = sum(p.numel() for p in real.parameters()) - sum(p.numel() for p in real.layers[1:].parameters())
     assert count_parameters(models["llama"], 1) == one_layer
-    with pytest.raises(GPOError, match="cannot read the config of model"):
+    with pytest.raises(GPOError, match="no such file or folder"):
         weightless(str(models["llama"]) + "-missing")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(GPOError, match="cannot read the config of model"):
+        weightless(str(broken))
 
 
 def test_settings_tensor_parallelism_cannot_run_are_refused_up_front(survey, tmp_path):
