@@ -89,6 +89,7 @@ def test_ray_job_submit_runs_the_smoke_study_from_a_copy_of_the_project(tmp_path
     assert len(trials) == 2 and trials.val_score.notna().all()
     assert set(trials.steps) <= {2, 4}  # the smoke size (ASHA may stop one at step 2), though train.steps is searched
     tests = table[table.kind == "test"]
-    gpo = {m for m in tests.method if m.startswith("gpo")}  # the prior is searched: gpo, gpo[logit] or gpo[kernel]
+    # the prior is searched: one GPO of the winning prior (gpo-paper, gpo[logit] or gpo[kernel]), as trained and shrunk
+    gpo = {m.removesuffix("+shrink") for m in tests.method if m.startswith("gpo")}
     assert set(tests.k) == {20} and {"logit", "mean"} <= set(tests.method) and len(gpo) == 1, set(tests.method)
     assert (storage / "opinionqa-arch-smoke" / "final" / "minilm-L1-k20-seed0" / "checkpoints" / "best.pt").is_file()
