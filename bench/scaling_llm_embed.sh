@@ -12,9 +12,10 @@ GPO=${GPO:-.venv/bin/gpo}
 export OMP_NUM_THREADS=${THREADS:-2}
 CONFIGS=("$@")
 [ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(configs/individual.yaml configs/demo.yaml configs/globalopinionqa.yaml)
-# name:layers (0 = every layer); Qwen-1.5B's first 4, 7 and 14 layers are the ladder inside one model
-MODELS=(smollm2-135m:0 gemma3-270m:0 embeddinggemma-300m:0 qwen2.5-coder-0.5b:0 qwen2.5-coder-1.5b:0
-        qwen2.5-coder-1.5b:4 qwen2.5-coder-1.5b:7 qwen2.5-coder-1.5b:14 mpnet:0)
+# name:layers (0 = every layer); Qwen-1.5B's first 4, 7 and 14 layers are the ladder inside one
+# model, before the whole of it (the slowest: about 0.5 s per OpinionQA point on one core)
+MODELS=(smollm2-135m:0 gemma3-270m:0 embeddinggemma-300m:0 qwen2.5-coder-0.5b:0 qwen2.5-coder-1.5b:4
+        qwen2.5-coder-1.5b:7 qwen2.5-coder-1.5b:14 qwen2.5-coder-1.5b:0 mpnet:0)
 for config in "${CONFIGS[@]}"; do
   for entry in "${MODELS[@]}"; do
     model=${entry%%:*} layers=${entry##*:}
