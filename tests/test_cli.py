@@ -116,7 +116,7 @@ def test_eval_transfers_a_trained_run_to_named_groups_of_another_survey(surveys)
     results = pd.read_parquet(surveys / "run" / "transfer-ages" / "results.parquet")
     test = results[results.role == "test"]
     assert set(test.group) == {"18-29", "65+"} and set(test.dataset) == {"ages"}
-    assert set(test.method) == {"gpo[logit]", "gpo[logit]+shrink", "uniform", "mean", "ridge", "mixture", "logit", "kernel"}
+    assert set(test.method) == {"gpo[kernel]", "gpo[kernel]+shrink", "uniform", "mean", "ridge", "mixture", "logit", "kernel"}
     split = json.loads((surveys / "run" / "split.json").read_text())
     assert set(results[results.role == "val"].group) == set(split["val"])  # the run's own validation groups
     assert test.alignment.notna().all() and (test.n_targets > 0).all()
@@ -146,7 +146,7 @@ def test_transfer_to_a_survey_without_common_questions_predicts_the_training_gro
     assert len(said) == 1 and "predicted by a ridge from the option embeddings (alpha" in said[0]  # the run's own choice
     results = pd.read_parquet(surveys / "run" / "transfer-world" / "results.parquet")
     ran = results[results.score.notna() & (results.role == "test")]
-    assert set(ran.method) == {"gpo[logit]", "gpo[logit]+shrink", "uniform", "mean", "ridge", "mixture", "logit", "kernel"}
+    assert set(ran.method) == {"gpo[kernel]", "gpo[kernel]+shrink", "uniform", "mean", "ridge", "mixture", "logit", "kernel"}
     missing = gpo("eval", str(surveys / "run"), "--data", str(surveys / "world.jsonl"))
     assert missing.returncode == 2 and "data.test_groups: expected the test groups of data.test_source" in missing.stderr
 

@@ -23,7 +23,8 @@ RUNS = {"respondents": ("configs/individual.yaml", [
         "groups": ("configs/synthetic.yaml", [
             "train.steps=300", "train.eval_every=100", "eval.ks=[0,10]", "eval.baselines=[mean,kernel]",
             "eval.shrink.enabled=false"])}
-# the default variant of each unit is its shipped config's; the demo's for groups
+# the default variant of respondents is its shipped config's; for groups the residual over the
+# log-linear pool, as the demo's default (the residual over the kernel) starts at the kernel itself
 VARIANTS = {"respondents": {"default": [], "paper": PAPER}, "groups": {"default": ["model.prior=logit"], "paper": PAPER}}
 
 
