@@ -177,6 +177,8 @@ class Embedder:
             net = net or AutoModel.from_pretrained(where.path, dtype=getattr(torch, cfg.dtype), **where.kwargs, **depth)
         except OSError as e:
             raise GPOError(f"cannot load model {cfg.model!r} from {where.path}: {str(e).splitlines()[0]}") from None
+        if where.gguf_file:  # de-quantized to embed.dtype as it loads, yet still marked quantized, which
+            net.is_quantized, net.hf_quantizer = False, None  # makes DeepSpeed's cast to that dtype fail
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.causal = is_causal(net.config) if cfg.prefix_sharing == "auto" else cfg.prefix_sharing == "on"
