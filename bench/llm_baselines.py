@@ -58,7 +58,7 @@ def main() -> None:
                   "eval.shrink.enabled=false", *args.set]
         cfg = load_config("configs/demo.yaml", ["name=default", *common])
         prep = prepare(cfg)
-        test = prep.index(prep.split.test)[: args.groups]
+        test = prep.index(prep.split.test)[: args.groups]  # scored once per method, never to choose
         rows = []
         for variant, overrides in GPO_VARIANTS.items():
             vcfg = load_config("configs/demo.yaml", [f"name={variant}", *common, *overrides])
