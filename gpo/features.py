@@ -46,8 +46,8 @@ def normalised_embedding(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PointFeatures:
-    """The features a GPO reads, fitted to one survey's training tasks; called on an episode's
-    point ids (B, N), it returns (B, N, width)."""
+    """The features a GPO reads, fitted to one survey's training tasks: the embedding, a table
+    of points, and called on an episode, the rest (B, N, width - the embedding's)."""
 
     names: tuple[str, ...]
     embedding: torch.Tensor  # (P, d)
@@ -62,8 +62,10 @@ class PointFeatures:
         return sum(sizes[n] for n in self.names)
 
     def __call__(self, points, basis, episode) -> torch.Tensor:
+        """(B, N, width - embedding's) the features beyond the embedding, which is a table of
+        points (`embedding`) that GPO maps once per point."""
         ids = episode.points.clamp_min(0)  # (B, N)
-        out = [self.embedding[ids]]
+        out = [self.embedding.new_zeros(ids.shape + (0,))]
         if "basis" in self.names:
             logs = centred_log(basis.rows(episode.groups), points.point_question, BASIS_EPS)  # (B, J, P)
             out.append(logs.gather(2, ids[:, None, :].expand(-1, logs.shape[1], -1)).transpose(1, 2))
@@ -96,6 +98,6 @@ def gpo_inputs(features: PointFeatures, points, basis, episode, prior=None) -> d
     a method; the uniform distribution for the paper's GPO)."""
     ids = episode.points
     p0 = prior(points, basis, episode) if prior is not None else points.uniform().expand(ids.shape[0], -1)
-    return {"features": features(points, basis, episode), "valid": ids >= 0, "n_ctx": episode.n_ctx,
-            "y": torch.cat([episode.ctx_y, torch.zeros(episode.tar.shape, device=ids.device)], 1),
+    return {"features": features(points, basis, episode), "table": features.embedding, "ids": ids, "valid": ids >= 0,
+            "n_ctx": episode.n_ctx, "y": torch.cat([episode.ctx_y, torch.zeros(episode.tar.shape, device=ids.device)], 1),
             "prior": p0.gather(1, ids.clamp_min(0))}

@@ -25,15 +25,24 @@ from gpo.train import load_model
 
 log = logging.getLogger(__name__)
 
+# Tokens GPO predicts at once: its activations (tokens x d_model floats, a few per layer) stay
+# within a CPU's cache; larger batches were slower on this machine's CPU (BENCHMARKS.md).
+BATCH_TOKENS = 16_384
 
-def gpo_method(model: GPO, features: PointFeatures, prior: Method | None = None) -> Method:
-    @torch.no_grad()
-    def predict(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
+
+def gpo_method(model: GPO, features: PointFeatures, prior: Method | None = None, tokens: int = BATCH_TOKENS) -> Method:
+    """GPO's predictions, `tokens` tokens (rows x points) at a time."""
+    def batch(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
         mean, _ = model(**gpo_inputs(features, points, basis, episode, prior))
         p_tar = segment_softmax(mean, episode.segment)
         out = torch.zeros(episode.tar.shape[0], points.x.shape[0] + 1, device=points.device)
         tar_points = torch.where(episode.segment >= 0, episode.tar, points.x.shape[0])
         return out.scatter(1, tar_points, p_tar)[:, :-1]  # padding lands in the spare last column
+
+    @torch.inference_mode()
+    def predict(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
+        rows = max(1, tokens // max(1, episode.points.shape[1]))
+        return torch.cat([batch(points, basis, episode.rows(slice(s, s + rows))) for s in range(0, len(episode.groups), rows)])
     return predict
 
 

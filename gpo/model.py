@@ -90,8 +90,9 @@ class ContextAttention(nn.Module):
     def forward(self, h: torch.Tensor, n_ctx: int, ctx_valid: torch.Tensor) -> torch.Tensor:
         B, N, D = h.shape
         H = self.n_heads
-        q, k, v = self.qkv(h).split(D, dim=-1)
-        k, v = k[:, :n_ctx], v[:, :n_ctx]  # targets are never keys
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(h, w[:D], b[:D])
+        k, v = F.linear(h[:, :n_ctx], w[D:], b[D:]).split(D, dim=-1)  # targets are never keys or values
         q, k, v = (t.reshape(B, -1, H, D // H).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D/H)
         has_ctx = ctx_valid.any(-1)  # a group with no context (k = 0) attends to nothing
         mask = (ctx_valid | ~has_ctx[:, None])[:, None, None, :]
@@ -147,9 +148,11 @@ class GPO(nn.Module):
             nn.init.zeros_(self.head[-1].weight)  # start exactly at the prior
             nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, features, y, valid, n_ctx: int, prior):
-        """features (B, N, d_features), y (B, N), valid (B, N), prior (B, N): the first n_ctx
-        tokens are context; prior is p0, the uniform distribution for the paper's GPO.
+    def forward(self, features, y, valid, n_ctx: int, prior, table=None, ids=None):
+        """features (B, N, d), y (B, N), valid (B, N), prior (B, N): the first n_ctx tokens are
+        context; prior is p0, the uniform distribution for the paper's GPO. A point's leading
+        features may come as a table (P, d_features - d) of every point, read at point ids
+        (B, N): the table is projected once, not once per token.
 
         Returns the mean logits and log-stds (B, N - n_ctx) of the targets. The targets' y
         is never read, so labels can travel in the same tensor.
@@ -159,7 +162,7 @@ class GPO(nn.Module):
         y_in = torch.where(is_ctx, y, 0.0)
         residual = torch.where(is_ctx, y - prior, 0.0)
         tokens = [features, y_in[..., None]] + ([prior[..., None], residual[..., None]] if self.residual else [])
-        h = self.embed(torch.cat(tokens, -1))  # (B, N, D)
+        h = self.embed_tokens(tokens, table, ids)  # (B, N, D)
         ctx_valid = valid[:, :n_ctx]
         for block in self.blocks:
             h = block(h, n_ctx, ctx_valid)
@@ -168,6 +171,17 @@ class GPO(nn.Module):
             mean = mean + self.readout(h[:, :n_ctx], h[:, n_ctx:], residual[:, :n_ctx], ctx_valid)
         # log p0 is constant within a question when p0 is uniform: softmax means never see it
         return mean + prior[:, n_ctx:].clamp_min(1e-6).log(), log_std
+
+    def embed_tokens(self, tokens: list[torch.Tensor], table=None, ids=None) -> torch.Tensor:
+        """The input MLP on each token's [point features; y; ...], its first layer split: a linear
+        map of a concatenation is the sum of its blocks' maps, so a table of points is mapped
+        once per point and gathered, not once per token."""
+        first = self.embed[0]
+        d = 0 if table is None else table.shape[1]
+        h = F.linear(torch.cat(tokens, -1), first.weight[:, d:], first.bias)
+        if table is not None:
+            h = h + F.linear(table, first.weight[:, :d])[ids.clamp_min(0)]
+        return self.embed[1:](h)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

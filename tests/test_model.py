@@ -64,6 +64,21 @@ def test_matches_torch_transformer_encoder_under_the_explicit_mask():
     assert torch.allclose(log_std[ok], want_log_std[ok], atol=1e-5)
 
 
+@pytest.mark.parametrize("prior", ["none", "demographic"])
+def test_a_table_of_points_read_at_ids_equals_the_same_features_per_token(prior):
+    """The embedding as a table (P, d) mapped once per point gives what the gathered features give."""
+    model = small_model(prior=prior)
+    g = torch.Generator().manual_seed(1)
+    table = torch.randn(20, 12, generator=g)
+    ids = torch.randint(0, 20, (3, 12), generator=g)
+    rest = torch.randn(3, 12, 4, generator=g)
+    _, y, valid = inputs()
+    p0 = torch.rand(3, 12, generator=g)
+    a, _ = model(torch.cat([table[ids], rest], -1), y, valid, 7, p0)
+    b, _ = model(rest, y, valid, 7, p0, table=table, ids=ids)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_context_permutation_does_not_change_predictions():
     model = small_model()
     x, y, valid = inputs()
