@@ -258,6 +258,11 @@ class EvalConfig:
     shrink: ShrinkPolicy = field(default_factory=ShrinkPolicy)
     baselines: list = field(default_factory=lambda: ["uniform", "mean", "ridge", "mixture", "logit", "kernel"])
     llm_baselines: list = field(default_factory=list)  # zero_shot, steered, few_shot, sft, reward, icft (needs llm.model)
+    # tasks scored at a time, each such shard kept in the run folder as it finishes (gpo/shards.py)
+    shard_tasks: int = 500
+    # "process", "ray" (a Ray task per shard), "auto": Ray in a Ray driver or a submitted job (RAY_ADDRESS)
+    backend: str = "auto"
+    ray_address: str = ""  # "": $RAY_ADDRESS or a private local Ray; "auto": the running cluster
 
     def __post_init__(self):
         require(len(self.ks) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in self.ks),
@@ -266,6 +271,8 @@ class EvalConfig:
         require(self.contexts in ("per-task", "shared"), "contexts", "'per-task' or 'shared'", self.contexts)
         require(self.aggregate in ("tasks", "pairs"), "aggregate", "'tasks' or 'pairs'", self.aggregate)
         require(self.max_targets >= 0, "max_targets", "at least 0", self.max_targets)
+        require(self.shard_tasks >= 1, "shard_tasks", "at least 1", self.shard_tasks)
+        require(self.backend in ("auto", "process", "ray"), "backend", "'auto', 'process' or 'ray'", self.backend)
         require(set(self.baselines) <= set(BASELINES), "baselines", f"names from {sorted(BASELINES)}", self.baselines)
         require(set(self.llm_baselines) <= set(LLM_BASELINES), "llm_baselines", f"names from {list(LLM_BASELINES)}", self.llm_baselines)
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -77,37 +79,83 @@ def score(points: Points, labels: torch.Tensor, p: torch.Tensor, rows: torch.Ten
     return torch.where(target, values, 0.0).sum(1) / target.sum(1).clamp_min(1)
 
 
+@dataclass
+class Work:
+    """Every method's scores on the episodes of `plan` ([(k, rows, questions)], rows = groups x
+    draws), for any run of consecutive groups: a shard, evaluated here or in a Ray task."""
+
+    methods: dict[str, Method]
+    points: Points
+    labels: torch.Tensor
+    basis: Basis
+    plan: list[tuple[int, torch.Tensor, Questions]]
+    draws: int
+    metrics: tuple[str, ...]
+    chunk: int
+
+    def __post_init__(self):
+        self.same = [same_draws(q, self.draws) for _, _, q in self.plan]
+
+    def __call__(self, start: int, stop: int, step=None) -> np.ndarray:
+        """(methods, k's, rows of groups start..stop, metrics) scores; `step` is called after
+        each (k, method). Where every draw of every task drew the same questions (k = 0 with all
+        the rest as targets), one draw is scored: every method is deterministic."""
+        out = np.empty((len(self.methods), len(self.plan), (stop - start) * self.draws, len(self.metrics)))
+        for i, (_, rows, q) in enumerate(self.plan):
+            once = self.draws if self.same[i] else 1
+            s = slice(start * self.draws, stop * self.draws, once)
+            rows, q = rows[s], q.rows(s)
+            for j, method in enumerate(self.methods.values()):
+                p = predictions(method, self.points, self.labels, self.basis, rows, q, self.chunk)
+                for m, metric in enumerate(self.metrics):
+                    out[j, i, :, m] = score(self.points, self.labels, p, rows, q, metric).repeat_interleave(once).numpy(force=True)
+                if step:
+                    step()
+        return out
+
+
+def same_draws(q: Questions, draws: int) -> bool:
+    """Whether each task's draws all drew the same context and the same target questions."""
+    def sets(ids, ok):
+        return torch.where(ok, ids, -1).sort(1).values.reshape(ids.shape[0] // draws, draws, ids.shape[1])
+    return draws > 1 and q.ctx.shape[0] > 0 and all(bool((t == t[:, :1]).all()) for t in (sets(q.ctx, q.ctx_ok), sets(q.tar, q.tar_ok)))
+
+
+def in_process(work: Work, n_groups: int, bar) -> np.ndarray:
+    return work(0, n_groups, lambda: bar.update(n_groups))
+
+
 def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, basis: Basis, groups: list[int],
              group_names: list[str], ks: list[int], draws: int, seed: int, chunk: int = 32, max_targets: int = 0,
-             desc: str | None = None, metrics: tuple[str, ...] = ("alignment",), shared: bool = False) -> pd.DataFrame:
+             desc: str | None = None, metrics: tuple[str, ...] = ("alignment",), shared: bool = False,
+             runner=in_process) -> pd.DataFrame:
     """One row per (method, k, group): each of `metrics` averaged over the draws, the first also
     as `score` (what choices and reports read), its spread over the draws, the mean number of
-    targets. `desc` names a progress bar over (method, k) pairs (none when None: validation
-    runs inside training)."""
-    frames = []
-    bar = progress(total=len(ks) * len(methods), desc=desc, unit="method x k", disable=desc is None)
+    targets. Every episode is drawn here, then `runner` scores them (gpo/shards.py: in shards,
+    over Ray, kept in the run folder as they finish; default: here, at once). `desc` names a
+    progress bar over groups x methods x k's (none when None: validation runs inside training)."""
+    plan = [(k, *episodes(points, groups, k, draws, seed, max_targets, shared)) for k in ks]
     names = pd.Series(group_names)[groups].to_numpy()
-    for k in ks:
-        rows, q = episodes(points, groups, k, draws, seed, max_targets, shared)
+    with progress(total=len(groups) * len(ks) * len(methods), desc=desc, unit="task x method x k",
+                  disable=desc is None) as bar:
+        values = runner(Work(methods, points, labels, basis, plan, draws, tuple(metrics), chunk), len(groups), bar)
+    values = torch.from_numpy(values).reshape(len(methods), len(ks), len(groups), draws, len(metrics))
+    frames = []
+    for i, (k, rows, q) in enumerate(plan):
         n_targets = q.tar_ok.sum(1).float().reshape(len(groups), draws).mean(1)
         scored = (n_targets > 0).numpy(force=True)
         short = names[~scored]  # every question it answered is context
         if len(short):
             warn_once(f"k={k}: {', '.join(short[:10])}{' ...' if len(short) > 10 else ''} answered at most {k} questions, "
                       "so nothing is left to predict: left out at this k")
-        for name, method in methods.items():
-            bar.set_postfix(method=name, k=k)
-            p = predictions(method, points, labels, basis, rows, q, chunk)
-            values = {m: score(points, labels, p, rows, q, m).reshape(len(groups), draws) for m in metrics}
-            primary = values[metrics[0]]
-            frame = pd.DataFrame({"method": name, "k": k, "group": names, "score": primary.mean(1).numpy(force=True),
-                                  "metric": metrics[0], **{m: v.mean(1).numpy(force=True) for m, v in values.items()},
-                                  "score_sd_draws": (primary.std(1) if draws > 1 else torch.zeros(len(groups))).numpy(force=True),
+        for j, name in enumerate(methods):
+            primary = values[j, i, ..., 0]
+            frame = pd.DataFrame({"method": name, "k": k, "group": names, "score": primary.mean(1).numpy(),
+                                  "metric": metrics[0], **{m: values[j, i, ..., n].mean(1).numpy() for n, m in enumerate(metrics)},
+                                  "score_sd_draws": (primary.std(1) if draws > 1 else torch.zeros(len(groups))).numpy(),
                                   "n_targets": n_targets.numpy(force=True), "draws": draws,
-                                  "train_s": getattr(method, "train_seconds", None)})
+                                  "train_s": getattr(methods[name], "train_seconds", None)})
             frames.append(frame[scored])
-            bar.update(1)
-    bar.close()
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from gpo.inputs import Prepared, prepare
 from gpo.lock import exclusive
 from gpo.model import GPO
 from gpo.selection import baseline, choose, validation_score
+from gpo.shards import ShardStore, sharded
 from gpo.train import train
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 IDENTITY = ("data.", "embed.model", "embed.layers", "embed.template", "embed.max_tokens", "embed.dtype", "embed.pooling",
             "model.", "train.", "eval.draws", "eval.seed")
 NOT_IDENTITY = ("train.ensemble", "train.device")
+EVALUATION = "evaluation"  # a run folder's shards of an evaluation under way
 
 
 def flat(tree: dict, prefix: str = "") -> dict:
@@ -139,15 +142,23 @@ def _train(prep: Prepared, cfg: ExperimentConfig, on_validate) -> list[Path]:
     return checkpoints
 
 
-def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict, unavailable: dict | None = None) -> pd.DataFrame:
+def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict, unavailable: dict | None = None,
+                   checkpoints: list[Path] = ()) -> pd.DataFrame:
     """Every method on the validation groups (role "val": what choices may read) and on the
     test groups (role "test": what is reported), at every k of eval.ks, on the same episodes;
-    a method that cannot run gets a test row per k with its reason in `note`."""
+    a method that cannot run gets a test row per k with its reason in `note`. Tasks are scored
+    in shards (eval.shard_tasks; over Ray by eval.backend), each kept in the run folder's
+    `evaluation/` as it finishes, so a stopped evaluation resumes where it was."""
     frames = []
     for role, groups in (("val", prep.split.val), ("test", prep.split.test)):
+        store = ShardStore.keyed(cfg.run_dir / EVALUATION, role, {
+            "config": to_dict(cfg), "methods": list(built), "groups": groups,
+            "checkpoints": [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in checkpoints]})
+        runner = sharded(cfg.eval.shard_tasks, store, cfg.eval.backend, cfg.eval.ray_address)
         frames.append(evaluate(built, prep.points, prep.labels, prep.basis, prep.index(groups), prep.data.groups,
                                cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, prep.chunk, cfg.eval.max_targets,
-                               f"evaluate {role} {prep.unit}s", prep.metrics, cfg.eval.contexts == "shared").assign(role=role))
+                               f"evaluate {role} {prep.unit}s", prep.metrics, cfg.eval.contexts == "shared",
+                               runner).assign(role=role))
     frames.append(pd.DataFrame([{"method": name, "k": k, "role": "test", "note": f"cannot run: {reason}"}
                                 for name, reason in (unavailable or {}).items() for k in cfg.eval.ks]))
     results = pd.concat(frames, ignore_index=True).assign(
@@ -163,7 +174,7 @@ def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path
     """GPO (averaging the members' predictions, when `checkpoints` holds several) and the
     baselines on the validation and test groups at every k of eval.ks."""
     built, training, unavailable = methods.build(prep, cfg, checkpoints)
-    results = evaluate_roles(prep, cfg, built, unavailable)
+    results = evaluate_roles(prep, cfg, built, unavailable, checkpoints)
     for column, value in training.items():  # GPO's rows only: baselines train nothing
         results[column] = results["method"].str.startswith("gpo").map({True: value, False: None})
     return results.assign(embed_model=cfg.embed.model, embed_layers=cfg.embed.layers)
@@ -174,6 +185,7 @@ def write_results(results: pd.DataFrame, run_dir: Path) -> str:
     tmp = run_dir / "results.parquet.tmp"
     results.to_parquet(tmp)
     tmp.replace(run_dir / "results.parquet")
+    shutil.rmtree(run_dir / EVALUATION, ignore_errors=True)  # the shards are in the results now
     test = results[results.role == "test"]
     table = format_table(test)
     if "note" in test:

@@ -78,10 +78,11 @@ def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, sm
     inside = torch.nonzero(own >= 0).squeeze(1)
     sim[inside, own[inside]] = -1.0  # never itself
     top = sim.topk(min(neighbours, panel.size), dim=1).indices  # (B, K)
+    rows = torch.arange(top.shape[0], device=top.device).repeat_interleave(top.shape[1])
+    nearest = torch.sparse_coo_tensor(torch.stack([rows, top.reshape(-1)]), torch.ones(top.numel(), device=top.device),
+                                      sim.shape, check_invariants=False)  # (B, J), K ones a row: a sparse product reads only the neighbours
     chosen, answered = panel.totals()
-    # the neighbours' sums in float64, then rounded once: the same numbers in any order of summing
-    near_chosen, near_answered = (t[top].double().sum(1).float() for t in (chosen, answered))
-    near = (near_chosen + smoothing * prior) / (near_answered + smoothing)
+    near = (torch.sparse.mm(nearest, chosen) + smoothing * prior) / (torch.sparse.mm(nearest, answered) + smoothing)
     has_context = ((episode.ctx >= 0) & (episode.ctx_y > 0.5)).any(1, keepdim=True)
     return torch.where(has_context, near, prior)
 

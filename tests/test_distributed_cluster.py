@@ -151,6 +151,56 @@ class TestTwoWorkerNodes:
         assert sorted(writes) == list(range(8))  # 24 questions / 3 per shard, each exactly once
         assert np.allclose(x, reference, atol=1e-5)
 
+    def test_evaluation_over_ray_loses_nothing_when_a_node_dies_mid_run(self, nodes, tmp_path):
+        """Shards of test respondents as Ray tasks on both nodes; a node is killed once the first
+        shard is kept: its shard in flight is retried on the other, and the scores equal one
+        pass in this process."""
+        from gpo.baselines import baseline_method
+        from gpo.config import load_config
+        from gpo.data.synthetic import SyntheticRespondents
+        from gpo.evaluate import evaluate
+        from gpo.inputs import assemble, load_respondents
+        from gpo.shards import ShardStore, sharded
+
+        cluster, workers = nodes
+        cfg = load_config(ROOT / "configs" / "individual.yaml", ["embed.model=synthetic", "eval.ks=[0,5,20]", "train.val_k=5"])
+        data, split = load_respondents(cfg, SyntheticRespondents(n_respondents=800, n_questions=40).build()[0])
+        prep = assemble(data, split, SyntheticRespondents(n_respondents=800, n_questions=40).build()[1], "cpu")
+        test = prep.index(split.test)
+        calls = tmp_path / "calls"
+
+        def population(points, panel, episode):  # leaves a line per call, wherever it runs
+            with open(calls, "a") as f:
+                f.write(".")
+            return baseline_method("population")(points, panel, episode)
+
+        methods = {"population": population, **{name: baseline_method(name) for name in ("knn", "lowrank")}}
+
+        def run(runner=None):
+            return evaluate(methods, prep.points, prep.labels, prep.basis, test, data.groups, [0, 5, 20], 3, 0,
+                            metrics=prep.metrics, **({"runner": runner} if runner else {}))
+
+        killed = []
+
+        class KillingAfterFirst(ShardStore):
+            def put(self, i, values):
+                super().put(i, values)
+                if not killed:
+                    cluster.remove_node(workers[0], allow_graceful=False)
+                    killed.append(len(list(self.folder.iterdir())))
+
+        store = KillingAfterFirst(tmp_path / "test")
+        shards = 8
+        size = -(-len(test) // shards)
+        results = run(sharded(size, store, "ray"))
+        assert killed == [1]  # seven shards were still to come, on both nodes
+        assert len(list(store.folder.iterdir())) == shards
+        on_ray = len(calls.read_text())
+        calls.unlink()
+        run(sharded(size, None, "process"))
+        assert on_ray > len(calls.read_text())  # the lost node's shard ran again
+        pd.testing.assert_frame_equal(results, run())
+
     def test_a_sweep_survives_losing_a_worker_node_mid_trial(self, nodes, tmp_path, s3):
         """Both worker nodes run a trial; one node is killed after its trial's second checkpoint.
         The trial is retried on the surviving node from that checkpoint (its history never goes

@@ -18,7 +18,7 @@ LAYERS = [
     ("gpo.question_prior",),  # shares on questions no training group answered, from the embeddings
     ("gpo.baselines", "gpo.recommenders", "gpo.shrink", "gpo.evaluate", "gpo.llm", "gpo.llm.prompts"),  # methods' parts; registries
     ("gpo.config",),  # experiment settings, checked against the registries below
-    ("gpo.embed", "gpo.embed.", "gpo.train", "gpo.llm."),  # embeddings, meta-training, LLM baselines
+    ("gpo.embed", "gpo.embed.", "gpo.train", "gpo.llm.", "gpo.shards"),  # embeddings, meta-training, LLM baselines, evaluation in shards
     ("gpo.inputs",),  # a run's data, split and embeddings on a device
     ("gpo.selection",),  # per-k choices and shrink
     ("gpo.methods",),  # every method a run evaluates

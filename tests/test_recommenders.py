@@ -46,7 +46,8 @@ def compare(prep, groups: list[int], neighbours: int, smoothing: float):
         rows, q = episodes(prep.points, groups, k, 2, seed=3)
         episode = make_episode(prep.points, prep.labels, rows, q)
         fast = knn(prep.points, prep.basis, episode, neighbours, smoothing)
-        torch.testing.assert_close(fast, knn_by_hand(prep, episode, neighbours, smoothing), rtol=1e-6, atol=1e-7)
+        want = knn_by_hand(prep, episode, neighbours, smoothing)
+        torch.testing.assert_close(fast, want, rtol=1e-5, atol=1e-6)  # float32 sums of up to 300 neighbours
 
 
 def test_knn_equals_its_definition_on_a_random_panel():
