@@ -11,18 +11,26 @@ Test respondents are independent of each other, so at scale `--max-test N` evalu
 seeded N of them and prints the full population's time as measured x (all / N); knn compares
 each with every training respondent, so its time grows with both.
 
+`--baseline REF` measures the project at git commit REF (a worktree imported in place of this
+checkout) after this checkout, size by size, and prints the ratio of their evaluation times.
+
     python bench/respondents_scale.py                      # W41's size and 100,000 x 100
-    python bench/respondents_scale.py --sizes 100000x100 --max-test 5000 --set data.val_fraction=0.025
+    python bench/respondents_scale.py --sizes 100000x100 --set data.val_fraction=0.025 --baseline 10932fb --baseline-max-test 5000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rss_mb() -> float:
@@ -92,11 +100,41 @@ def measure(respondents: int, questions: int, ks: list[int], max_test: int | Non
             "test": len(split.test), "evaluated": len(test), "phases": phases}
 
 
+def child(size: str, args, max_test: int | None, code: Path | None) -> dict:
+    """One size measured in its own process, importing the project from `code` (a worktree of
+    another commit) or from this checkout."""
+    cap = ["--max-test", str(max_test)] if max_test else []
+    env = dict(os.environ, PYTHONPATH=str(code)) if code else dict(os.environ)
+    out = subprocess.run([sys.executable, __file__, "--one", size, "--ks", *map(str, args.ks), *cap, "--set", *args.set],
+                         capture_output=True, text=True, env=env, cwd=code or ROOT)
+    if out.returncode:
+        sys.exit(f"{size} ({'baseline' if code else 'this checkout'}): {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def report(result: dict, label: str) -> None:
+    scale = result["test"] / result["evaluated"]
+    print(f"{label}: {result['respondents']:,} respondents x {result['questions']} questions ({result['points']} points; "
+          f"{result['train']:,} training, {result['test']:,} test respondents, {result['evaluated']:,} evaluated):")
+    for name, p in result["phases"].items():
+        extra = f"  {p['per method s']}" if "per method s" in p else ""
+        if "per method s" in p and scale > 1:
+            extra += f"; all {result['test']:,} test respondents: {p['s'] * scale:.0f} s"
+        print(f"  {name:10s} {p['s']:8.2f} s   peak {p['peak_mb']:6.0f} MB{extra}")
+
+
+def evaluation_s(result: dict) -> float:
+    """The evaluation's time for every test respondent (measured, or scaled from those evaluated)."""
+    return result["phases"]["evaluate"]["s"] * result["test"] / result["evaluated"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="*", default=["2524x90", "100000x100"], help="RESPONDENTSxQUESTIONS")
     parser.add_argument("--ks", nargs="*", type=int, default=[0, 5, 10, 20])
     parser.add_argument("--max-test", type=int, help="evaluate this many test respondents and scale the time to all")
+    parser.add_argument("--baseline", help="a git commit measured beside this checkout, size by size")
+    parser.add_argument("--baseline-max-test", type=int, help="--max-test for the baseline (default: --max-test)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides (e.g. data.val_fraction)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process measuring one size
     args = parser.parse_args()
@@ -104,19 +142,22 @@ def main() -> None:
         r, q = map(int, args.one.split("x"))
         print(json.dumps(measure(r, q, args.ks, args.max_test, args.set)))
         return
-    for size in args.sizes:
-        cap = ["--max-test", str(args.max_test)] if args.max_test else []
-        out = subprocess.run([sys.executable, __file__, "--one", size, "--ks", *map(str, args.ks), *cap, "--set", *args.set],
-                             capture_output=True, text=True, check=True)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        scale = result["test"] / result["evaluated"]
-        print(f"{result['respondents']:,} respondents x {result['questions']} questions ({result['points']} points; "
-              f"{result['train']:,} training, {result['test']:,} test respondents, {result['evaluated']:,} evaluated):")
-        for name, p in result["phases"].items():
-            extra = f"  {p['per method s']}" if "per method s" in p else ""
-            if "per method s" in p and scale > 1:
-                extra += f"; all {result['test']:,} test respondents: {p['s'] * scale:.0f} s"
-            print(f"  {name:10s} {p['s']:8.2f} s   peak {p['peak_mb']:6.0f} MB{extra}")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        if args.baseline:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), args.baseline], check=True)
+        try:
+            for size in args.sizes:
+                now = child(size, args, args.max_test, None)
+                report(now, "this checkout")
+                if args.baseline:
+                    old = child(size, args, args.baseline_max_test or args.max_test, base)
+                    report(old, args.baseline)
+                    print(f"  evaluation of every test respondent: {evaluation_s(old):.0f} s at {args.baseline}, "
+                          f"{evaluation_s(now):.0f} s now: {evaluation_s(old) / evaluation_s(now):.2f}x")
+        finally:
+            if args.baseline:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=True)
 
 
 if __name__ == "__main__":

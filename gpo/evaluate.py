@@ -56,27 +56,32 @@ def predictions(method: Method, points: Points, labels: torch.Tensor, basis: Bas
                       for s in range(0, rows.shape[0], chunk)])
 
 
-def per_question(metric: str, points: Points, labels: torch.Tensor, p: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """(B, Q) a metric of each row's predictions p (B, P) against its group's shares, per question
-    (metrics.py: alignment for distributions; accuracy and log loss for one-hot answers)."""
-    B, Q = rows.shape[0], points.question_points.shape[0]
-    qp = points.question_points
-    mask = (qp >= 0).expand(B, -1, -1)
-    pred = (p[:, qp.clamp_min(0)] * mask).reshape(B * Q, -1).double()  # (B * Q, O)
-    true = (labels[rows][:, qp.clamp_min(0)].nan_to_num(0.0) * mask).reshape(B * Q, -1).double()
-    mask = mask.reshape(B * Q, -1)
-    ordinal = points.ordinal.expand(B, -1, -1).reshape(B * Q, -1)
-    return question_scores(metric, pred, true, ordinal, mask, points.is_ordinal.repeat(B)).reshape(B, Q)
+class Truth:
+    """The answers at each row's target questions (rows `rows`, questions `q`), gathered once
+    for every method scored on them."""
+
+    def __init__(self, points: Points, labels: torch.Tensor, rows: torch.Tensor, q: Questions):
+        B, T = q.tar.shape
+        at = points.question_points[q.tar]  # (B, T, O) the target questions' points
+        self.mask = ((at >= 0) & q.tar_ok[..., None]).reshape(B * T, -1)
+        self.ids = at.clamp_min(0).reshape(B, -1)
+        self.true = (labels[rows[:, None], self.ids].nan_to_num(0.0).reshape(B * T, -1) * self.mask).double()
+        self.ordinal, self.is_ordinal = points.ordinal[q.tar].reshape(B * T, -1), points.is_ordinal[q.tar].reshape(-1)
+        self.ok, self.n = q.tar_ok, q.tar_ok.sum(1).clamp_min(1)
+
+    def scores(self, p: torch.Tensor, metrics: tuple[str, ...]) -> torch.Tensor:
+        """(B, metrics) each metric's mean over each row's target questions of predictions p (B, P)
+        (metrics.py: alignment for distributions; accuracy and log loss for one-hot answers)."""
+        pred = (p.gather(1, self.ids).reshape(self.true.shape) * self.mask).double()
+        per_question = [question_scores(m, pred, self.true, self.ordinal, self.mask, self.is_ordinal).reshape(self.ok.shape)
+                        for m in metrics]
+        return torch.stack([torch.where(self.ok, v, 0.0).sum(1) / self.n for v in per_question], -1)
 
 
 def score(points: Points, labels: torch.Tensor, p: torch.Tensor, rows: torch.Tensor, q: Questions,
           metric: str = "alignment") -> torch.Tensor:
     """Mean of a metric over each row's target questions: (B, P) probabilities -> (B,)."""
-    Q = points.question_points.shape[0]
-    target = torch.zeros(rows.shape[0], Q + 1, dtype=torch.bool, device=p.device)
-    target = target.scatter(1, torch.where(q.tar_ok, q.tar, Q), True)[:, :Q]
-    values = per_question(metric, points, labels, p, rows)
-    return torch.where(target, values, 0.0).sum(1) / target.sum(1).clamp_min(1)
+    return Truth(points, labels, rows, q).scores(p, (metric,))[:, 0]
 
 
 @dataclass
@@ -97,20 +102,25 @@ class Work:
         self.same = [same_draws(q, self.draws) for _, _, q in self.plan]
 
     def __call__(self, start: int, stop: int, step=None) -> np.ndarray:
-        """(methods, k's, rows of groups start..stop, metrics) scores; `step` is called after
-        each (k, method). Where every draw of every task drew the same questions (k = 0 with all
-        the rest as targets), one draw is scored: every method is deterministic."""
+        """(methods, k's, rows of groups start..stop, metrics) scores, `chunk` rows at a time,
+        every method on each chunk's episode; `step(n)` is called with the tasks x methods done.
+        Where every draw of every task drew the same questions (k = 0 with all the rest as
+        targets), one draw is scored: every method is deterministic."""
         out = np.empty((len(self.methods), len(self.plan), (stop - start) * self.draws, len(self.metrics)))
         for i, (_, rows, q) in enumerate(self.plan):
             once = self.draws if self.same[i] else 1
-            s = slice(start * self.draws, stop * self.draws, once)
-            rows, q = rows[s], q.rows(s)
-            for j, method in enumerate(self.methods.values()):
-                p = predictions(method, self.points, self.labels, self.basis, rows, q, self.chunk)
-                for m, metric in enumerate(self.metrics):
-                    out[j, i, :, m] = score(self.points, self.labels, p, rows, q, metric).repeat_interleave(once).numpy(force=True)
+            per_task = self.draws // once  # rows scored per task
+            tasks = max(1, self.chunk // per_task)
+            for a in range(start, stop, tasks):
+                b = min(a + tasks, stop)
+                s = slice(a * self.draws, b * self.draws, once)
+                episode = make_episode(self.points, self.labels, rows[s], q.rows(s))
+                truth = Truth(self.points, self.labels, rows[s], q.rows(s))
+                for j, method in enumerate(self.methods.values()):
+                    values = truth.scores(method(self.points, self.basis, episode), self.metrics)
+                    out[j, i, (a - start) * self.draws:(b - start) * self.draws] = values.repeat_interleave(once, 0).numpy(force=True)
                 if step:
-                    step()
+                    step((b - a) * len(self.methods))
         return out
 
 
@@ -122,7 +132,7 @@ def same_draws(q: Questions, draws: int) -> bool:
 
 
 def in_process(work: Work, n_groups: int, bar) -> np.ndarray:
-    return work(0, n_groups, lambda: bar.update(n_groups))
+    return work(0, n_groups, bar.update)
 
 
 def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, basis: Basis, groups: list[int],

@@ -82,7 +82,7 @@ def sharded(shard_tasks: int, store: ShardStore | None = None, backend: str = "p
             log.info("%d of %d shards kept from an earlier evaluation: %d left", len(done), len(bounds), len(todo))
         on_ray = bool(todo) and use_ray(backend)
         finished = over_ray(work, todo, ray_address) if on_ray else (
-            (i, work(a, b, lambda a=a, b=b: bar.update(b - a))) for i, (a, b) in todo.items())
+            (i, work(a, b, bar.update)) for i, (a, b) in todo.items())
         for i, values in finished:
             if store:
                 store.put(i, values)
