@@ -6,10 +6,11 @@ Phases, as `gpo run configs/individual.yaml` goes through them: load (answers ->
 a split by form), assemble (tensors and the panel of training respondents), choose (every
 baseline's settings on the validation respondents), train step (one GPO meta-training step, the
 config's batch), evaluate (every method, GPO untrained, on every test respondent at 4 k's, one
-draw). The peak is the process's largest resident set so far (ru_maxrss), after each phase.
-Test respondents are independent of each other, so at scale `--max-test N` evaluates a
-seeded N of them and prints the full population's time as measured x (all / N); knn compares
-each with every training respondent, so its time grows with both.
+draw; each method alone, or with --one-pass every method in one evaluation, as a run does). The
+peak is the process's largest resident set so far (ru_maxrss), after each phase. Test
+respondents are independent of each other, so at scale `--max-test N` evaluates a seeded N of
+them and prints the full population's time as measured x (all / N); knn compares each with every
+training respondent, so its time grows with both.
 
 `--baseline REF` measures the project at git commit REF (a worktree imported in place of this
 checkout) after this checkout, size by size, and prints the ratio of their evaluation times.
@@ -37,7 +38,8 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(respondents: int, questions: int, ks: list[int], max_test: int | None, overrides: list[str]) -> dict:
+def measure(respondents: int, questions: int, ks: list[int], max_test: int | None, overrides: list[str],
+            one_pass: bool = False) -> dict:
     import numpy as np
     import torch
 
@@ -89,9 +91,9 @@ def measure(respondents: int, questions: int, ks: list[int], max_test: int | Non
         test = [test[i] for i in sorted(np.random.default_rng(0).choice(len(test), max_test, replace=False))]
     times = {}
     start = time.perf_counter()
-    for name, method in methods.items():
+    for name, group in ({"every method in one pass": methods} if one_pass else {n: {n: m} for n, m in methods.items()}).items():
         t = time.perf_counter()
-        evaluate({name: method}, prep.points, prep.labels, prep.basis, prep.index(test), data.groups, ks, 1,
+        evaluate(group, prep.points, prep.labels, prep.basis, prep.index(test), data.groups, ks, 1,
                  cfg.eval.seed, prep.chunk, metrics=prep.metrics)
         times[name] = round(time.perf_counter() - t, 1)
     phase("evaluate", start)
@@ -105,7 +107,8 @@ def child(size: str, args, max_test: int | None, code: Path | None) -> dict:
     another commit) or from this checkout."""
     cap = ["--max-test", str(max_test)] if max_test else []
     env = dict(os.environ, PYTHONPATH=str(code)) if code else dict(os.environ)
-    out = subprocess.run([sys.executable, __file__, "--one", size, "--ks", *map(str, args.ks), *cap, "--set", *args.set],
+    out = subprocess.run([sys.executable, __file__, "--one", size, "--ks", *map(str, args.ks), *cap,
+                          *(["--one-pass"] if args.one_pass else []), "--set", *args.set],
                          capture_output=True, text=True, env=env, cwd=code or ROOT)
     if out.returncode:
         sys.exit(f"{size} ({'baseline' if code else 'this checkout'}): {out.stderr[-3000:]}")
@@ -135,12 +138,13 @@ def main() -> None:
     parser.add_argument("--max-test", type=int, help="evaluate this many test respondents and scale the time to all")
     parser.add_argument("--baseline", help="a git commit measured beside this checkout, size by size")
     parser.add_argument("--baseline-max-test", type=int, help="--max-test for the baseline (default: --max-test)")
+    parser.add_argument("--one-pass", action="store_true", help="every method in one evaluation, as a run does (no per-method times)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides (e.g. data.val_fraction)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process measuring one size
     args = parser.parse_args()
     if args.one:
         r, q = map(int, args.one.split("x"))
-        print(json.dumps(measure(r, q, args.ks, args.max_test, args.set)))
+        print(json.dumps(measure(r, q, args.ks, args.max_test, args.set, args.one_pass)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"

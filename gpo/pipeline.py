@@ -149,16 +149,22 @@ def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict, unavailab
     a method that cannot run gets a test row per k with its reason in `note`. Tasks are scored
     in shards (eval.shard_tasks; over Ray by eval.backend), each kept in the run folder's
     `evaluation/` as it finishes, so a stopped evaluation resumes where it was."""
-    frames = []
+    frames, stores = [], []
+    settings = to_dict(cfg)
+    settings["eval"] = {k: v for k, v in settings["eval"].items() if k not in ("backend", "ray_address")}  # where, not what
     for role, groups in (("val", prep.split.val), ("test", prep.split.test)):
-        store = ShardStore.keyed(cfg.run_dir / EVALUATION, role, {
-            "config": to_dict(cfg), "methods": list(built), "groups": groups,
-            "checkpoints": [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in checkpoints]})
-        runner = sharded(cfg.eval.shard_tasks, store, cfg.eval.backend, cfg.eval.ray_address)
+        stores.append(ShardStore.keyed(cfg.run_dir / EVALUATION, role, {
+            "config": settings, "methods": list(built), "groups": groups,
+            "checkpoints": [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in checkpoints]}))
+        runner = sharded(cfg.eval.shard_tasks, stores[-1], cfg.eval.backend, cfg.eval.ray_address)
         frames.append(evaluate(built, prep.points, prep.labels, prep.basis, prep.index(groups), prep.data.groups,
                                cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, prep.chunk, cfg.eval.max_targets,
                                f"evaluate {role} {prep.unit}s", prep.metrics, cfg.eval.contexts == "shared",
                                runner).assign(role=role))
+    for store in stores:  # every shard is in the frames now
+        shutil.rmtree(store.folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (cfg.run_dir / EVALUATION).rmdir()  # unless another evaluation's shards wait there
     frames.append(pd.DataFrame([{"method": name, "k": k, "role": "test", "note": f"cannot run: {reason}"}
                                 for name, reason in (unavailable or {}).items() for k in cfg.eval.ks]))
     results = pd.concat(frames, ignore_index=True).assign(
@@ -185,7 +191,6 @@ def write_results(results: pd.DataFrame, run_dir: Path) -> str:
     tmp = run_dir / "results.parquet.tmp"
     results.to_parquet(tmp)
     tmp.replace(run_dir / "results.parquet")
-    shutil.rmtree(run_dir / EVALUATION, ignore_errors=True)  # the shards are in the results now
     test = results[results.role == "test"]
     table = format_table(test)
     if "note" in test:

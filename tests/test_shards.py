@@ -84,3 +84,36 @@ def test_draws_that_drew_the_same_questions_are_scored_once_with_the_same_number
     assert not same_draws(episodes(PREP.points, TEST, 5, 3, 0)[1], 3)
     monkeypatch.setattr(gpo.evaluate, "same_draws", lambda q, draws: False)
     pd.testing.assert_frame_equal(run(), WHOLE)
+
+
+def test_a_runs_stopped_evaluation_resumes_and_leaves_no_shards(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from gpo.pipeline import EVALUATION, evaluate_roles
+
+    cfg = load_config("configs/individual.yaml", ["embed.model=synthetic", "eval.ks=[0,5,20]", "train.val_k=5",
+                                                  "eval.draws=3", "eval.shard_tasks=50", f"out_dir={tmp_path}"])
+    seen = []
+
+    def knn(points, panel, episode, **kw):
+        seen.append(episode.groups.shape[0])
+        if stop_after and sum(seen) > stop_after:
+            raise KeyboardInterrupt
+        return baseline_method("knn")(points, panel, episode)
+
+    prep = replace(PREP, split=SPLIT)
+    stop_after = 7 * (len(SPLIT.val) + 100)  # draws (1 + 3 + 3) x tasks: stopped in the test respondents' third shard
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_roles(prep, cfg, {**METHODS, "knn": knn})
+    kept = sorted(p.parent.name.split("-")[0] + "/" + p.name for p in (cfg.run_dir / EVALUATION).rglob("shard-*.npy"))
+    assert kept == ["test/shard-0.npy", "test/shard-1.npy", "val/shard-0.npy"]
+    stop_after, seen[:] = 0, []
+    results = evaluate_roles(prep, cfg, {**METHODS, "knn": knn})
+    n_test = len(SPLIT.test)
+    assert sum(seen) == 7 * (n_test - 100)  # the kept shards (every validation task, 100 test tasks) not scored again
+    test = results[results.role == "test"].drop(columns=["role", "run", "dataset", "unit", "train_fraction", "split_seed",
+                                                         "seed", "protocol", "validation", "aggregate", "weight"])
+    whole = evaluate(METHODS, PREP.points, PREP.labels, PREP.basis, TEST, DATA.groups, [0, 5, 20], 3, cfg.eval.seed,
+                     metrics=PREP.metrics)
+    pd.testing.assert_frame_equal(test.reset_index(drop=True), whole)
+    assert not (cfg.run_dir / EVALUATION).exists()
