@@ -25,13 +25,15 @@ from gpo.train import load_model
 
 log = logging.getLogger(__name__)
 
-# Tokens GPO predicts at once: its activations (tokens x d_model floats, a few per layer) stay
-# within a CPU's cache; larger batches were slower on this machine's CPU (BENCHMARKS.md).
-BATCH_TOKENS = 16_384
+# Floats of one activation (tokens x d_model) when GPO predicts: batches of 2^20 (4 MB, 16,384
+# tokens of a 64-wide model) stay within a CPU's cache and were the fastest here (BENCHMARKS.md).
+ACTIVATION_FLOATS = 2**20
 
 
-def gpo_method(model: GPO, features: PointFeatures, prior: Method | None = None, tokens: int = BATCH_TOKENS) -> Method:
-    """GPO's predictions, `tokens` tokens (rows x points) at a time."""
+def gpo_method(model: GPO, features: PointFeatures, prior: Method | None = None) -> Method:
+    """GPO's predictions, as many rows at a time as keep an activation within ACTIVATION_FLOATS."""
+    tokens = ACTIVATION_FLOATS // model.cfg.d_model
+
     def batch(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
         mean, _ = model(**gpo_inputs(features, points, basis, episode, prior))
         p_tar = segment_softmax(mean, episode.segment)

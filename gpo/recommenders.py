@@ -67,13 +67,13 @@ def agreement(points: Points, panel: Panel, episode: Episode) -> torch.Tensor:
     mine = torch.zeros(ids.shape[0], points.x.shape[0] + 1, device=ids.device).scatter(1, ids, 1.0)[:, :-1]  # (B, P)
     questions = torch.where(picked, panel.point_question[episode.ctx.clamp_min(0)], answered.shape[1])
     asked = torch.zeros(ids.shape[0], answered.shape[1] + 1, device=ids.device).scatter(1, questions, 1.0)[:, :-1]  # (B, Q)
-    return (counts(mine, chosen) + 1) / (counts(asked, answered) + 2)
+    return counts(mine, chosen).add_(1).div_(counts(asked, answered).add_(2))  # in place: (B, J) is large
 
 
 def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, smoothing: float = 2.0) -> torch.Tensor:
     prior = panel.mean(episode.groups)
     tiebreak = ((panel.members * 0.6180339887) % 1) * 1e-6  # equal agreements: an order fixed per respondent, not per panel
-    sim = agreement(points, panel, episode) + tiebreak
+    sim = agreement(points, panel, episode).add_(tiebreak)
     own = panel.column[episode.groups]
     inside = torch.nonzero(own >= 0).squeeze(1)
     sim[inside, own[inside]] = -1.0  # never itself
