@@ -417,25 +417,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), value
         _set(tree, key, value)
     defaults = to_dict(ExperimentConfig())
     try:
-        return from_dict(ExperimentConfig, merge(defaults, flat_shrink_keys(tree)))
+        refuse_old_shrink_keys(tree)
+        return from_dict(ExperimentConfig, merge(defaults, tree))
     except ConfigError as e:
         raise ConfigError(f"{path or 'config'}: {e}") from None
 
 
-FLAT_SHRINK = {"shrink_per_task": "per_task", "per_task_se": "per_task_se", "shrink_training_floor": "training_floor"}
+OLD_SHRINK = {"shrink_per_task": "per_task", "per_task_se": "per_task_se", "shrink_training_floor": "training_floor"}
 
 
-def flat_shrink_keys(tree: dict) -> dict:
-    """A config whose shrink settings are flat keys of `eval` (`shrink: true`, `shrink_per_task`,
-    `per_task_se`, `shrink_training_floor`, as run folders made before the ShrinkPolicy section
-    hold them, or `--set eval.shrink=false`) read into that section."""
+def refuse_old_shrink_keys(tree: dict) -> None:
+    """The shrink policy has one spelling, the section eval.shrink; its old flat keys are refused
+    with the new key's name."""
     section = tree.get("eval")
-    if not isinstance(section, dict) or not (isinstance(section.get("shrink"), bool) or set(FLAT_SHRINK) & set(section)):
-        return tree
-    policy = {new: section.pop(old) for old, new in FLAT_SHRINK.items() if old in section}
+    if not isinstance(section, dict):
+        return
     if isinstance(section.get("shrink"), bool):
-        policy["enabled"] = section.pop("shrink")
-    return {**tree, "eval": {**section, "shrink": {**section.get("shrink", {}), **policy}}}
+        raise ConfigError(f"eval.shrink: {str(section['shrink']).lower()} is an old spelling: use "
+                          f"eval.shrink.enabled={str(section['shrink']).lower()}")
+    for old, new in OLD_SHRINK.items():
+        if old in section:
+            raise ConfigError(f"eval.{old}: an old spelling: use eval.shrink.{new}")
 
 
 def read_yaml(path: Path, kind: str) -> dict:

@@ -47,13 +47,17 @@ def test_every_shipped_config_loads():
         load_config(path)
 
 
-def test_a_run_folders_flat_shrink_keys_are_read_into_the_policy(tmp_path):
-    (tmp_path / "config.yaml").write_text("eval:\n  shrink: false\n  shrink_per_task: false\n  per_task_se: 0.5\n"
-                                          "  shrink_training_floor: false\n  draws: 2\n")
-    cfg = load_config(tmp_path / "config.yaml")
-    assert (cfg.eval.shrink.enabled, cfg.eval.shrink.per_task, cfg.eval.shrink.per_task_se, cfg.eval.shrink.training_floor,
-            cfg.eval.draws) == (False, False, 0.5, False, 2)
-    assert load_config(None, ["eval.shrink=false"]).eval.shrink.enabled is False
+@pytest.mark.parametrize("old, said", [
+    ("shrink: false", "eval.shrink: false is an old spelling: use eval.shrink.enabled=false"),
+    ("shrink_per_task: false", "eval.shrink_per_task: an old spelling: use eval.shrink.per_task"),
+    ("per_task_se: 0.5", "eval.per_task_se: an old spelling: use eval.shrink.per_task_se"),
+    ("shrink_training_floor: false", "eval.shrink_training_floor: an old spelling: use eval.shrink.training_floor")])
+def test_the_shrink_policys_old_flat_keys_are_refused_naming_the_new_one(tmp_path, old, said):
+    (tmp_path / "config.yaml").write_text(f"eval:\n  {old}\n  draws: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "config.yaml")
+    assert str(e.value) == f"{tmp_path / 'config.yaml'}: {said}"
+    assert load_config(None, ["eval.shrink.enabled=false"]).eval.shrink.enabled is False
 
 
 def test_an_exponent_without_a_dot_is_a_float_where_a_float_is_expected():
