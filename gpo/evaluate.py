@@ -169,7 +169,7 @@ def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, b
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def summarise(results: pd.DataFrame, by=("method", "k"), aggregate: str = "tasks") -> pd.DataFrame:
+def mean_and_worst(results: pd.DataFrame, by=("method", "k"), aggregate: str = "tasks") -> pd.DataFrame:
     """Per method and k: the mean score over groups and the worst group's, or over respondents
     (rows with a survey `weight`) the mean, the survey-weighted mean and the mean of the worst
     decile of respondents. `aggregate` "pairs": the mean is over (group, question) pairs, each

@@ -23,7 +23,7 @@ from gpo import methods
 from gpo.config import ExperimentConfig, merge, read_yaml, save_config, to_dict
 from gpo.data.splits import REFERENCE_VALIDATION
 from gpo.errors import ConfigError
-from gpo.evaluate import evaluate, summarise
+from gpo.evaluate import evaluate, mean_and_worst
 from gpo.inputs import Prepared, prepare
 from gpo.lock import exclusive
 from gpo.model import GPO
@@ -213,12 +213,12 @@ def format_table(test: pd.DataFrame) -> str:
         if "validation" in test and (test["validation"] == REFERENCE_VALIDATION).any():
             head = ("SELECTED ON THE TEST GROUPS (data.validation: the reference code's bug): every choice read these "
                     f"groups, so the numbers below are optimistic\n{head}")
-        return head + "\n" + pivot(summarise(test, aggregate="pairs" if pairs else "tasks"), "{mean:.4f} ({worst:.4f})")
+        return head + "\n" + pivot(mean_and_worst(test, aggregate="pairs" if pairs else "tasks"), "{mean:.4f} ({worst:.4f})")
     cell = "{mean:.4f} ({worst:.4f}) {weighted:.4f}"
-    loss = summarise(test.assign(score=-test["log_loss"]))[["mean", "worst", "weighted"]].mul(-1)
+    loss = mean_and_worst(test.assign(score=-test["log_loss"]))[["mean", "worst", "weighted"]].mul(-1)
     return (f"{metric} on held-out respondents: mean (mean of the worst decile) survey-weighted mean\n"
-            + pivot(summarise(test), cell) + "\n\nlog loss of the answer (lower is better): mean (worst decile) weighted\n"
-            + pivot(summarise(test).assign(**loss), cell, ascending=True))
+            + pivot(mean_and_worst(test), cell) + "\n\nlog loss of the answer (lower is better): mean (worst decile) weighted\n"
+            + pivot(mean_and_worst(test).assign(**loss), cell, ascending=True))
 
 
 def pivot(summary: pd.DataFrame, cell: str, ascending: bool = False) -> str:

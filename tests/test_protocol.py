@@ -8,7 +8,7 @@ import torch
 
 from gpo.config import load_config
 from gpo.data.splits import REFERENCE_VALIDATION, split_groups
-from gpo.evaluate import summarise
+from gpo.evaluate import mean_and_worst
 from gpo.tasks import sample_questions
 
 GROUPS = [f"g{i}" for i in range(17)]
@@ -39,8 +39,8 @@ def test_shared_orders_give_tasks_that_answered_alike_the_same_context():
 
 def test_the_pooled_mean_weighs_each_group_by_its_questions():
     rows = pd.DataFrame({"method": "m", "k": 5, "group": ["a", "b"], "score": [0.5, 1.0], "n_targets": [2, 6]})
-    assert summarise(rows).loc[0, "mean"] == pytest.approx(0.75)  # a mean of group means
-    assert summarise(rows, aggregate="pairs").loc[0, "mean"] == pytest.approx((2 * 0.5 + 6 * 1.0) / 8)
+    assert mean_and_worst(rows).loc[0, "mean"] == pytest.approx(0.75)  # a mean of group means
+    assert mean_and_worst(rows, aggregate="pairs").loc[0, "mean"] == pytest.approx((2 * 0.5 + 6 * 1.0) / 8)
 
 
 def test_a_config_names_the_protocol_it_follows():

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gpo.baselines import baseline_method
 from gpo.config import load_config, to_dict
-from gpo.evaluate import evaluate, summarise
+from gpo.evaluate import evaluate, mean_and_worst
 from gpo.inputs import prepare
 from gpo.methods import gpo_features, gpo_method
 from gpo.model import GPO
@@ -65,7 +65,7 @@ def test_gpo_learns_in_context_on_the_synthetic_world(tmp_path):
     model, _ = load_model(cfg.run_dir / "checkpoints" / "best.pt")
     methods = {"gpo": gpo_method(model, gpo_features(prep, cfg.model, {})), "mean": baseline_method("mean")}
     results = evaluate(methods, prep.points, prep.labels, prep.basis, prep.index(prep.split.test), prep.data.groups, [20], 3, 0)
-    summary = summarise(results).set_index("method")["mean"]
+    summary = mean_and_worst(results).set_index("method")["mean"]
     # the mean prior cannot use the context; a GPO that reads it must beat it clearly
     assert summary["gpo"] > summary["mean"] + 0.05, summary
     assert state.best_step > 0
