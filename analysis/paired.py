@@ -23,8 +23,8 @@ CHOSEN_ON_VAL = "the best baseline on the"  # ... 2 validation groups (how few, 
 CHOSEN_BY_FALLBACK = "the mean prior: these results have no validation rows to choose a best baseline on"
 
 
-def is_gpo(methods: pd.Series) -> pd.Series:
-    return methods.str.startswith("gpo")
+def is_gpo(rows: pd.DataFrame) -> pd.Series:
+    return rows["family"] == "gpo"
 
 
 def split_roles(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -58,7 +58,7 @@ def choose_reference(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     over validation groups; test rows are never looked at. Without validation rows: the mean
     prior, or no row at all if the results have no `mean` either."""
     tests, val = split_roles(rows)
-    val = val[~is_gpo(val.method)]
+    val = val[~is_gpo(val)]
     task = "respondent" if "unit" in rows and (rows["unit"] == "respondent").any() else "group"
     units = [c for c in UNIT if c in val]
     scores = (val.groupby([*by, "method", *units])["score"].mean()
@@ -82,11 +82,12 @@ def against_reference(rows: pd.DataFrame, references: pd.DataFrame, by: list[str
     """Every method but the reference, paired against its cell's reference on the test rows:
     one row per (cell, method) with `mean`, `lo`, `hi` of method - reference."""
     tests, _ = split_roles(rows)
+    family = dict(zip(tests.method, tests.family))
     out = []
     for ref in references.itertuples(index=False):
         key = {c: getattr(ref, c) for c in by}
         cell = tests[(tests[by] == pd.Series(key)).all(axis=1)]
         for method in sorted(set(cell.method) - {ref.reference}):
-            out.append({**key, "method": method, "reference": ref.reference, "chosen_on": ref.chosen_on,
-                        **paired(cell, method, ref.reference, boots)})
-    return pd.DataFrame(out, columns=[*by, "method", "reference", "chosen_on", "mean", "lo", "hi", "units", "groups"])
+            out.append({**key, "method": method, "family": family[method], "reference": ref.reference,
+                        "chosen_on": ref.chosen_on, **paired(cell, method, ref.reference, boots)})
+    return pd.DataFrame(out, columns=[*by, "method", "family", "reference", "chosen_on", "mean", "lo", "hi", "units", "groups"])

@@ -38,18 +38,23 @@ def save(fig, out: Path, name: str) -> str:
     return f"{name}.png"
 
 
-def styles(methods) -> dict:
+def gpo_methods(rows: pd.DataFrame) -> set:
+    return set(rows.loc[rows["family"] == "gpo", "method"])
+
+
+def styles(rows: pd.DataFrame) -> dict:
     """GPO variants bold and filled, baselines thin and hollow; one colour per method in every figure."""
-    gpo = sorted(m for m in methods if m.startswith("gpo"))
+    gpo = sorted(gpo_methods(rows))
     out = {m: {"color": GPO_COLOURS[i % len(GPO_COLOURS)], "lw": 2.2, "ms": 7, "zorder": 4} for i, m in enumerate(gpo)}
     spare = iter(["tab:cyan", "tab:pink", "gold", "navy"])
-    for m in sorted(set(methods) - set(gpo)):
+    for m in sorted(set(rows["method"]) - set(gpo)):
         out[m] = {"color": BASELINE_COLOURS.get(m) or next(spare, "gray"), "lw": 1.1, "ms": 5, "mfc": "white", "zorder": 3}
     return out
 
 
-def order(methods) -> list:
-    return sorted(methods, key=lambda m: (not m.startswith("gpo"), m))
+def order(methods, gpo: set) -> list:
+    """GPO variants first, then the baselines, each by name."""
+    return sorted(methods, key=lambda m: (m not in gpo, m))
 
 
 def short(base: str) -> str:
@@ -103,7 +108,7 @@ def _line_panels(diffs: pd.DataFrame, n_panels: int, width: float, height: float
     fig, axes = plt.subplots(1, n_panels, figsize=(max(width * n_panels + 1.8, MIN_WIDTH), height), sharey=True, squeeze=False,
                              layout="constrained")
     shown = diffs[~diffs.method.isin(LEFT_OUT)]
-    return fig, axes[0], styles(shown.method.unique()), order(shown.method.unique())
+    return fig, axes[0], styles(shown), order(shown.method.unique(), gpo_methods(shown))
 
 
 def scaling(diffs: pd.DataFrame, dataset: str, out: Path) -> str:
@@ -161,9 +166,10 @@ def groups(group_diffs: pd.DataFrame, dataset: str, base: str, out: Path) -> str
     shown = part[~part.method.isin(LEFT_OUT)]
     ks = sorted(part["k"].unique())
     tables = {k: shown[shown.k == k].pivot_table(index="group", columns="method", values="mean") for k in ks}
-    tables = {k: t[order(t.columns)] for k, t in tables.items()}
+    gpo = gpo_methods(shown)
+    tables = {k: t[order(t.columns, gpo)] for k, t in tables.items()}
     first = tables[ks[-1]]
-    gpo = [m for m in first.columns if m.startswith("gpo")]
+    gpo = [m for m in first.columns if m in gpo]
     rows = first.sort_values(gpo[0] if gpo else first.columns[0]).index  # groups ordered by GPO's difference at the largest k
     rows = rows.append(pd.concat(tables.values()).index.unique().difference(rows))
     scale = max(float(np.nanmax(np.abs(t.to_numpy()))) for t in tables.values()) or 1.0
@@ -194,7 +200,7 @@ def compute(runs: pd.DataFrame, dataset: str, out: Path) -> str:
     fig, axes = plt.subplots(1, len(ks), figsize=(max(4.0 * len(ks) + 1.8, MIN_WIDTH), 4.4), sharey=True, squeeze=False,
                              layout="constrained")
     axes = axes[0]
-    style = styles(part.method.unique())
+    style = styles(part)
     for ax, k in zip(axes, ks):
         cell = part[part.k == k].sort_values("train_flops")
         for method, rows in cell.groupby("method"):

@@ -78,7 +78,7 @@ def scaling_fits(tests: pd.DataFrame) -> tuple[dict, pd.DataFrame, list[str]]:
     fits, rows, constant = {}, [], set()
     unit = ["seed", "split_seed", "train_fraction"]
     unit_means = tests.groupby(["dataset", "method", "k", "base_params", *unit], dropna=False)["score"].mean().reset_index()
-    gpo = tests[is_gpo(tests.method)].assign(budget=budget)
+    gpo = tests[is_gpo(tests)].assign(budget=budget)
     for axis, frame in (("base_params", unit_means.assign(budget=unit_means["base_params"])), *(
             (col, gpo.groupby(["dataset", "method", "k", col, "budget", *unit], dropna=False)["score"].mean().reset_index())
             for col in ("gpo_params", "train_flops") if col in tests and tests[col].notna().any())):
@@ -155,14 +155,15 @@ def compute_runs(tests: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
     """Each GPO run (unit) with its training compute and its paired difference to its
     setting's reference over the run's own test groups."""
     unit = ["source", *(c for c in UNIT if c in tests)]
-    gpo = tests[is_gpo(tests.method) & (tests.get("train_flops", pd.Series(0.0, index=tests.index)).fillna(0) > 0)]
+    gpo = tests[is_gpo(tests) & (tests.get("train_flops", pd.Series(0.0, index=tests.index)).fillna(0) > 0)]
     rows = []
     for ref in references.itertuples(index=False):
         cell = tests[(tests.dataset == ref.dataset) & (tests.base == ref.base) & (tests.k == ref.k)]
         for (method, *key), run in gpo[(gpo.dataset == ref.dataset) & (gpo.base == ref.base) & (gpo.k == ref.k)].groupby(
                 ["method", *unit], dropna=False):
             rows_of_run = cell.merge(pd.DataFrame([dict(zip(unit, key))]), on=unit)  # (a merge matches missing values too)
-            rows.append({"dataset": ref.dataset, "base": ref.base, "k": ref.k, "method": method, "reference": ref.reference,
+            rows.append({"dataset": ref.dataset, "base": ref.base, "k": ref.k, "method": method, "family": "gpo",
+                         "reference": ref.reference,
                          "chosen_on": ref.chosen_on, "train_flops": run["train_flops"].iloc[0], "budget": budget(run).iloc[0],
                          "label": ref.base, **paired(rows_of_run, method, ref.reference)})
     return pd.DataFrame(rows)
@@ -170,13 +171,13 @@ def compute_runs(tests: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
 
 def group_differences(tests: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
     """Per (setting, method, test group): method - reference, the mean over units."""
-    out = []
+    out, family = [], dict(zip(tests.method, tests.family))
     for ref in references.itertuples(index=False):
         cell = tests[(tests.dataset == ref.dataset) & (tests.base == ref.base) & (tests.k == ref.k)]
         for method in set(cell.method) - {ref.reference}:
             d = differences(cell, method, ref.reference).groupby("group")["score"].mean().rename("mean").reset_index()
-            out.append(d.assign(dataset=ref.dataset, base=ref.base, k=ref.k, method=method, reference=ref.reference,
-                                chosen_on=ref.chosen_on))
+            out.append(d.assign(dataset=ref.dataset, base=ref.base, k=ref.k, method=method, family=family[method],
+                                reference=ref.reference, chosen_on=ref.chosen_on))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 

@@ -28,7 +28,9 @@ def winners(tests: pd.DataFrame) -> pd.DataFrame:
     for key, cell in tests.groupby(CELL):
         means = cell.groupby(["method", *(c for c in UNIT if c in cell)])["score"].mean().groupby("method").mean()
         ranked = means.sort_values(ascending=False).index
-        row = {**dict(zip(CELL, key)), "winner": ranked[0], "runner_up": ranked[1] if len(ranked) > 1 else None}
+        family = dict(zip(cell.method, cell.family))
+        row = {**dict(zip(CELL, key)), "winner": ranked[0], "winner_family": family[ranked[0]],
+               "runner_up": ranked[1] if len(ranked) > 1 else None}
         if row["runner_up"] is not None:
             row.update(paired(cell, ranked[0], ranked[1]))
         out.append(row)
@@ -55,7 +57,7 @@ def _winner_text(wins: pd.DataFrame, metric: str) -> str:
         text += f"is {counts.index[0]}'s in all {n} settings (base model x k)"
     else:
         text += f"goes to {_counts(wins['winner'])} of {n} settings (base model x k)"
-        gpo_wins = wins[wins.winner.str.startswith("gpo")]
+        gpo_wins = wins[wins.winner_family == "gpo"]
         text += "".join(f"; {m} wins at {_settings(g)}" for m, g in gpo_wins.groupby("winner"))
     paired_rows = wins.dropna(subset=["mean"])
     if len(paired_rows) == 1:
@@ -74,7 +76,7 @@ def _gpo_text(comparisons: pd.DataFrame) -> list[str]:
     how = "; ".join(dict.fromkeys(cells["chosen_on"]))
     ref_text = (f"{cells['reference'].iloc[0]}, {how}" if cells["reference"].nunique() == 1 else
                 f"{how}, chosen per setting: {_counts(cells['reference'])} settings")
-    for method, rows in comparisons[is_gpo(comparisons.method)].groupby("method"):
+    for method, rows in comparisons[is_gpo(comparisons)].groupby("method"):
         n = len(rows)
         if n == 1:
             r = rows.iloc[0]
@@ -101,7 +103,7 @@ def _scaling_text(dataset: str, tests: pd.DataFrame, fits: dict, metric: str) ->
     span = sizes[-1] / sizes[0]
     text = (f"**Scaling:** {len(sizes)} base-model sizes, {sizes[0] / 1e6:.0f}M to {sizes[-1] / 1e6:.0f}M parameters "
             f"(a factor {span:.1f}{', under one decade' if span < 10 else ''}); the fits say nothing outside that range.")
-    for method in sorted(m for m in tests.method.unique() if m.startswith("gpo")):
+    for method in sorted(tests.method[is_gpo(tests)].unique()):
         slopes = {k: f for (d, m, k, axis, kind), f in fits.items()
                   if (d, m, axis, kind) == (dataset, method, "base_params", "loglinear")}
         if not slopes:
@@ -159,7 +161,7 @@ def summarise_study(tests: pd.DataFrame, comparisons: pd.DataFrame, wins: pd.Dat
     table["best on test"] = wins["winner"]
     table["margin over runner-up [95%]"] = [f"{interval(r)} vs {r['runner_up']}" if pd.notna(r.get("mean")) else ""
                                             for _, r in wins.iterrows()]
-    gpo = comparisons[is_gpo(comparisons.method)]
+    gpo = comparisons[is_gpo(comparisons)]
     for method, rows in gpo.groupby("method"):
         cells = rows.set_index(CELL)
         table[f"{method} - reference [95%]"] = [

@@ -9,6 +9,7 @@ target questions, then over draws. The labels stay here, for building episodes a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch
 from gpo.data.basis import Basis
 from gpo.metrics import question_scores
 from gpo.progress import progress
-from gpo.tasks import Method, Points, Questions, make_episode, sample_questions
+from gpo.tasks import Method, Points, Questions, kind_of, make_episode, sample_questions
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,8 @@ def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, b
                       "so nothing is left to predict: left out at this k")
         for j, name in enumerate(methods):
             primary = values[j, i, ..., 0]
-            frame = pd.DataFrame({"method": name, "k": k, "group": names, "score": primary.mean(1).numpy(),
+            frame = pd.DataFrame({"method": name, **dataclasses.asdict(kind_of(name, methods[name])), "k": k, "group": names,
+                                  "score": primary.mean(1).numpy(),
                                   "metric": metrics[0], **{m: values[j, i, ..., n].mean(1).numpy() for n, m in enumerate(metrics)},
                                   "score_sd_draws": (primary.std(1) if draws > 1 else torch.zeros(len(groups))).numpy(),
                                   "n_targets": n_targets.numpy(force=True), "draws": draws,

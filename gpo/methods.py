@@ -6,6 +6,7 @@ with their settings chosen per k (gpo/selection.py), and the LLM baselines. A me
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from gpo.inputs import Prepared
 from gpo.model import GPO
 from gpo.ops import segment_softmax
 from gpo.selection import Choice, baseline, choose, per_task, shrink_gpo
-from gpo.tasks import Episode, Method, Points
+from gpo.tasks import Episode, Kind, Labelled, Method, Points
 from gpo.train import load_model
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,20 @@ def ensemble_method(members: list[Method]) -> Method:
     return lambda points, basis, episode: torch.stack([m(points, basis, episode) for m in members]).mean(0)
 
 
-def gpo_name(model_cfg) -> str:
-    """'gpo-paper' for the paper's variant (no prior, the embedding alone); 'gpo[logit]',
-    'gpo[basis]', 'gpo[lowrank+loadings]' for variants: the prior, then the features beyond the
-    embedding; '-mlp' marks the paper's readout where it is not the default."""
+def gpo_variant(model_cfg) -> str:
+    """'paper' for the paper's variant (no prior, the embedding alone); 'logit', 'basis',
+    'lowrank+loadings' for variants: the prior, then the features beyond the embedding; '-mlp'
+    marks the paper's readout where it is not the default."""
     extra = [f for f in model_cfg.features if f != "embedding"]
     parts = ([model_cfg.prior] if model_cfg.prior != "none" else []) + sorted(extra)
-    readout = "-mlp" if model_cfg.readout == "mlp" else ""
-    return f"gpo[{'+'.join(parts)}]{readout}" if parts else f"gpo-paper{readout}"
+    return ("+".join(parts) or "paper") + ("-mlp" if model_cfg.readout == "mlp" else "")
+
+
+def gpo_name(model_cfg) -> str:
+    """'gpo-paper', 'gpo[logit]', 'gpo[lowrank+loadings]', 'gpo[logit]-mlp': the variant in a name."""
+    variant = gpo_variant(model_cfg)
+    core, mlp = variant.removesuffix("-mlp"), "-mlp" if variant.endswith("-mlp") else ""
+    return f"gpo-paper{mlp}" if core == "paper" else f"gpo[{core}]{mlp}"
 
 
 def feature_params(prep: Prepared, cfg: ExperimentConfig) -> dict:
@@ -106,7 +113,8 @@ def load_gpo(checkpoints: list[Path], prep: Prepared) -> tuple[str, Method, Meth
                            ("train_s", history[-1]["wall_s"] if history else 0.0)):
             totals[key] += value
     name = gpo_name(model.cfg) + (f"-ens{len(members)}" if len(members) > 1 else "")
-    method = members[0] if len(members) == 1 else ensemble_method(members)
+    method = Labelled(members[0] if len(members) == 1 else ensemble_method(members),
+                      Kind("gpo", gpo_variant(model.cfg), ensemble=len(members)))
     return name, method, prior, {**totals, "train_steps": ckpt["state"]["step"]}
 
 
@@ -120,7 +128,8 @@ def llm_baselines(prep: Prepared, cfg: ExperimentConfig, names: list[str]) -> di
 
     llm = LLM(cfg.llm, pick_device(cfg.llm.device))
     k = max(cfg.eval.ks)
-    return {f"llm-{name}": make(name, llm, prep.data.text, prep.points, prep.basis, k) for name in names}
+    return {f"llm-{name}": Labelled(make(name, llm, prep.data.text, prep.points, prep.basis, k), Kind("llm", name))
+            for name in names}
 
 
 def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
@@ -153,7 +162,7 @@ def build(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path],
         else:  # as trained, and (when shrinking is on) shrunk toward its reference, under a name that says so
             methods[name] = gpo
             if cfg.eval.shrink.enabled:
-                methods[name + SHRUNK] = shrink_gpo(prep, cfg, name, gpo, prior)
+                methods[name + SHRUNK] = Labelled(shrink_gpo(prep, cfg, name, gpo, prior), replace(gpo.kind, shrunk=True))
     methods.update({name: baseline(name, choose(prep, cfg, name), per_task(prep, cfg))
                     for name in cfg.eval.baselines if name not in unavailable})
     methods.update(llm_baselines(prep, cfg, cfg.eval.llm_baselines if llm_names is None else llm_names))

@@ -40,6 +40,7 @@ IDENTITY = ("data.", "embed.model", "embed.layers", "embed.template", "embed.max
             "model.", "train.", "eval.draws", "eval.seed")
 NOT_IDENTITY = ("train.ensemble", "train.device")
 EVALUATION = "evaluation"  # a run folder's shards of an evaluation under way
+SCHEMA_KEY, RESULTS_SCHEMA = "gpo_results_schema", 1  # results.parquet's columns, as `with_schema` writes them
 
 
 def flat(tree: dict, prefix: str = "") -> dict:
@@ -182,14 +183,14 @@ def run_evaluation(prep: Prepared, cfg: ExperimentConfig, checkpoints: list[Path
     built, training, unavailable = methods.build(prep, cfg, checkpoints)
     results = evaluate_roles(prep, cfg, built, unavailable, checkpoints)
     for column, value in training.items():  # GPO's rows only: baselines train nothing
-        results[column] = results["method"].str.startswith("gpo").map({True: value, False: None})
+        results[column] = (results["family"] == "gpo").map({True: value, False: None})
     return results.assign(embed_model=cfg.embed.model, embed_layers=cfg.embed.layers)
 
 
 def write_results(results: pd.DataFrame, run_dir: Path) -> str:
     """Save results.parquet (every role) and results.md (test groups); return the printed table."""
     tmp = run_dir / "results.parquet.tmp"
-    results.to_parquet(tmp)
+    with_schema(results).to_parquet(tmp)
     tmp.replace(run_dir / "results.parquet")
     test = results[results.role == "test"]
     table = format_table(test)
@@ -198,6 +199,15 @@ def write_results(results: pd.DataFrame, run_dir: Path) -> str:
             ["method", "note"]].itertuples(index=False))
     (run_dir / "results.md").write_text(table + "\n")
     return table
+
+
+def with_schema(results: pd.DataFrame) -> pd.DataFrame:
+    """Results as written: the schema version in the parquet metadata (pandas' attrs), so a
+    reader knows what the columns mean (a method's kind is its columns `family`, `variant`,
+    `shrunk`, `ensemble`, not its name)."""
+    results = results.copy()
+    results.attrs[SCHEMA_KEY] = RESULTS_SCHEMA
+    return results
 
 
 def format_table(test: pd.DataFrame) -> str:

@@ -152,3 +152,31 @@ def make_episode(points: Points, labels: torch.Tensor, groups: torch.Tensor, q: 
 # Every evaluated method (GPO, each baseline) maps an episode to (B, P) probabilities: its rows'
 # predicted shares of every point, read at the targets.
 Method = Callable[[Points, Basis, Episode], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a method is, as its result rows' columns: analysis and sweeps read these, never its name."""
+
+    family: str  # "gpo", "llm", or the baseline's own name
+    variant: str = ""  # GPO: its prior and features ("paper": the paper's); an LLM baseline: which one
+    shrunk: bool = False  # shrunk toward its no-context reference (gpo/shrink.py)
+    ensemble: int = 1  # models whose predictions are averaged
+
+
+class Labelled:
+    """A method with its Kind (a baseline needs none: its kind is its name)."""
+
+    def __init__(self, method: Method, kind: Kind):
+        self.method, self.kind = method, kind
+
+    def __call__(self, points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
+        return self.method(points, basis, episode)
+
+    @property
+    def train_seconds(self):
+        return getattr(self.method, "train_seconds", None)
+
+
+def kind_of(name: str, method: Method) -> Kind:
+    return getattr(method, "kind", None) or Kind(name)

@@ -109,7 +109,7 @@ def study_frame(offsets: dict, roles=("test", "val"), ks=(5,), units=1, n_groups
             for k in ks:
                 for method, offset in offsets[role].items():
                     for g in range(n_groups):
-                        rows.append({"method": method, "k": k, "group": f"{role}{g}", "role": role, "seed": unit,
+                        rows.append({"method": method, "family": method, "k": k, "group": f"{role}{g}", "role": role, "seed": unit,
                                      "split_seed": unit, "train_fraction": 0.4, "dataset": "synth", "embed_model": "synthetic",
                                      "embed_layers": 0, "run": f"u{unit}", "score": 0.9 + offset + difficulty[g]
                                      + 0.001 * rng.normal(), **gpo_training(method, flops * (1 + 0.1 * unit))})
@@ -218,3 +218,27 @@ def test_sweep_section_shows_the_reference_validation_score(tmp_path):
     val_mixture = tests[(tests.role == "val") & (tests.method == "mixture")]["score"].mean()
     assert f"the best baseline on the same validation tasks, mixture, scores {val_mixture:.4f}" in report
     assert (tmp_path / "report" / "figures" / "sweep-s-synthetic-k5.png").is_file()
+
+
+def test_results_written_before_the_schema_get_their_kinds_from_their_names(tmp_path):
+    from gpo.analysis.load import load
+
+    names = ["gpo[demographic]", "gpo[demographic]+shrink", "gpo-paper-mlp-ens3", "llm-zero_shot", "knn"]
+    old = pd.DataFrame({"method": names, "k": 5, "group": "g", "score": 0.5, "embed_model": "synthetic", "embed_layers": 0})
+    write_run(tmp_path, old)
+    tests, _, _ = load([tmp_path / "runs"])
+    kinds = tests.set_index("method")[["family", "variant", "shrunk", "ensemble"]].loc[names].values.tolist()
+    assert kinds == [["gpo", "demographic", False, 1], ["gpo", "demographic", True, 1], ["gpo", "paper-mlp", False, 3],
+                     ["llm", "zero_shot", False, 1], ["knn", "", False, 1]]
+
+
+def test_results_of_a_newer_schema_are_refused_in_one_line(tmp_path):
+    from gpo.analysis.load import load
+    from gpo.errors import GPOError
+
+    new = pd.DataFrame({"method": ["knn"], "family": ["knn"], "k": 5, "group": "g", "score": 0.5})
+    new.attrs["gpo_results_schema"] = 99
+    path = tmp_path / "runs" / "r" / "results.parquet"
+    write_run(tmp_path, new)
+    with pytest.raises(GPOError, match=f"^{path}: results of schema 99, newer than this gpo-study reads \\(1\\): upgrade it$"):
+        load([tmp_path / "runs"])

@@ -147,6 +147,11 @@ def test_the_individual_task_end_to_end_from_the_command_line(tmp_path):
     results = pd.read_parquet(tmp_path / "individual" / "results.parquet")
     test = results[results.role == "test"]
     assert set(test.method) == {"gpo[demographic]", "uniform", "population", "demographic", "knn", "lowrank"}  # unshrunk
+    # what a row's method is comes from its columns, under the schema version the file names
+    kinds = test.drop_duplicates("method").set_index("method")[["family", "variant", "shrunk", "ensemble"]]
+    assert kinds.loc["gpo[demographic]"].tolist() == ["gpo", "demographic", False, 1]
+    assert kinds.loc["knn"].tolist() == ["knn", "", False, 1]
+    assert results.attrs["gpo_results_schema"] == 1
     assert (test.metric == "accuracy").all() and test.score.equals(test.accuracy) and test.weight.notna().all()
     assert test.group.nunique() == 240 and test.accuracy.between(0, 1).all() and (test.log_loss > 0).all()
 

@@ -36,7 +36,7 @@ import pandas as pd
 from gpo.config import to_dict
 from gpo.errors import GPOError, Interrupted, run_command
 from gpo.inputs import assemble, load_inputs
-from gpo.pipeline import run_evaluation, run_training, write_results
+from gpo.pipeline import run_evaluation, run_training, with_schema, write_results
 from gpo.tune.study import BaseModel, StudyConfig, load_study, search_space
 
 log = logging.getLogger("gpo.sweep")
@@ -241,7 +241,7 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
                                              base_layers=base_model.layers, base_params=base_params,
                                              config=json.dumps(params)))
             tested = pd.concat(tests).query("role == 'test'")
-            as_trained = tested.method.str.startswith("gpo") & ~tested.method.str.endswith("+shrink")
+            as_trained = (tested.family == "gpo") & ~tested.shrunk
             gpo = tested[as_trained].groupby("seed")["score"].mean()
             summaries.append(
                 f"{base_model.tag} k={k}: best {params} val {best.metrics[study.metric]:.4f}; "
@@ -250,7 +250,7 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
                 f"test (mean over {len(gpo)} seeds) {gpo.mean():.4f}")
     table = pd.concat(frames, ignore_index=True)
     out = study.root.child("study.parquet")
-    out.write_parquet(table)
+    out.write_parquet(with_schema(table))
     for line in summaries:
         print(line)
     print(f"study {study.name}: {len(table[table.kind == 'trial'])} trials, wall {time.perf_counter() - start:.0f}s -> {out}")
