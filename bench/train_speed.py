@@ -46,7 +46,8 @@ class LoopGPO(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def loss(self, inputs: dict, y_targets: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
-        X, Y, valid, n_ctx_all = inputs["features"], inputs["y"], inputs["valid"], inputs["n_ctx"]
+        X = torch.cat([inputs["table"][inputs["ids"].clamp_min(0)], inputs["features"]], -1)  # each token's whole features
+        Y, valid, n_ctx_all = inputs["y"], inputs["valid"], inputs["n_ctx"]
         total = 0.0
         for b in range(X.shape[0]):
             ctx = valid[b, :n_ctx_all]
