@@ -75,6 +75,59 @@ def save_checkpoint(path: Path, model, optimizer, generator, state: TrainState, 
     os.replace(tmp, path)
 
 
+def resume(ckpt_dir: Path, model: GPO, optimizer, generator: torch.Generator, device) -> TrainState:
+    """The state of ckpt_dir/last.pt, its model, optimizer and RNGs restored; a new state when
+    there is none."""
+    last = ckpt_dir / "last.pt"
+    if not last.is_file():
+        return TrainState()
+    ckpt = torch.load(last, map_location=device, weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    generator.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    return TrainState(**ckpt["state"])
+
+
+@dataclass
+class Checkpoints:
+    """Validation and checkpoints of one training run: each call scores the model on the
+    validation tasks, records the running averages, and writes last.pt (and best.pt when the
+    score is the best so far)."""
+
+    model: GPO
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    state: TrainState
+    ckpt_dir: Path
+    config: dict
+    fitted: dict
+    validate: object  # (model) -> float
+    on_validate: object  # (state, ckpt_dir) -> None, or None
+    bar: object
+    start: float  # perf_counter() at the run's step 0, earlier sessions' wall time included
+
+    def __call__(self) -> None:
+        state = self.state
+        self.model.eval()
+        score = self.validate(self.model)
+        self.model.train()
+        state.history.append({"step": state.step, **dict.fromkeys(("loss", "prior_loss", "grad_norm"), math.nan),
+                              **state.running, "val_score": score, "wall_s": time.perf_counter() - self.start})
+        saved = (self.model, self.optimizer, self.generator, state, self.config, self.fitted)
+        if score > state.best_score:
+            state.best_score, state.best_step = score, state.step
+            save_checkpoint(self.ckpt_dir / "best.pt", *saved)
+        save_checkpoint(self.ckpt_dir / "last.pt", *saved)
+        if self.on_validate is not None:
+            self.on_validate(state, self.ckpt_dir)
+        loss = state.running.get("loss", math.nan)
+        shown = "-" if math.isnan(loss) else f"{loss:.3f}"  # step 0: nothing trained yet
+        self.bar.set_postfix(loss=shown, val=f"{score:.4f}", best=f"{state.best_score:.4f}@{state.best_step}")
+
+
 def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, features: PointFeatures, train_groups: list[int],
           validate, cfg, ckpt_dir: Path, config: dict, prior=None, fitted: dict | None = None, on_validate=None,
           desc: str = "meta-train") -> TrainState:
@@ -91,17 +144,8 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, featur
     device = points.device
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    state = TrainState()
-    last = ckpt_dir / "last.pt"
-    if last.is_file():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        generator.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        state = TrainState(**ckpt["state"])
+    state = resume(ckpt_dir, model, optimizer, generator, device)
+    if state.step:
         log.info("resuming %s at step %d of %d", ckpt_dir, state.step, cfg.steps)
     if state.step >= cfg.steps:
         return state
@@ -110,26 +154,11 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, featur
     available = points.available[groups]
     fewest = int(available.sum(1).min())  # a context never takes every question of a group: targets remain
     loss_fn = LOSSES[cfg.loss]
-
-    def checkpoint() -> None:
-        model.eval()
-        score = validate(model)
-        model.train()
-        loss_value = state.running.get("loss", math.nan)
-        state.history.append({"step": state.step, **dict.fromkeys(("loss", "prior_loss", "grad_norm"), math.nan), **state.running,
-                              "val_score": score, "wall_s": time.perf_counter() - start})
-        if score > state.best_score:
-            state.best_score, state.best_step = score, state.step
-            save_checkpoint(ckpt_dir / "best.pt", model, optimizer, generator, state, config, fitted or {})
-        save_checkpoint(last, model, optimizer, generator, state, config, fitted or {})
-        if on_validate is not None:
-            on_validate(state, ckpt_dir)
-        shown = "-" if math.isnan(loss_value) else f"{loss_value:.3f}"  # step 0: nothing trained yet
-        bar.set_postfix(loss=shown, val=f"{score:.4f}", best=f"{state.best_score:.4f}@{state.best_step}")
-
     start = time.perf_counter() - (state.history[-1]["wall_s"] if state.history else 0.0)
     model.train()
     with progress(total=cfg.steps, initial=state.step, desc=desc, unit="step") as bar:
+        checkpoint = Checkpoints(model, optimizer, generator, state, ckpt_dir, config, fitted or {}, validate, on_validate,
+                                 bar, start)
         if not state.history:
             checkpoint()  # step 0: the untrained model (for prior variants, the baseline)
         while state.step < cfg.steps:
