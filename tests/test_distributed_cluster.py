@@ -152,9 +152,9 @@ class TestTwoWorkerNodes:
         assert np.allclose(x, reference, atol=1e-5)
 
     def test_evaluation_over_ray_loses_nothing_when_a_node_dies_mid_run(self, nodes, tmp_path):
-        """Shards of test respondents as Ray tasks on both nodes; a node is killed once the first
-        shard is kept: its shard in flight is retried on the other, and the scores equal one
-        pass in this process."""
+        """Shards of test respondents as Ray tasks on both nodes; once the first shard is kept,
+        a node with a shard in flight is killed: that shard is retried on the other, and the
+        scores equal one pass in this process."""
         from gpo.baselines import baseline_method
         from gpo.config import load_config
         from gpo.data.synthetic import SyntheticRespondents
@@ -169,9 +169,12 @@ class TestTwoWorkerNodes:
         test = prep.index(split.test)
         calls = tmp_path / "calls"
 
-        def population(points, panel, episode):  # leaves a line per call, wherever it runs
+        def population(points, panel, episode):  # leaves a line per call: the node it ran on, its first task
+            import ray
+
             with open(calls, "a") as f:
-                f.write(".")
+                f.write(f"{ray.get_runtime_context().get_node_id() if ray.is_initialized() else '-'} "
+                        f"{int(episode.groups[0])}\n")
             return baseline_method("population")(points, panel, episode)
 
         methods = {"population": population, **{name: baseline_method(name) for name in ("knn", "lowrank")}}
@@ -181,24 +184,34 @@ class TestTwoWorkerNodes:
                             metrics=prep.metrics, **({"runner": runner} if runner else {}))
 
         killed = []
+        shards = 8
+        size = -(-len(test) // shards)
+        shard_of = {row: i // size for i, row in enumerate(test)}
+
+        def busy_nodes(kept: set) -> set:
+            """Nodes that have started a shard not kept yet."""
+            lines = [line.split() for line in calls.read_text().splitlines()] if calls.exists() else []
+            return {node for node, row in lines if shard_of[int(row)] not in kept}
 
         class KillingAfterFirst(ShardStore):
             def put(self, i, values):
                 super().put(i, values)
                 if not killed:
-                    cluster.remove_node(workers[0], allow_graceful=False)
+                    deadline = time.time() + 60
+                    while not (busy := [n for n in workers if n.node_id in busy_nodes({i})]):
+                        assert time.time() < deadline, "no node started a second shard"
+                        time.sleep(0.05)
+                    cluster.remove_node(busy[0], allow_graceful=False)
                     killed.append(len(list(self.folder.iterdir())))
 
         store = KillingAfterFirst(tmp_path / "test")
-        shards = 8
-        size = -(-len(test) // shards)
         results = run(sharded(size, store, "ray"))
-        assert killed == [1]  # seven shards were still to come, on both nodes
+        assert killed == [1]  # seven shards were still to come
         assert len(list(store.folder.iterdir())) == shards
-        on_ray = len(calls.read_text())
+        on_ray = len(calls.read_text().splitlines())
         calls.unlink()
         run(sharded(size, None, "process"))
-        assert on_ray > len(calls.read_text())  # the lost node's shard ran again
+        assert on_ray > len(calls.read_text().splitlines())  # the lost node's shard ran again
         pd.testing.assert_frame_equal(results, run())
 
     def test_a_sweep_survives_losing_a_worker_node_mid_trial(self, nodes, tmp_path, s3):
