@@ -27,7 +27,7 @@ import torch
 
 from gpo import methods as M
 from gpo import selection as S
-from gpo.baselines import baseline_method
+from gpo.baselines import REGISTRY, baseline_method
 from gpo.config import load_config
 from gpo.evaluate import episodes, predictions, score
 from gpo.inputs import prepare
@@ -46,7 +46,7 @@ def candidates(prep, cfg, run_dir: Path) -> dict[str, dict[int, tuple]]:
     out = {name: {k: (shrunk(gpo, prior, c.shrink), 0.0) if prior else (gpo, c.shrink)
                   for k, c in S.gpo_choices(prep, cfg, name, gpo, prior).items()}}
     for b in cfg.eval.baselines:
-        if b not in S.NO_CONTEXT:
+        if REGISTRY[b].reads_context:
             out[b] = {k: (baseline_method(b, **c.params), c.shrink) for k, c in S.choose(prep, cfg, b).items()}
     return out
 

@@ -25,10 +25,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gpo import recommenders  # noqa: F401  (registers the respondent baselines)
 from gpo.data.basis import Basis
 from gpo.data.panel import Panel
 from gpo.ops import centred_log, nnls, per_question_normalise, segment_softmax
-from gpo.recommenders import RESPONDENT_BASELINES, RESPONDENT_GRIDS
+from gpo.registry import REGISTRY, register
 from gpo.tasks import Episode, Method, Points
 
 
@@ -37,14 +38,17 @@ def at(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return values.gather(2, ids.clamp_min(0)[:, None, :].expand(-1, values.shape[1], -1))
 
 
+@register(units=("group", "respondent"), reads_context=False)
 def uniform(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
     return points.uniform().expand(episode.groups.shape[0], -1)
 
 
+@register(units=("group", "respondent"), reads_context=False, prior=True)
 def mean(points: Points, basis: Basis | Panel, episode: Episode) -> torch.Tensor:
     return basis.mean(episode.groups)
 
 
+@register(units=("group",), prior=True)
 def mixture(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
     ok = episode.ctx >= 0  # (B, M)
     own = basis.own(episode.groups)
@@ -64,6 +68,7 @@ def context_centred_log(points: Points, episode: Episode, eps: float) -> torch.T
     return centred_log(ctx_y, points.point_question, eps).gather(1, ctx) * ok
 
 
+@register(units=("group",), prior=True, grid={"alpha": [0.03, 0.1, 0.3, 1.0, 3.0]})
 def logit(points: Points, basis: Basis, episode: Episode, alpha: float = 0.1, eps: float = 0.003) -> torch.Tensor:
     B = episode.groups.shape[0]
     return segment_softmax(pool_logits(points, basis, episode, alpha, eps), points.point_question.expand(B, -1))
@@ -84,6 +89,7 @@ def pool_logits(points: Points, basis: Basis, episode: Episode, alpha: float, ep
     return (w[:, None, :] @ L).squeeze(1)
 
 
+@register(units=("group",), grid={"alpha": [0.1, 1.0, 10.0, 100.0]})
 def ridge(points: Points, basis: Basis, episode: Episode, alpha: float = 1.0) -> torch.Tensor:
     prior = mean(points, basis, episode)  # (B, P)
     z = F.normalize(points.x - points.x.mean(0), dim=-1)  # (P, d): centred, or the shared template dominates
@@ -97,6 +103,7 @@ def ridge(points: Points, basis: Basis, episode: Episode, alpha: float = 1.0) ->
     return per_question_normalise(p, points.point_question)
 
 
+@register(units=("group",), prior=True, grid={"pool_alpha": [0.1, 1.0], "bandwidth": [0.3, 0.6], "alpha": [0.1, 1.0]})
 def kernel(points: Points, basis: Basis, episode: Episode, bandwidth: float = 0.6, alpha: float = 1.0,
            pool_alpha: float = 0.1, eps: float = 0.003) -> torch.Tensor:
     pq = points.point_question
@@ -120,18 +127,11 @@ def kernel(points: Points, basis: Basis, episode: Episode, bandwidth: float = 0.
     return segment_softmax(pool + (K * coef).sum(1), pq.expand(pool.shape[0], -1))
 
 
-GROUP_BASELINES = {"uniform": uniform, "mean": mean, "mixture": mixture, "logit": logit, "ridge": ridge, "kernel": kernel}
-BASELINES = {**GROUP_BASELINES, "population": mean, **RESPONDENT_BASELINES}
-# Hyperparameter grids, searched on validation groups (never test groups); a callable makes the
-# grid from the basis (the attributes a panel has).
-GRIDS = {"ridge": {"alpha": [0.1, 1.0, 10.0, 100.0]}, "logit": {"alpha": [0.03, 0.1, 0.3, 1.0, 3.0]},
-         "kernel": {"pool_alpha": [0.1, 1.0], "bandwidth": [0.3, 0.6], "alpha": [0.1, 1.0]}, **RESPONDENT_GRIDS}
-# What each kind of task can be predicted with: group baselines combine the training groups'
-# distributions (the basis); respondent baselines the training respondents' answers (the panel)
-UNIT_BASELINES = {"group": tuple(GROUP_BASELINES), "respondent": ("uniform", "mean", "population", *RESPONDENT_BASELINES)}
+# the respondents' population shares are the training respondents' mean
+register("population", units=("respondent",), reads_context=False, prior=True)(mean)
 
 
 def baseline_method(name: str, **params) -> Method:
     """Baseline `name` with hyperparameters `params`, as a method."""
-    fn = BASELINES[name]
+    fn = REGISTRY[name].fn
     return lambda points, basis, episode: fn(points, basis, episode, **params)

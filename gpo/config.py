@@ -25,7 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from gpo.baselines import BASELINES, UNIT_BASELINES
+from gpo import registry
+from gpo.baselines import REGISTRY
 from gpo.data.splits import REFERENCE_VALIDATION
 from gpo.data.synthetic import SyntheticRespondents, SyntheticWorld
 from gpo.device import check_device
@@ -34,7 +35,7 @@ from gpo.features import units
 from gpo.llm import LLM_BASELINES
 from gpo.llm.prompts import STYLES
 from gpo.losses import LOSSES
-from gpo.model import PRIORS, ModelConfig
+from gpo.model import ModelConfig
 from gpo.prompts import TEMPLATES
 
 
@@ -273,7 +274,7 @@ class EvalConfig:
         require(self.max_targets >= 0, "max_targets", "at least 0", self.max_targets)
         require(self.shard_tasks >= 1, "shard_tasks", "at least 1", self.shard_tasks)
         require(self.backend in ("auto", "process", "ray"), "backend", "'auto', 'process' or 'ray'", self.backend)
-        require(set(self.baselines) <= set(BASELINES), "baselines", f"names from {sorted(BASELINES)}", self.baselines)
+        require(set(self.baselines) <= set(REGISTRY), "baselines", f"names from {sorted(REGISTRY)}", self.baselines)
         require(set(self.llm_baselines) <= set(LLM_BASELINES), "llm_baselines", f"names from {list(LLM_BASELINES)}", self.llm_baselines)
 
 
@@ -322,10 +323,10 @@ class ExperimentConfig:
     def __post_init__(self):
         """What one section's settings mean for another's: the baselines and priors a unit has."""
         unit = self.data.unit
-        fits = UNIT_BASELINES[unit]
+        fits = registry.names(unit)
         require(set(self.eval.baselines) <= set(fits), "eval.baselines", f"baselines of {unit}s: names from {list(fits)}",
                 self.eval.baselines)
-        priors = ("none", *(p for p in PRIORS if p in fits))
+        priors = registry.priors(unit)
         require(self.model.prior in priors, "model.prior", f"for {unit}s one of {priors}", self.model.prior)
         own = [f for f in self.model.features if unit in units(f)]
         require(own == self.model.features, "model.features", f"features of {unit}s (gpo/features.py), not "

@@ -39,7 +39,6 @@ from torch import nn
 from gpo.errors import require
 from gpo.features import FEATURES
 
-PRIORS = ("none", "mean", "mixture", "logit", "kernel", "population", "demographic", "lowrank")  # baselines a residual GPO can correct
 READOUTS = ("mlp", "ridge")
 
 
@@ -51,8 +50,7 @@ class ModelConfig:
     d_ff: int = 128
     embed_depth: int = 4  # layers of the input MLP on [x; y]
     dropout: float = 0.0
-    prior: str = "none"  # "none" (the paper), or a baseline to correct: groups "mean", "mixture", "logit", "kernel";
-    # respondents "population", "demographic", "lowrank"
+    prior: str = "none"  # "none" (the paper), or a baseline to correct (gpo/registry.py: those registered as prior)
     features: list = field(default_factory=lambda: ["embedding"])  # what a point carries (gpo/features.py)
     readout: str = "ridge"  # "mlp" (the paper: a target's own state alone) or "ridge" (plus in-context ridge regression)
     readout_dim: int = 32  # features of the ridge readout
@@ -63,7 +61,6 @@ class ModelConfig:
             require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
         require(self.d_model % self.n_heads == 0, "d_model", f"a multiple of n_heads ({self.n_heads})", self.d_model)
         require(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)", self.dropout)
-        require(self.prior in PRIORS, "prior", f"one of {PRIORS}", self.prior)
         require(self.readout in READOUTS, "readout", f"one of {READOUTS}", self.readout)
         require(self.readout_dim >= 1, "readout_dim", "at least 1", self.readout_dim)
         require(isinstance(self.features, list) and "embedding" in self.features and set(self.features) <= set(FEATURES),

@@ -26,11 +26,20 @@ import torch
 
 from gpo.data.panel import Panel
 from gpo.ops import per_question_normalise
+from gpo.registry import register
 from gpo.tasks import Episode, Points
 
 FLOOR = 0.01  # the least probability lowrank gives an option, before renormalising
 
 
+def demographic_grid(panel: Panel) -> dict:
+    """Every attribute alone and every pair of them, each at two smoothing strengths."""
+    names = panel.attribute_names
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    return {"attributes": [(a,) for a in names] + pairs, "alpha": [2.0, 10.0]}
+
+
+@register(units=("respondent",), reads_context=False, prior=True, grid=demographic_grid)
 def demographic(points: Points, panel: Panel, episode: Episode, attributes=None, alpha: float = 5.0) -> torch.Tensor:
     cell, chosen, answered = panel.cells(tuple(attributes or panel.attribute_names[:1]))
     c = cell[episode.groups]
@@ -70,6 +79,7 @@ def agreement(points: Points, panel: Panel, episode: Episode) -> torch.Tensor:
     return counts(mine, chosen).add_(1).div_(counts(asked, answered).add_(2))  # in place: (B, J) is large
 
 
+@register(units=("respondent",), grid={"neighbours": [10, 30, 100, 300], "smoothing": [1.0, 4.0]})
 def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, smoothing: float = 2.0) -> torch.Tensor:
     prior = panel.mean(episode.groups)
     tiebreak = ((panel.members * 0.6180339887) % 1) * 1e-6  # equal agreements: an order fixed per respondent, not per panel
@@ -87,6 +97,7 @@ def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, sm
     return torch.where(has_context, near, prior)
 
 
+@register(units=("respondent",), prior=True, grid={"rank": [2, 4, 8, 16, 32], "noise": [0.05, 0.1, 0.2]})
 def lowrank(points: Points, panel: Panel, episode: Episode, rank: int = 8, noise: float = 0.1) -> torch.Tensor:
     axes, variances = panel.components()
     fit = panel.fold_of(episode.groups)  # a training respondent reads the fit made without its fold
@@ -99,18 +110,3 @@ def lowrank(points: Points, panel: Panel, episode: Episode, rank: int = 8, noise
     precision = Vc.transpose(1, 2) @ Vc + noise * torch.diag_embed(1 / lam)
     z = torch.linalg.solve(precision, (Vc.transpose(1, 2) @ residual[..., None]))  # (B, r, 1)
     return per_question_normalise((prior + (V @ z).squeeze(-1)).clamp_min(FLOOR), points.point_question)
-
-
-RESPONDENT_BASELINES = {"demographic": demographic, "knn": knn, "lowrank": lowrank}
-
-
-def demographic_grid(panel: Panel) -> dict:
-    """Every attribute alone and every pair of them, each at two smoothing strengths."""
-    names = panel.attribute_names
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-    return {"attributes": [(a,) for a in names] + pairs, "alpha": [2.0, 10.0]}
-
-
-RESPONDENT_GRIDS = {"knn": {"neighbours": [10, 30, 100, 300], "smoothing": [1.0, 4.0]},
-                    "lowrank": {"rank": [2, 4, 8, 16, 32], "noise": [0.05, 0.1, 0.2]},
-                    "demographic": demographic_grid}

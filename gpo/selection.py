@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gpo.baselines import GRIDS, baseline_method
+from gpo.baselines import REGISTRY, baseline_method
 from gpo.config import ExperimentConfig
 from gpo.data.basis import Basis
 from gpo.errors import ConfigError
@@ -30,9 +30,6 @@ from gpo.shrink import SHRINK, PerTask, shrunk
 from gpo.tasks import Episode, Method, Points
 
 log = logging.getLogger(__name__)
-
-NO_CONTEXT = ("uniform", "mean", "population", "demographic")  # baselines that never read the context: nothing to shrink
-
 
 @dataclass(frozen=True)
 class Choice:
@@ -107,8 +104,8 @@ def describe(choice: Choice) -> str:
 
 
 def candidates(name: str, basis) -> list[dict]:
-    """Every setting of a baseline's grid (GRIDS; a callable grid is made from the basis)."""
-    grid = GRIDS.get(name, {})
+    """Every setting of a baseline's grid (gpo/registry.py; a callable grid is made from the basis)."""
+    grid = REGISTRY[name].grid
     grid = grid(basis) if callable(grid) else grid
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
 
@@ -119,7 +116,7 @@ def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, Choice
     baseline that ignores the context has one setting for every k, chosen on all of the
     choosers' answers (k = 0), and nothing to shrink."""
     options = candidates(name, prep.basis)
-    if name in NO_CONTEXT:
+    if not REGISTRY[name].reads_context:
         params = options[0] if len(options) == 1 else select(
             prep, cfg, [(c, baseline_method(name, **c)) for c in options], baseline_method("mean"), name, prep.choosers,
             ks=[0], weights=(0.0,))[0].params
@@ -132,7 +129,7 @@ def baseline(name: str, choices: dict[int, Choice], rule: PerTask | None = None)
     """A baseline with its per-k choices, shrunk more where a task's own context asks for it
     (gpo/shrink.py; `rule` None: not)."""
     return PerK({k: shrunk(baseline_method(name, **c.params), baseline_method("mean"), c.shrink,
-                           None if name in NO_CONTEXT else rule) for k, c in choices.items()})
+                           rule if REGISTRY[name].reads_context else None) for k, c in choices.items()})
 
 
 def targets_unseen(prep: Prepared) -> bool:

@@ -19,7 +19,6 @@ from gpo.evaluate import evaluate, predict
 from gpo.inputs import assemble, forms, load_respondents
 from gpo.methods import gpo_features, gpo_method
 from gpo.model import GPO, ModelConfig
-from gpo.recommenders import RESPONDENT_BASELINES
 from gpo.tasks import sample_questions
 
 CONFIG = "configs/individual.yaml"
@@ -47,7 +46,7 @@ def methods(panel=None):
         for p in model.parameters():  # a trained model's weights are not zero: make the residual read its inputs
             torch.nn.init.normal_(p, std=0.3)
         out[name] = gpo_method(model, features, prior and baseline_method(prior))
-    return {**out, **{name: baseline_method(name) for name in ("population", *RESPONDENT_BASELINES)}}
+    return {**out, **{name: baseline_method(name) for name in ("population", "demographic", "knn", "lowrank")}}
 
 
 def test_roles_hold_each_survey_form_in_proportion():

@@ -12,7 +12,7 @@ PACKAGES = {"gpo": "gpo", "tune": "gpo.tune", "analysis": "gpo.analysis"}  # fol
 
 # Lowest first: a module's name, or a package's prefix ("gpo.data." holds its modules).
 LAYERS = [
-    ("gpo.errors", "gpo.progress", "gpo.lock", "gpo.device", "gpo.prompts", "gpo.ops", "gpo.metrics"),  # leaves
+    ("gpo.errors", "gpo.progress", "gpo.lock", "gpo.device", "gpo.prompts", "gpo.ops", "gpo.metrics", "gpo.registry"),  # leaves
     ("gpo.data", "gpo.data."),  # survey files -> the canonical table -> arrays
     ("gpo.tasks", "gpo.features", "gpo.model", "gpo.losses"),  # what a method reads; a point's features, the model, its objectives
     ("gpo.question_prior",),  # shares on questions no training group answered, from the embeddings

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from gpo.baselines import GROUP_BASELINES, baseline_method
+from gpo import registry
+from gpo.baselines import baseline_method
 from gpo.config import LLMConfig
 from gpo.data.basis import Basis
 from gpo.data.splits import split_groups
@@ -76,7 +77,7 @@ def methods(prep):
     # shrunk per task, a method also reads its context's shares through the leave-one-out episodes
     loo = {f"{name} shrunk per task": shrunk(method, baseline_method("mean"), 0.0, PerTask(0.0))
            for name, method in (("gpo", gpo["gpo"]), ("kernel", baseline_method("kernel")))}
-    return {**gpo, **loo, **{name: baseline_method(name) for name in GROUP_BASELINES}}
+    return {**gpo, **loo, **{name: baseline_method(name) for name in registry.names("group")}}
 
 
 def assert_blind(method, prep, rows, q, poison_groups):

@@ -171,10 +171,15 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     cfg = study.experiment(study.base_models[0], study.val_ks[0])  # every key must exist in the experiment config
     if cfg.train.ensemble != 1 or "train.ensemble" in study.space:  # ASHA compares one model's curve per trial
         raise ConfigError(f"{path}: train.ensemble: a search trains one model per trial; leave it at 1")
-    for key in study.space:
+    for key, spec in study.space.items():
         section, _, leaf = key.partition(".")
         if not hasattr(getattr(ExperimentConfig(), section, None), leaf):
             raise ConfigError(f"{path}: space.{key}: not an experiment config key")
+        for value in spec.get("choice", []):  # every choice makes a valid config (a prior or baseline registered, ...)
+            try:
+                study.experiment(study.base_models[0], study.val_ks[0], {key: value})
+            except ConfigError as e:
+                raise ConfigError(f"{path}: space.{key}: the choice {value!r}: {e}") from None
     return study
 
 
