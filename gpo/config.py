@@ -25,8 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from gpo import registry
-from gpo.baselines import REGISTRY
+from gpo import baselines, registry  # noqa: F401  (gpo.baselines registers the built-in baselines)
 from gpo.data.splits import REFERENCE_VALIDATION
 from gpo.data.synthetic import SyntheticRespondents, SyntheticWorld
 from gpo.device import check_device
@@ -274,7 +273,8 @@ class EvalConfig:
         require(self.max_targets >= 0, "max_targets", "at least 0", self.max_targets)
         require(self.shard_tasks >= 1, "shard_tasks", "at least 1", self.shard_tasks)
         require(self.backend in ("auto", "process", "ray"), "backend", "'auto', 'process' or 'ray'", self.backend)
-        require(set(self.baselines) <= set(REGISTRY), "baselines", f"names from {sorted(REGISTRY)}", self.baselines)
+        require(set(self.baselines) <= set(registry.names()), "baselines", f"names from {sorted(registry.names())}",
+                self.baselines)
         require(set(self.llm_baselines) <= set(LLM_BASELINES), "llm_baselines", f"names from {list(LLM_BASELINES)}", self.llm_baselines)
 
 

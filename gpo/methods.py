@@ -54,20 +54,24 @@ def ensemble_method(members: list[Method]) -> Method:
     return lambda points, basis, episode: torch.stack([m(points, basis, episode) for m in members]).mean(0)
 
 
-def gpo_variant(model_cfg) -> str:
-    """'paper' for the paper's variant (no prior, the embedding alone); 'logit', 'basis',
-    'lowrank+loadings' for variants: the prior, then the features beyond the embedding; '-mlp'
-    marks the paper's readout where it is not the default."""
+def variant_parts(model_cfg) -> tuple[str, str]:
+    """('paper', '') for the paper's variant (no prior, the embedding alone); ('logit', ''),
+    ('lowrank+loadings', '-mlp'), ...: the prior, then the features beyond the embedding, and
+    '-mlp' where the paper's readout is not the default's."""
     extra = [f for f in model_cfg.features if f != "embedding"]
     parts = ([model_cfg.prior] if model_cfg.prior != "none" else []) + sorted(extra)
-    return ("+".join(parts) or "paper") + ("-mlp" if model_cfg.readout == "mlp" else "")
+    return "+".join(parts) or "paper", "-mlp" if model_cfg.readout == "mlp" else ""
+
+
+def gpo_variant(model_cfg) -> str:
+    """'paper', 'logit', 'lowrank+loadings-mlp': a result row's `variant`."""
+    return "".join(variant_parts(model_cfg))
 
 
 def gpo_name(model_cfg) -> str:
-    """'gpo-paper', 'gpo[logit]', 'gpo[lowrank+loadings]', 'gpo[logit]-mlp': the variant in a name."""
-    variant = gpo_variant(model_cfg)
-    core, mlp = variant.removesuffix("-mlp"), "-mlp" if variant.endswith("-mlp") else ""
-    return f"gpo-paper{mlp}" if core == "paper" else f"gpo[{core}]{mlp}"
+    """'gpo-paper', 'gpo[logit]', 'gpo[lowrank+loadings]-mlp': the variant in a name."""
+    core, mlp = variant_parts(model_cfg)
+    return ("gpo-paper" if core == "paper" else f"gpo[{core}]") + mlp
 
 
 def feature_params(prep: Prepared, cfg: ExperimentConfig) -> dict:

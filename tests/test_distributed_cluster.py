@@ -164,8 +164,9 @@ class TestTwoWorkerNodes:
 
         cluster, workers = nodes
         cfg = load_config(ROOT / "configs" / "individual.yaml", ["embed.model=synthetic", "eval.ks=[0,5,20]", "train.val_k=5"])
-        data, split = load_respondents(cfg, SyntheticRespondents(n_respondents=800, n_questions=40).build()[0])
-        prep = assemble(data, split, SyntheticRespondents(n_respondents=800, n_questions=40).build()[1], "cpu")
+        responses, x, _ = SyntheticRespondents(n_respondents=800, n_questions=40).build()
+        data, split = load_respondents(cfg, responses)
+        prep = assemble(data, split, x, "cpu")
         test = prep.index(split.test)
         calls = tmp_path / "calls"
 
