@@ -182,6 +182,7 @@ def group_differences(tests: pd.DataFrame, references: pd.DataFrame) -> pd.DataF
 
 
 def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
+    """Tables, fits and figures from run or study results, written under `out`."""
     out = Path(out)
     figures = out / "figures"
     rows, trials, files = load(paths)
@@ -189,80 +190,22 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
     references = choose_reference(rows, CELL)
     comparisons = against_reference(rows, references, CELL).merge(
         tests[["dataset", "base", "base_params"]].drop_duplicates(), on=["dataset", "base"])
-    wins = winners(tests)
     summary = summarise(tests)
     fits, fit_table, constant = scaling_fits(tests)
-    summary_text, summary_table = summarise_study(tests, comparisons, wins, fits)
-    sections = [Section("Results", "Alignment on the test groups: the mean over groups and the worst group, each "
-                            "averaged over units (seed x group split) with a 95% two-level bootstrap interval "
-                            "(units, then groups). A resampled worst group is never below the sample's, so the worst group's "
-                            "interval is one-sided: read its upper end as the spread.", fmt_summary(summary))]
-    paired_text = ("The figures plot each method minus the reference baseline (the black zero line), paired per "
-                   "(unit, test group), with a 95% two-level bootstrap interval; `uniform` is left out of them. The "
-                   "reference: " + "; ".join(
-                       f"{r} ({c})" for r, c in dict.fromkeys(zip(references["reference"], references["chosen_on"]))) + "."
-                   if len(references) else "No reference baseline (no validation rows, no mean prior): no paired figures.")
-    sections.insert(0, Section("Summary", f"{summary_text}\n\n{paired_text}", summary_table))
-    compared = set(comparisons["dataset"])
-    sizes = tests.groupby("dataset")["base_params"].nunique()
-    scaling_figs = [plots.scaling(comparisons, d, figures) for d in sizes.index if sizes[d] >= 2 and d in compared]
-    fit_text = ("95% bootstrap intervals over the observations (units x sizes); a fit says nothing outside "
-                "the range of N it was fitted on." if len(fit_table) else
-                "Fewer than three base-model sizes (or GPO sizes / compute budgets): nothing to fit.")
-    if constant:
-        fit_text += f" Not fitted, identical at every size (they do not read the embeddings): {', '.join(constant)}."
-    if not scaling_figs:
-        fit_text += " No figure against base-model size (one base model per dataset, or no reference)."
-    sections.append(Section("Scaling with the base model", fit_text,
-                            fit_table if len(fit_table) else None, scaling_figs))
-    ks = tests.groupby("dataset")["k"].nunique()
-    few = [plots.fewshot(comparisons, d, figures) for d in ks.index if ks[d] >= 2 and d in compared]
-    sections.append(Section("Few-shot curves", "Each method minus the reference against the number of context questions k."
-                            if few else "No few-shot figure (one context size k per dataset, or no reference).", None, few))
-    group_diffs = group_differences(tests, references)
-    heat = []
-    for dataset, part in tests.groupby("dataset"):
-        largest = part.sort_values("base_params")["base"].iloc[-1]
-        if len(group_diffs) and ((group_diffs.dataset == dataset) & (group_diffs.base == largest)).any():
-            heat.append(plots.groups(group_diffs, dataset, largest, figures))
-    sections.append(Section("Per group", "Each test group: each method minus the reference on that group (mean over "
-                            "units), for the largest base model.", None, heat))
-    runs = compute_runs(tests, references)
-    budgets = runs.groupby("dataset")["budget"].nunique() if len(runs) else pd.Series(dtype=int)
-    compute_figs = [plots.compute(runs, d, figures) for d in budgets.index if budgets[d] >= 2]
-    if compute_figs:
-        compute_text = "Each GPO run minus the reference (paired over its test groups) against its training compute."
-    elif len(runs):
-        compute_text = (f"{runs.drop_duplicates(['dataset', 'base', 'method', 'train_flops']).shape[0]} GPO run(s), each dataset's "
-                        f"from one training configuration ({', '.join(f'{f:.3g}' for f in sorted(runs['train_flops'].unique()))} "
-                        "FLOPs: runs of one configuration differ by seed only, in the tokens drawn and the step of the best "
-                        "checkpoint): nothing to plot against compute.")
-    else:
-        compute_text = "No run recorded a positive training compute: no figure against compute."
-    sections.append(Section("Compute", compute_text, None, compute_figs))
-    if not trials.empty:
-        for (name, base, k), part in trials.groupby(["study", "base_model", "k"]):
-            label = f"{name}-{Path(str(base)).name}-k{k}"
-            imp = sweep_importances(part)
-            best = part.loc[part["val_score"].idxmax()]
-            chosen = {c.removeprefix("param/"): plain(best[c]) for c in part.columns if c.startswith("param/")}
-            text = (f"{len(part)} trials ({int((part.status == 'completed').sum())} completed, "
-                    f"{int((part.status == 'stopped early').sum())} stopped early); best validation "
-                    f"{best['val_score']:.4f} with {chosen}")
-            reference = sweep_reference(val, references, name, base, k)
-            if reference:
-                text += f"; the best baseline on the same validation tasks, {reference[0]}, scores {reference[1]:.4f}"
-            if not imp:
-                text += "; too few finished trials for parameter importances"
-            sections.append(Section(f"Sweep {label}", text, None, [plots.sweep_diagnostics(part, imp, label, figures, reference)]))
-    command = command or " ".join(shlex.quote(a) for a in sys.argv)
-    provenance = [f"- command: `{command}`", *(f"- read: `{f}`" for f in files)]
-    if "embed_model" in tests:
-        provenance.append(f"- base models: {', '.join(sorted(tests['base'].dropna().unique()))}")
-    sections.append(Section("Provenance", "\n".join(provenance)))
-    configs = configs_beside(files)
-    if configs:
-        sections.append(Section("Configs", "\n\n".join(f"`{p}`:\n\n```yaml\n{t}```" for p, t in configs[:6])))
+    summary_text, summary_table = summarise_study(tests, comparisons, winners(tests), fits)
+    sections = [
+        Section("Summary", f"{summary_text}\n\n{paired_note(references)}", summary_table),
+        Section("Results", "Alignment on the test groups: the mean over groups and the worst group, each averaged over "
+                "units (seed x group split) with a 95% two-level bootstrap interval (units, then groups). A resampled "
+                "worst group is never below the sample's, so the worst group's interval is one-sided: read its upper "
+                "end as the spread.", fmt_summary(summary)),
+        scaling_section(tests, comparisons, fit_table, constant, figures),
+        fewshot_section(tests, comparisons, figures),
+        per_group_section(tests, references, figures),
+        compute_section(compute_runs(tests, references), figures),
+        *sweep_sections(trials, val, references, figures),
+        *provenance_sections(tests, files, command),
+    ]
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / "summary.csv", index=False)
     comparisons.to_csv(out / "paired.csv", index=False)
@@ -271,6 +214,97 @@ def analyze(paths, out: str | Path, command: str | None = None) -> Analysis:
     (out / "report.html").write_text(render_html(sections))
     terminal = summary_text.replace("**", "") + "\n\n" + summary_table.to_string(index=False)
     return Analysis(out / "report.md", terminal)
+
+
+def paired_note(references: pd.DataFrame) -> str:
+    if not len(references):
+        return "No reference baseline (no validation rows, no mean prior): no paired figures."
+    chosen = "; ".join(f"{r} ({c})" for r, c in dict.fromkeys(zip(references["reference"], references["chosen_on"])))
+    return ("The figures plot each method minus the reference baseline (the black zero line), paired per (unit, test "
+            "group), with a 95% two-level bootstrap interval; `uniform` is left out of them. The reference: " + chosen + ".")
+
+
+def scaling_section(tests: pd.DataFrame, comparisons: pd.DataFrame, fit_table: pd.DataFrame, constant: list[str],
+                    figures: Path) -> Section:
+    sizes = tests.groupby("dataset")["base_params"].nunique()
+    compared = set(comparisons["dataset"])
+    scaling_figs = [plots.scaling(comparisons, d, figures) for d in sizes.index if sizes[d] >= 2 and d in compared]
+    text = ("95% bootstrap intervals over the observations (units x sizes); a fit says nothing outside the range of N it "
+            "was fitted on." if len(fit_table) else
+            "Fewer than three base-model sizes (or GPO sizes / compute budgets): nothing to fit.")
+    if constant:
+        text += f" Not fitted, identical at every size (they do not read the embeddings): {', '.join(constant)}."
+    if not scaling_figs:
+        text += " No figure against base-model size (one base model per dataset, or no reference)."
+    return Section("Scaling with the base model", text, fit_table if len(fit_table) else None, scaling_figs)
+
+
+def fewshot_section(tests: pd.DataFrame, comparisons: pd.DataFrame, figures: Path) -> Section:
+    ks = tests.groupby("dataset")["k"].nunique()
+    few = [plots.fewshot(comparisons, d, figures) for d in ks.index if ks[d] >= 2 and d in set(comparisons["dataset"])]
+    return Section("Few-shot curves", "Each method minus the reference against the number of context questions k."
+                   if few else "No few-shot figure (one context size k per dataset, or no reference).", None, few)
+
+
+def per_group_section(tests: pd.DataFrame, references: pd.DataFrame, figures: Path) -> Section:
+    differences = group_differences(tests, references)
+    heat = []
+    for dataset, part in tests.groupby("dataset"):
+        largest = part.sort_values("base_params")["base"].iloc[-1]
+        if len(differences) and ((differences.dataset == dataset) & (differences.base == largest)).any():
+            heat.append(plots.groups(differences, dataset, largest, figures))
+    return Section("Per group", "Each test group: each method minus the reference on that group (mean over units), "
+                   "for the largest base model.", None, heat)
+
+
+def compute_section(runs: pd.DataFrame, figures: Path) -> Section:
+    budgets = runs.groupby("dataset")["budget"].nunique() if len(runs) else pd.Series(dtype=int)
+    compute_figs = [plots.compute(runs, d, figures) for d in budgets.index if budgets[d] >= 2]
+    if compute_figs:
+        text = "Each GPO run minus the reference (paired over its test groups) against its training compute."
+    elif len(runs):
+        text = (f"{runs.drop_duplicates(['dataset', 'base', 'method', 'train_flops']).shape[0]} GPO run(s), each dataset's "
+                f"from one training configuration ({', '.join(f'{f:.3g}' for f in sorted(runs['train_flops'].unique()))} "
+                "FLOPs: runs of one configuration differ by seed only, in the tokens drawn and the step of the best "
+                "checkpoint): nothing to plot against compute.")
+    else:
+        text = "No run recorded a positive training compute: no figure against compute."
+    return Section("Compute", text, None, compute_figs)
+
+
+def sweep_sections(trials: pd.DataFrame, val: pd.DataFrame, references: pd.DataFrame, figures: Path) -> list[Section]:
+    """One section per searched (study, base model, k): its trials, best setting and diagnostics."""
+    if trials.empty:
+        return []
+    sections = []
+    for (name, base, k), part in trials.groupby(["study", "base_model", "k"]):
+        label = f"{name}-{Path(str(base)).name}-k{k}"
+        imp = sweep_importances(part)
+        best = part.loc[part["val_score"].idxmax()]
+        chosen = {c.removeprefix("param/"): plain(best[c]) for c in part.columns if c.startswith("param/")}
+        text = (f"{len(part)} trials ({int((part.status == 'completed').sum())} completed, "
+                f"{int((part.status == 'stopped early').sum())} stopped early); best validation "
+                f"{best['val_score']:.4f} with {chosen}")
+        reference = sweep_reference(val, references, name, base, k)
+        if reference:
+            text += f"; the best baseline on the same validation tasks, {reference[0]}, scores {reference[1]:.4f}"
+        if not imp:
+            text += "; too few finished trials for parameter importances"
+        sections.append(Section(f"Sweep {label}", text, None, [plots.sweep_diagnostics(part, imp, label, figures, reference)]))
+    return sections
+
+
+def provenance_sections(tests: pd.DataFrame, files: list[Path], command: str | None) -> list[Section]:
+    """The command, the files read, the base models and the configs beside the results."""
+    command = command or " ".join(shlex.quote(a) for a in sys.argv)
+    provenance = [f"- command: `{command}`", *(f"- read: `{f}`" for f in files)]
+    if "embed_model" in tests:
+        provenance.append(f"- base models: {', '.join(sorted(tests['base'].dropna().unique()))}")
+    sections = [Section("Provenance", "\n".join(provenance))]
+    configs = configs_beside(files)
+    if configs:
+        sections.append(Section("Configs", "\n\n".join(f"`{p}`:\n\n```yaml\n{t}```" for p, t in configs[:6])))
+    return sections
 
 
 def sweep_reference(val: pd.DataFrame, references: pd.DataFrame, study: str, base_model: str, k: int) -> tuple | None:

@@ -39,7 +39,7 @@ def main() -> None:
     for backend in ("process", "ray"):
         torch.set_num_threads(2)
         start = time.perf_counter()
-        results[backend] = evaluate(methods, prep.points, prep.labels, prep.basis, test, prep.data.groups, cfg.eval.ks,
+        results[backend] = evaluate(methods, prep.points, prep.labels, prep.basis, test, prep.data.tasks, cfg.eval.ks,
                                     cfg.eval.draws, cfg.eval.seed, prep.chunk, cfg.eval.max_targets, metrics=prep.metrics,
                                     runner=sharded(size, backend=backend))
         times[backend] = time.perf_counter() - start

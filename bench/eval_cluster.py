@@ -78,7 +78,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             store = RemovingANode(Path(tmp) / "test")
             start = time.perf_counter()
-            evaluate(methods, prep.points, prep.labels, prep.basis, test, data.groups, args.ks, 1, cfg.eval.seed, prep.chunk,
+            evaluate(methods, prep.points, prep.labels, prep.basis, test, data.tasks, args.ks, 1, cfg.eval.seed, prep.chunk,
                      metrics=prep.metrics, runner=sharded(args.shard_tasks, store, "ray"))
             wall = time.perf_counter() - start
             plan = [(k, *episodes(prep.points, test, k, 1, cfg.eval.seed)) for k in args.ks]

@@ -44,11 +44,11 @@ def oracle_pool(labels: torch.Tensor, eps: float = 0.003, steps: int = 300):
         pq, qp = points.point_question, points.question_points
         mask = qp >= 0
         L = centred_log(basis.y, pq, eps).T  # (P, J)
-        y = labels[episode.groups].nan_to_num(0)
+        y = labels[episode.tasks].nan_to_num(0)
         w = torch.linalg.lstsq(L, centred_log(y, pq, eps).T).solution.T.clone().requires_grad_()  # (B, J)
         true = (y[:, qp.clamp_min(0)] * mask).double()
         ordinal = points.ordinal.expand(len(y), -1, -1)
-        available = points.available[episode.groups]
+        available = points.available[episode.tasks]
         optimiser = torch.optim.Adam([w], lr=0.01)
         with torch.enable_grad():
             for _ in range(steps):
@@ -80,7 +80,7 @@ def main() -> None:
             methods = {name: baseline(name, choose(prep, cfg, name)) for name in ("logit", "kernel", "mixture")}
             if prep.points.is_ordinal.all():
                 methods["oracle-pool"] = oracle_pool(prep.labels)
-            results = evaluate(methods, prep.points, prep.labels, prep.basis, prep.index(prep.split.test), prep.data.groups,
+            results = evaluate(methods, prep.points, prep.labels, prep.basis, prep.index(prep.split.test), prep.data.tasks,
                                [k], args.draws, cfg.eval.seed)
             frames.append(results.assign(split=split, seed=seed))
             print(f"split {split} seed {seed} k={k}: " + ", ".join(

@@ -56,10 +56,10 @@ def accuracy(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> np.ndarray:
 def run(seed: int) -> dict:
     cfg = load_config("configs/individual.yaml", [f"data.split_seed={seed}", "embed.model=synthetic"])
     data, split = load_respondents(cfg)
-    row = {g: i for i, g in enumerate(data.groups)}
+    row = {g: i for i, g in enumerate(data.tasks)}
     n_options = np.array([len(o) for o in data.options])
     starts = np.concatenate([[0], np.cumsum(n_options)[:-1]])
-    answers = np.full((len(data.groups), len(n_options)), -1)
+    answers = np.full((len(data.tasks), len(n_options)), -1)
     for q, (start, n) in enumerate(zip(starts, n_options)):  # one-hot shares back to option indices
         block = data.y[:, start:start + n]
         ok = ~np.isnan(block[:, 0])

@@ -36,7 +36,7 @@ GPO_VARIANTS = {"default": [], "paper": ["model.prior=none", "train.loss=gaussia
 def scored(name, method, prep, test, args, seed) -> dict:
     """One method on the subset: its alignment (mean and worst group) and its seconds."""
     start = time.perf_counter()
-    rows = evaluate({name: method}, prep.points, prep.labels, prep.basis, test, prep.data.groups, [args.k], 1, seed,
+    rows = evaluate({name: method}, prep.points, prep.labels, prep.basis, test, prep.data.tasks, [args.k], 1, seed,
                     max_targets=args.max_targets)
     return {"method": name, "alignment": rows.score.mean(), "worst group": rows.score.min(),
             "train_s": getattr(method, "train_seconds", 0.0) or 0.0, "total_s": time.perf_counter() - start}
@@ -82,7 +82,7 @@ def main() -> None:
     what = args.model or "a random-init GPT-2-style LM (compute only)"
     print(f"LLM: {what}, {n_params / 1e6:.0f}M parameters, loaded in {load_s:.0f} s; steering style {cfg.llm.steer}; "
           f"{torch.get_num_threads()} threads")
-    print(f"subset: {', '.join(prep.data.groups[g] for g in test)} (split seed {cfg.data.split_seed}); k = {args.k}, "
+    print(f"subset: {', '.join(prep.data.tasks[g] for g in test)} (split seed {cfg.data.split_seed}); k = {args.k}, "
           f"1 draw, {args.max_targets} targets per group; GPO {cfg.train.steps} steps, trained once")
     table = pd.DataFrame(rows).set_index("method")
     print(table.round({"alignment": 4, "worst group": 4, "train_s": 1, "total_s": 1}).to_string())

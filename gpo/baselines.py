@@ -40,19 +40,19 @@ def at(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 @register(units=("group", "respondent"), reads_context=False)
 def uniform(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
-    return points.uniform().expand(episode.groups.shape[0], -1)
+    return points.uniform().expand(episode.tasks.shape[0], -1)
 
 
 @register(units=("group", "respondent"), reads_context=False, prior=True)
 def mean(points: Points, basis: Basis | Panel, episode: Episode) -> torch.Tensor:
-    return basis.mean(episode.groups)
+    return basis.mean(episode.tasks)
 
 
 @register(units=("group",), prior=True)
 def mixture(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
     ok = episode.ctx >= 0  # (B, M)
-    own = basis.own(episode.groups)
-    rows = basis.rows(episode.groups)  # (B, J, P)
+    own = basis.own(episode.tasks)
+    rows = basis.rows(episode.tasks)  # (B, J, P)
     A = at(rows, episode.ctx).transpose(1, 2) * (ok[..., None] & ~own[:, None, :])  # (B, M, J)
     w = nnls(A.double(), (episode.ctx_y * ok).double()).float()
     fallback = (~own).float()  # no context, or nothing fitted: the mean of the basis
@@ -70,15 +70,15 @@ def context_centred_log(points: Points, episode: Episode, eps: float) -> torch.T
 
 @register(units=("group",), prior=True, grid={"alpha": [0.03, 0.1, 0.3, 1.0, 3.0]})
 def logit(points: Points, basis: Basis, episode: Episode, alpha: float = 0.1, eps: float = 0.003) -> torch.Tensor:
-    B = episode.groups.shape[0]
+    B = episode.tasks.shape[0]
     return segment_softmax(pool_logits(points, basis, episode, alpha, eps), points.point_question.expand(B, -1))
 
 
 def pool_logits(points: Points, basis: Basis, episode: Episode, alpha: float, eps: float) -> torch.Tensor:
     """(B, P) the log-linear pool's logits, centred within each question."""
-    L = centred_log(basis.rows(episode.groups), points.point_question, eps)  # (B, J, P)
+    L = centred_log(basis.rows(episode.tasks), points.point_question, eps)  # (B, J, P)
     ok = episode.ctx >= 0
-    own = basis.own(episode.groups)
+    own = basis.own(episode.tasks)
     A = at(L, episode.ctx).transpose(1, 2) * (ok[..., None] & ~own[:, None, :])  # (B, M, J)
     b = context_centred_log(points, episode, eps)
     w0 = (~own).float() / (~own).sum(1, keepdim=True)
@@ -114,8 +114,8 @@ def kernel(points: Points, basis: Basis, episode: Episode, bandwidth: float = 0.
     # squared distances: embeddings by cosine, basis log-shares standardised and averaged over
     # groups; a row never reads its own basis column (training tasks), so features are per row
     z = F.normalize(points.x - points.x.mean(0), dim=-1)  # (P, d)
-    others = ~basis.own(episode.groups)  # (B, J)
-    b = centred_log(basis.rows(episode.groups), pq, eps).transpose(1, 2) * others[:, None, :]  # (B, P, J)
+    others = ~basis.own(episode.tasks)  # (B, J)
+    b = centred_log(basis.rows(episode.tasks), pq, eps).transpose(1, 2) * others[:, None, :]  # (B, P, J)
     b = b / (b.square().sum((1, 2), keepdim=True) / (b.shape[1] * others.sum(1)[:, None, None])).sqrt()  # unit RMS
     bc = b.gather(1, ctx[..., None].expand(-1, -1, b.shape[2]))  # (B, M, J)
     d_basis = (bc.square().sum(-1)[..., None] + b.square().sum(-1)[:, None] - 2 * bc @ b.transpose(1, 2)) / others.sum(1)[:, None, None]

@@ -19,9 +19,10 @@ def _config(args):
 
 
 def cmd_run(args) -> None:
+    cfg = _config(args)  # a bad config is refused before the pipeline (and torch) loads
     from gpo.pipeline import run
 
-    run(_config(args))
+    run(cfg)
 
 
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".csv.gz", ".parquet")
@@ -32,7 +33,7 @@ RESPONDENT_FILE = {"data.unit": "respondent", "data.groups": "all", "data.requir
 
 def print_roles(data, split, names: bool) -> None:
     """Each role's task count and how many questions they answered (and, for groups, their names)."""
-    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
+    answered = dict(zip(data.tasks, data.available.sum(1).tolist()))
     for role, groups in split.as_dict().items():
         listed = f": {', '.join(groups)}" if names else ""
         print(f"  {role:5s} {len(groups):5d} {data.unit}s, {min(answered[g] for g in groups)}-{max(answered[g] for g in groups)} "
@@ -43,7 +44,8 @@ def cmd_data(args) -> None:
     import pandas as pd
 
     from gpo.config import load_config
-    from gpo.data.respondents import is_respondent_csv, load_responses, responses_table
+    from gpo.data.csv_responses import is_respondent_csv
+    from gpo.data.respondents import load_responses, responses_table
     from gpo.data.schema import BadRows, bad_rows
     from gpo.inputs import load_respondents, load_source, load_survey, tasks_need, with_enough_answers
 
@@ -62,7 +64,7 @@ def cmd_data(args) -> None:
         table, bad = responses_table(responses), pd.DataFrame([vars(p) for p in responses.problems],
                                                               columns=["file", "row", "field", "reason"])
         data, split = load_respondents(cfg, responses)
-        print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.groups)} respondents")
+        print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.tasks)} respondents")
         print_roles(data, split, names=False)
     elif data_file:
         table = load_source(cfg)[0]
@@ -73,7 +75,7 @@ def cmd_data(args) -> None:
         table = load_source(cfg)[0]
         bad = bad_rows(table)
         data, split, _ = load_survey(cfg, table)
-        print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.groups)} groups")
+        print(f"{data.dataset}: {len(data.qids)} questions, {data.n_points} points, {len(data.tasks)} groups")
         print_roles(data, split, names=True)
     if len(bad):
         by_reason = bad.groupby(["field", "reason"]).size().sort_values(ascending=False)
@@ -137,10 +139,10 @@ def cmd_embed(args) -> None:
 
 
 def cmd_train(args) -> None:
+    cfg = _config(args)
     from gpo.inputs import prepare
     from gpo.pipeline import claim, run_training
 
-    cfg = _config(args)
     with claim(cfg):
         checkpoints = run_training(prepare(cfg), cfg)
     print(f"trained {len(checkpoints)} model(s); best checkpoint(s): {', '.join(map(str, checkpoints))}; "
@@ -192,13 +194,13 @@ def cmd_eval(args) -> None:
 
 
 def cmd_baseline(args) -> None:
+    cfg = _config(args)
     import pandas as pd
 
     from gpo.inputs import prepare
     from gpo.methods import llm_baselines
     from gpo.pipeline import claim, evaluate_roles, write_results
 
-    cfg = _config(args)
     with claim(cfg):
         prep = prepare(cfg)
         results = evaluate_roles(prep, cfg, llm_baselines(prep, cfg, [args.name]))

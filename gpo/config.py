@@ -25,16 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from gpo import baselines, registry  # noqa: F401  (gpo.baselines registers the built-in baselines)
 from gpo.data.splits import REFERENCE_VALIDATION
 from gpo.data.synthetic import SyntheticRespondents, SyntheticWorld
 from gpo.device import check_device
 from gpo.errors import ConfigError, require
-from gpo.features import units
 from gpo.llm import LLM_BASELINES
 from gpo.llm.prompts import STYLES
-from gpo.losses import LOSSES
-from gpo.model import ModelConfig
 from gpo.prompts import TEMPLATES
 
 
@@ -65,6 +61,7 @@ def config_file(path: str | Path) -> Path:
 DTYPES = ("float32", "bfloat16", "float16")
 FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 UNITS = ("group", "respondent")
+READOUTS = ("mlp", "ridge")
 
 
 @dataclass
@@ -193,6 +190,31 @@ class EmbedConfig:
 
 
 @dataclass
+class ModelConfig:
+    d_model: int = 128
+    n_layers: int = 6
+    n_heads: int = 4
+    d_ff: int = 128
+    embed_depth: int = 4  # layers of the input MLP on [x; y]
+    dropout: float = 0.0
+    prior: str = "none"  # "none" (the paper), or a baseline to correct (gpo/registry.py: those registered as prior)
+    features: list = field(default_factory=lambda: ["embedding"])  # what a point carries (gpo/features.py)
+    readout: str = "ridge"  # "mlp" (the paper: a target's own state alone) or "ridge" (plus in-context ridge regression)
+    readout_dim: int = 32  # features of the ridge readout
+    scale_embedding: bool = True  # centre the embeddings and scale them to unit RMS per dimension (false: as given, the paper)
+
+    def __post_init__(self):
+        for key in ("d_model", "n_layers", "n_heads", "d_ff", "embed_depth"):
+            require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
+        require(self.d_model % self.n_heads == 0, "d_model", f"a multiple of n_heads ({self.n_heads})", self.d_model)
+        require(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)", self.dropout)
+        require(self.readout in READOUTS, "readout", f"one of {READOUTS}", self.readout)
+        require(self.readout_dim >= 1, "readout_dim", "at least 1", self.readout_dim)
+        require(isinstance(self.features, list) and "embedding" in self.features, "features",
+                "a list holding 'embedding' (gpo/features.py)", self.features)
+
+
+@dataclass
 class TrainConfig:
     steps: int = 2000
     batch_groups: int = 32  # tasks per step (groups drawn with replacement)
@@ -221,7 +243,6 @@ class TrainConfig:
         require(self.lr > 0, "lr", "a positive learning rate", self.lr)
         require(self.ctx_max >= self.ctx_min, "ctx_max", f"at least ctx_min ({self.ctx_min})", self.ctx_max)
         require(self.tar_max >= self.tar_min, "tar_max", f"at least tar_min ({self.tar_min})", self.tar_max)
-        require(self.loss in LOSSES, "loss", f"one of {sorted(LOSSES)}", self.loss)
         require(self.question_order in ("task", "batch"), "question_order", "'task' or 'batch'", self.question_order)
         check_device(self.device, "device")
 
@@ -273,8 +294,6 @@ class EvalConfig:
         require(self.max_targets >= 0, "max_targets", "at least 0", self.max_targets)
         require(self.shard_tasks >= 1, "shard_tasks", "at least 1", self.shard_tasks)
         require(self.backend in ("auto", "process", "ray"), "backend", "'auto', 'process' or 'ray'", self.backend)
-        require(set(self.baselines) <= set(registry.names()), "baselines", f"names from {sorted(registry.names())}",
-                self.baselines)
         require(set(self.llm_baselines) <= set(LLM_BASELINES), "llm_baselines", f"names from {list(LLM_BASELINES)}", self.llm_baselines)
 
 
@@ -321,17 +340,7 @@ class ExperimentConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     def __post_init__(self):
-        """What one section's settings mean for another's: the baselines and priors a unit has."""
-        unit = self.data.unit
-        fits = registry.names(unit)
-        require(set(self.eval.baselines) <= set(fits), "eval.baselines", f"baselines of {unit}s: names from {list(fits)}",
-                self.eval.baselines)
-        priors = registry.priors(unit)
-        require(self.model.prior in priors, "model.prior", f"for {unit}s one of {priors}", self.model.prior)
-        own = [f for f in self.model.features if unit in units(f)]
-        require(own == self.model.features, "model.features", f"features of {unit}s (gpo/features.py), not "
-                f"{[f for f in self.model.features if f not in own]}", self.model.features)
-        require(unit == "group" or not self.eval.llm_baselines, "eval.llm_baselines", "none for respondents",
+        require(self.data.unit == "group" or not self.eval.llm_baselines, "eval.llm_baselines", "none for respondents",
                 self.eval.llm_baselines)
 
     @property
@@ -419,9 +428,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), value
     defaults = to_dict(ExperimentConfig())
     try:
         refuse_old_shrink_keys(tree)
-        return from_dict(ExperimentConfig, merge(defaults, tree))
+        cfg = from_dict(ExperimentConfig, merge(defaults, tree))
+        check_names(cfg)
+        return cfg
     except ConfigError as e:
         raise ConfigError(f"{path or 'config'}: {e}") from None
+
+
+def check_names(cfg: ExperimentConfig) -> None:
+    """The names a config takes from the registries, for its unit: baselines and GPO's prior
+    (gpo/registry.py), point features (gpo/features.py), the loss (gpo/losses.py). Checked after
+    every section's form, as reading the registries loads the methods and torch: a mistyped key
+    or a value out of range is refused without them."""
+    from gpo import baselines, registry  # noqa: F401  (gpo.baselines registers the built-in baselines)
+    from gpo.features import FEATURES, units
+    from gpo.losses import LOSSES
+
+    unit = cfg.data.unit
+    fits = registry.names(unit)
+    require(set(cfg.eval.baselines) <= set(fits), "eval.baselines", f"baselines of {unit}s: names from {list(fits)}",
+            cfg.eval.baselines)
+    priors = registry.priors(unit)
+    require(cfg.model.prior in priors, "model.prior", f"for {unit}s one of {priors}", cfg.model.prior)
+    own = [f for f in FEATURES if unit in units(f)]
+    require(set(cfg.model.features) <= set(own), "model.features", f"features of {unit}s from {own}", cfg.model.features)
+    require(cfg.train.loss in LOSSES, "train.loss", f"one of {sorted(LOSSES)}", cfg.train.loss)
 
 
 OLD_SHRINK = {"shrink_per_task": "per_task", "per_task_se": "per_task_se", "shrink_training_floor": "training_floor"}

@@ -1,4 +1,4 @@
-"""Few-shot evaluation: k context questions per group, every other question a target.
+"""Few-shot evaluation: k context questions per task (a group or a respondent), every other question a target.
 
 Every method (GPO and each baseline) sees the same episodes: for each group, `draws`
 random context sets per k, drawn from a generator seeded by the eval seed. A method maps
@@ -32,14 +32,14 @@ def warn_once(message: str) -> None:
     log.warning(message)
 
 
-def episodes(points: Points, groups: list[int], k: int, draws: int, seed: int, max_targets: int = 0,
+def episodes(points: Points, tasks: list[int], k: int, draws: int, seed: int, max_targets: int = 0,
              shared: bool = False) -> tuple[torch.Tensor, Questions]:
-    """Rows = groups x draws; each row's context is k random questions, its targets the rest
+    """Rows = tasks x draws; each row's context is k random questions, its targets the rest
     (or the next `max_targets` of them), of those it may be scored on (Points.scored; the
     context then comes from the others). `shared`: one question order per draw for every group
     (eval.contexts "shared", the reference code's protocol)."""
     generator = torch.Generator(device=points.device).manual_seed(seed * 1_000_003 + k)
-    rows = torch.as_tensor(groups, device=points.device).repeat_interleave(draws)
+    rows = torch.as_tensor(tasks, device=points.device).repeat_interleave(draws)
     scored = None if points.scored is None else points.scored[rows]
     return rows, sample_questions(points.available[rows], k, max_targets or None, generator, scored, draws if shared else 0)
 
@@ -87,8 +87,8 @@ def score(points: Points, labels: torch.Tensor, p: torch.Tensor, rows: torch.Ten
 
 @dataclass
 class Work:
-    """Every method's scores on the episodes of `plan` ([(k, rows, questions)], rows = groups x
-    draws), for any run of consecutive groups: a shard, evaluated here or in a Ray task."""
+    """Every method's scores on the episodes of `plan` ([(k, rows, questions)], rows = tasks x
+    draws), for any run of consecutive tasks: a shard, evaluated here or in a Ray task."""
 
     methods: dict[str, Method]
     points: Points
@@ -103,7 +103,7 @@ class Work:
         self.same = [same_draws(q, self.draws) for _, _, q in self.plan]
 
     def __call__(self, start: int, stop: int, step=None) -> np.ndarray:
-        """(methods, k's, rows of groups start..stop, metrics) scores, `chunk` rows at a time,
+        """(methods, k's, rows of tasks start..stop, metrics) scores, `chunk` rows at a time,
         every method on each chunk's episode; `step(n)` is called with the tasks x methods done.
         Where every draw of every task drew the same questions (k = 0 with all the rest as
         targets), one draw is scored: every method is deterministic."""
@@ -132,28 +132,28 @@ def same_draws(q: Questions, draws: int) -> bool:
     return draws > 1 and q.ctx.shape[0] > 0 and all(bool((t == t[:, :1]).all()) for t in (sets(q.ctx, q.ctx_ok), sets(q.tar, q.tar_ok)))
 
 
-def in_process(work: Work, n_groups: int, bar) -> np.ndarray:
-    return work(0, n_groups, bar.update)
+def in_process(work: Work, n_tasks: int, bar) -> np.ndarray:
+    return work(0, n_tasks, bar.update)
 
 
-def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, basis: Basis, groups: list[int],
-             group_names: list[str], ks: list[int], draws: int, seed: int, chunk: int = 32, max_targets: int = 0,
+def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, basis: Basis, tasks: list[int],
+             task_names: list[str], ks: list[int], draws: int, seed: int, chunk: int = 32, max_targets: int = 0,
              desc: str | None = None, metrics: tuple[str, ...] = ("alignment",), shared: bool = False,
              runner=in_process) -> pd.DataFrame:
     """One row per (method, k, group): each of `metrics` averaged over the draws, the first also
     as `score` (what choices and reports read), its spread over the draws, the mean number of
     targets. Every episode is drawn here, then `runner` scores them (gpo/shards.py: in shards,
     over Ray, kept in the run folder as they finish; default: here, at once). `desc` names a
-    progress bar over groups x methods x k's (none when None: validation runs inside training)."""
-    plan = [(k, *episodes(points, groups, k, draws, seed, max_targets, shared)) for k in ks]
-    names = pd.Series(group_names)[groups].to_numpy()
-    with progress(total=len(groups) * len(ks) * len(methods), desc=desc, unit="task x method x k",
+    progress bar over tasks x methods x k's (none when None: validation runs inside training)."""
+    plan = [(k, *episodes(points, tasks, k, draws, seed, max_targets, shared)) for k in ks]
+    names = pd.Series(task_names)[tasks].to_numpy()
+    with progress(total=len(tasks) * len(ks) * len(methods), desc=desc, unit="task x method x k",
                   disable=desc is None) as bar:
-        values = runner(Work(methods, points, labels, basis, plan, draws, tuple(metrics), chunk), len(groups), bar)
-    values = torch.from_numpy(values).reshape(len(methods), len(ks), len(groups), draws, len(metrics))
+        values = runner(Work(methods, points, labels, basis, plan, draws, tuple(metrics), chunk), len(tasks), bar)
+    values = torch.from_numpy(values).reshape(len(methods), len(ks), len(tasks), draws, len(metrics))
     frames = []
     for i, (k, rows, q) in enumerate(plan):
-        n_targets = q.tar_ok.sum(1).float().reshape(len(groups), draws).mean(1)
+        n_targets = q.tar_ok.sum(1).float().reshape(len(tasks), draws).mean(1)
         scored = (n_targets > 0).numpy(force=True)
         short = names[~scored]  # every question it answered is context
         if len(short):
@@ -164,7 +164,7 @@ def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, b
             frame = pd.DataFrame({"method": name, **dataclasses.asdict(kind_of(name, methods[name])), "k": k, "group": names,
                                   "score": primary.mean(1).numpy(),
                                   "metric": metrics[0], **{m: values[j, i, ..., n].mean(1).numpy() for n, m in enumerate(metrics)},
-                                  "score_sd_draws": (primary.std(1) if draws > 1 else torch.zeros(len(groups))).numpy(),
+                                  "score_sd_draws": (primary.std(1) if draws > 1 else torch.zeros(len(tasks))).numpy(),
                                   "n_targets": n_targets.numpy(force=True), "draws": draws,
                                   "train_s": getattr(methods[name], "train_seconds", None)})
             frames.append(frame[scored])

@@ -67,10 +67,10 @@ class PointFeatures:
         ids = episode.points.clamp_min(0)  # (B, N)
         out = [self.embedding.new_zeros(ids.shape + (0,))]
         if "basis" in self.names:
-            logs = centred_log(basis.rows(episode.groups), points.point_question, BASIS_EPS)  # (B, J, P)
+            logs = centred_log(basis.rows(episode.tasks), points.point_question, BASIS_EPS)  # (B, J, P)
             out.append(logs.gather(2, ids[:, None, :].expand(-1, logs.shape[1], -1)).transpose(1, 2))
         if "loadings" in self.names:
-            fit = self.loadings[basis.fold_of(episode.groups)]  # (B, P, r)
+            fit = self.loadings[basis.fold_of(episode.tasks)]  # (B, P, r)
             out.append(fit.gather(1, ids[..., None].expand(-1, -1, fit.shape[2])))
         if "demographic" in self.names:
             out.append(self.demographic(points, basis, episode).gather(1, ids)[..., None])

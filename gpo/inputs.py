@@ -21,7 +21,8 @@ from gpo.config import ExperimentConfig
 from gpo.data import load_table
 from gpo.data.basis import Basis
 from gpo.data.panel import Panel
-from gpo.data.respondents import Responses, load_responses
+from gpo.data.respondents import load_responses
+from gpo.data.responses import Responses
 from gpo.data.schema import BadRows, RowProblem, read_csv
 from gpo.data.splits import GroupSplit, split_groups, split_respondents
 from gpo.data.survey import SurveyData, group_labels, resolve_groups, respondent_survey, select
@@ -73,7 +74,7 @@ class Prepared:
 
     @cached_property
     def row_of(self) -> dict[str, int]:
-        return {g: i for i, g in enumerate(self.data.groups)}
+        return {g: i for i, g in enumerate(self.data.tasks)}
 
     def index(self, names: list[str]) -> list[int]:
         return [self.row_of[n] for n in names]
@@ -143,7 +144,7 @@ def load_survey(cfg: ExperimentConfig, table: pd.DataFrame | None = None) -> tup
                   [g for g in candidates if g not in evaluated], own_questions=candidates)
     split = split_groups(pool, d.train_fraction, d.val_fraction, d.split_seed, extra, **named, rounding=d.split_rounding,
                          validation=d.validation)
-    data = data.without([g for g in data.groups if g not in split.train], ~data.filtered)
+    data = data.without([g for g in data.tasks if g not in split.train], ~data.filtered)
     if d.test_answer_fraction < 1:
         data = sparse_test_groups(data, split.test, d.test_answer_fraction, d.split_seed)
     if d.new_question_fraction:
@@ -225,8 +226,8 @@ def new_questions(data: SurveyData, split: GroupSplit, fraction: float, seed: in
                           "new or no shared questions")
     new = {role: np.isin(np.arange(len(data.qids)), ids) for role, ids in (("test", candidates[:n]), ("val", candidates[n:2 * n]))}
     data = data.without(split.train, new["test"] | new["val"]).without(split.val, new["test"]).without(split.test, new["val"])
-    scored = np.ones((len(data.groups), len(data.qids)), bool)
-    row_of = {g: i for i, g in enumerate(data.groups)}
+    scored = np.ones((len(data.tasks), len(data.qids)), bool)
+    row_of = {g: i for i, g in enumerate(data.tasks)}
     for role in ("test", "val"):
         scored[[row_of[g] for g in getattr(split, role)]] = new[role]
     return replace(data, scored=scored)
@@ -236,7 +237,7 @@ def sparse_test_groups(data: SurveyData, groups: list[str], fraction: float, see
     """Each of `groups` keeps a random `fraction` of the questions it answered (seeded)."""
     rng = np.random.default_rng([seed, 30])
     for g in groups:
-        answered = np.flatnonzero(data.available[data.groups.index(g)])
+        answered = np.flatnonzero(data.available[data.tasks.index(g)])
         dropped = rng.choice(answered, len(answered) - max(1, int(round(fraction * len(answered)))), replace=False)
         data = data.without([g], np.isin(np.arange(len(data.qids)), dropped))
     return data
@@ -246,7 +247,7 @@ def load_inputs(cfg: ExperimentConfig) -> tuple[SurveyData, GroupSplit, np.ndarr
     """The survey, its group split and the (cached) embeddings: what every run of a study shares."""
     data, split, features = load_survey(cfg)
     check_context_sizes(data, split, cfg)
-    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
+    answered = dict(zip(data.tasks, data.available.sum(1).tolist()))
     log.info("%s: %d questions; answered per group: train %s, val %s, test %s", data.dataset, len(data.qids),
              *(f"{min(answered[g] for g in groups)}-{max(answered[g] for g in groups)}"
                for groups in (split.train, split.val, split.test)))
@@ -260,7 +261,7 @@ def load_inputs(cfg: ExperimentConfig) -> tuple[SurveyData, GroupSplit, np.ndarr
 def check_context_sizes(data: SurveyData, split: GroupSplit, cfg: ExperimentConfig) -> None:
     """Every k must leave some group something to predict (a group with at most k questions
     is left out at that k, with a warning; if every group would be, k is a config error)."""
-    answered = dict(zip(data.groups, data.available.sum(1).tolist()))
+    answered = dict(zip(data.tasks, data.available.sum(1).tolist()))
     checks = (("eval.ks", cfg.eval.ks, "test", split.test), ("train.val_k", [cfg.train.val_k], "validation", split.val))
     for key, ks, role, groups in checks:
         most = max(answered[g] for g in groups)
@@ -273,7 +274,7 @@ def check_context_sizes(data: SurveyData, split: GroupSplit, cfg: ExperimentConf
 def assemble(data: SurveyData, split: GroupSplit, x: np.ndarray, device: str) -> Prepared:
     points = Points.build(data, x, device)
     labels = labels_of(data, device)
-    row_of = {g: i for i, g in enumerate(data.groups)}
+    row_of = {g: i for i, g in enumerate(data.tasks)}
     train = [row_of[g] for g in split.train]
     if data.unit == "respondent":
         if len(train) < FEW_RESPONDENTS:
@@ -289,7 +290,7 @@ def assemble(data: SurveyData, split: GroupSplit, x: np.ndarray, device: str) ->
         prior = question_prior(points, labels, train)
         basis = Basis.build(labels, train, points.uniform() if prior is None else prior.shares)
     log.info("%s: %d questions, %d points, %d %ss (train %d, val %d, test %d), x dim %d",
-             data.dataset, len(data.qids), data.n_points, len(data.groups), data.unit, len(split.train),
+             data.dataset, len(data.qids), data.n_points, len(data.tasks), data.unit, len(split.train),
              len(split.val), len(split.test), x.shape[1])
     return Prepared(data, split, points, labels, basis, data.unit, None if data.unit == "respondent" else prior)
 

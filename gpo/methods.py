@@ -20,7 +20,7 @@ from gpo.features import PointFeatures, build_features, gpo_inputs
 from gpo.inputs import Prepared
 from gpo.model import GPO
 from gpo.ops import segment_softmax
-from gpo.selection import Choice, baseline, choose, per_task, shrink_gpo
+from gpo.selection import baseline, choose, per_task, restored, shrink_gpo
 from gpo.tasks import Episode, Kind, Labelled, Method, Points
 from gpo.train import load_model
 
@@ -45,7 +45,7 @@ def gpo_method(model: GPO, features: PointFeatures, prior: Method | None = None)
     @torch.inference_mode()
     def predict(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
         rows = max(1, tokens // max(1, episode.points.shape[1]))
-        return torch.cat([batch(points, basis, episode.rows(slice(s, s + rows))) for s in range(0, len(episode.groups), rows)])
+        return torch.cat([batch(points, basis, episode.rows(slice(s, s + rows))) for s in range(0, len(episode.tasks), rows)])
     return predict
 
 
@@ -79,7 +79,7 @@ def feature_params(prep: Prepared, cfg: ExperimentConfig) -> dict:
     of the demographic feature."""
     if "demographic" not in cfg.model.features:
         return {}
-    return {"demographic": next(iter(choose(prep, cfg, "demographic").values())).params}
+    return {"demographic": choose(prep, cfg, "demographic")[0].params}  # one setting for every k: it reads no context
 
 
 def gpo_features(prep: Prepared, model_cfg, params: dict) -> PointFeatures:
@@ -92,11 +92,6 @@ def gpo_features(prep: Prepared, model_cfg, params: dict) -> PointFeatures:
 SHRUNK = "+shrink"  # the name of a GPO shrunk toward its reference ends with it
 
 
-def prior_choices(stored: dict) -> dict[int, Choice]:
-    """A residual GPO's prior choices as its checkpoint stores them ({k: Choice fields})."""
-    return {int(k): Choice(**c) for k, c in stored.items()}
-
-
 def load_gpo(checkpoints: list[Path], prep: Prepared) -> tuple[str, Method, Method | None, dict]:
     """The GPO method of one checkpoint, or of several averaged (an ensemble), on `prep`'s
     survey: its name, the method, its prior (residual variants; None otherwise) and its
@@ -104,7 +99,7 @@ def load_gpo(checkpoints: list[Path], prep: Prepared) -> tuple[str, Method, Meth
     members, totals = [], dict.fromkeys(["gpo_params", "train_tokens", "train_flops", "train_s"], 0.0)
     for path in checkpoints:
         model, ckpt = load_model(path, prep.points.device)
-        prior = baseline(model.cfg.prior, prior_choices(ckpt["prior_choices"])) if model.cfg.prior != "none" else None
+        prior = baseline(model.cfg.prior, restored(ckpt["prior_choices"])) if model.cfg.prior != "none" else None
         features = gpo_features(prep, model.cfg, ckpt["feature_params"])
         if features.width != model.d_features:
             raise ConfigError(f"{path}: the model reads {model.d_features} features per point, this survey gives "

@@ -30,41 +30,9 @@ Variants, each a config switch:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from gpo.errors import require
-from gpo.features import FEATURES
-
-READOUTS = ("mlp", "ridge")
-
-
-@dataclass
-class ModelConfig:
-    d_model: int = 128
-    n_layers: int = 6
-    n_heads: int = 4
-    d_ff: int = 128
-    embed_depth: int = 4  # layers of the input MLP on [x; y]
-    dropout: float = 0.0
-    prior: str = "none"  # "none" (the paper), or a baseline to correct (gpo/registry.py: those registered as prior)
-    features: list = field(default_factory=lambda: ["embedding"])  # what a point carries (gpo/features.py)
-    readout: str = "ridge"  # "mlp" (the paper: a target's own state alone) or "ridge" (plus in-context ridge regression)
-    readout_dim: int = 32  # features of the ridge readout
-    scale_embedding: bool = True  # centre the embeddings and scale them to unit RMS per dimension (false: as given, the paper)
-
-    def __post_init__(self):
-        for key in ("d_model", "n_layers", "n_heads", "d_ff", "embed_depth"):
-            require(getattr(self, key) >= 1, key, "at least 1", getattr(self, key))
-        require(self.d_model % self.n_heads == 0, "d_model", f"a multiple of n_heads ({self.n_heads})", self.d_model)
-        require(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)", self.dropout)
-        require(self.readout in READOUTS, "readout", f"one of {READOUTS}", self.readout)
-        require(self.readout_dim >= 1, "readout_dim", "at least 1", self.readout_dim)
-        require(isinstance(self.features, list) and "embedding" in self.features and set(self.features) <= set(FEATURES),
-                "features", f"a list holding 'embedding' and any of {sorted(FEATURES)}", self.features)
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, depth: int) -> nn.Sequential:
@@ -101,7 +69,7 @@ class ContextAttention(nn.Module):
 class Block(nn.Module):
     """Post-LN encoder layer with ReLU, as nn.TransformerEncoderLayer(norm_first=False)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg):
         super().__init__()
         self.attn = ContextAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
         self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_ff, cfg.d_model))
@@ -133,7 +101,9 @@ class RidgeReadout(nn.Module):
 
 
 class GPO(nn.Module):
-    def __init__(self, cfg: ModelConfig, d_features: int):
+    """`cfg` is a config's model section (gpo.config.ModelConfig); `d_features` a point's width."""
+
+    def __init__(self, cfg, d_features: int):
         super().__init__()
         self.cfg, self.d_features = cfg, d_features
         self.residual = cfg.prior != "none"

@@ -9,7 +9,6 @@ config, the split, checkpoints, the training history and the results.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import shutil
@@ -27,7 +26,7 @@ from gpo.evaluate import evaluate, mean_and_worst
 from gpo.inputs import Prepared, prepare
 from gpo.lock import exclusive
 from gpo.model import GPO
-from gpo.selection import baseline, choose, validation_score
+from gpo.selection import PerK, baseline, choose, stored, validation_score
 from gpo.shards import ShardStore, sharded
 from gpo.train import train
 
@@ -107,13 +106,13 @@ def _train(prep: Prepared, cfg: ExperimentConfig, on_validate) -> list[Path]:
     run_dir = cfg.run_dir
     save_config(cfg, run_dir / "config.yaml")
     (run_dir / "split.json").write_text(json.dumps(prep.split.as_dict(), indent=1))
-    prior, choices = None, {}
+    prior, choices = None, PerK({})
     if cfg.model.prior != "none":  # chosen per k like the baseline itself; training contexts take the nearest k
         choices = choose(prep, cfg, cfg.model.prior)
         prior = baseline(cfg.model.prior, choices)
     params = methods.feature_params(prep, cfg)
     features = methods.gpo_features(prep, cfg.model, params)
-    fitted = {"prior_choices": {k: dataclasses.asdict(c) for k, c in choices.items()}, "feature_params": params}
+    fitted = {"prior_choices": stored(choices), "feature_params": params}
     train_labels = torch.full_like(prep.labels, torch.nan)  # training reads the training groups' shares only
     train_rows = prep.index(prep.split.train)
     train_labels[train_rows] = prep.labels[train_rows]
@@ -158,7 +157,7 @@ def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict, unavailab
             "config": settings, "methods": list(built), "groups": groups,
             "checkpoints": [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in checkpoints]}))
         runner = sharded(cfg.eval.shard_tasks, stores[-1], cfg.eval.backend, cfg.eval.ray_address)
-        frames.append(evaluate(built, prep.points, prep.labels, prep.basis, prep.index(groups), prep.data.groups,
+        frames.append(evaluate(built, prep.points, prep.labels, prep.basis, prep.index(groups), prep.data.tasks,
                                cfg.eval.ks, cfg.eval.draws, cfg.eval.seed, prep.chunk, cfg.eval.max_targets,
                                f"evaluate {role} {prep.unit}s", prep.metrics, cfg.eval.contexts == "shared",
                                runner).assign(role=role))
@@ -173,7 +172,7 @@ def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict, unavailab
         split_seed=cfg.data.split_seed, seed=cfg.train.seed, protocol=cfg.protocol, validation=cfg.data.validation,
         aggregate=cfg.eval.aggregate)
     if prep.data.weights is not None:  # a respondent's survey weight, for weighted means
-        results["weight"] = results["group"].map(dict(zip(prep.data.groups, prep.data.weights)))
+        results["weight"] = results["group"].map(dict(zip(prep.data.tasks, prep.data.weights)))
     return results
 
 

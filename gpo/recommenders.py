@@ -42,9 +42,9 @@ def demographic_grid(panel: Panel) -> dict:
 @register(units=("respondent",), reads_context=False, prior=True, grid=demographic_grid)
 def demographic(points: Points, panel: Panel, episode: Episode, attributes=None, alpha: float = 5.0) -> torch.Tensor:
     cell, chosen, answered = panel.cells(tuple(attributes or panel.attribute_names[:1]))
-    c = cell[episode.groups]
-    own_chosen, own_answered = panel.own(episode.groups)
-    prior = panel.mean(episode.groups)
+    c = cell[episode.tasks]
+    own_chosen, own_answered = panel.own(episode.tasks)
+    prior = panel.mean(episode.tasks)
     return (chosen[c] - own_chosen + alpha * prior) / (answered[c] - own_answered + alpha)
 
 
@@ -81,10 +81,10 @@ def agreement(points: Points, panel: Panel, episode: Episode) -> torch.Tensor:
 
 @register(units=("respondent",), grid={"neighbours": [10, 30, 100, 300], "smoothing": [1.0, 4.0]})
 def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, smoothing: float = 2.0) -> torch.Tensor:
-    prior = panel.mean(episode.groups)
+    prior = panel.mean(episode.tasks)
     tiebreak = ((panel.members * 0.6180339887) % 1) * 1e-6  # equal agreements: an order fixed per respondent, not per panel
     sim = agreement(points, panel, episode).add_(tiebreak)
-    own = panel.column[episode.groups]
+    own = panel.column[episode.tasks]
     inside = torch.nonzero(own >= 0).squeeze(1)
     sim[inside, own[inside]] = -1.0  # never itself
     top = sim.topk(min(neighbours, panel.size), dim=1).indices  # (B, K)
@@ -100,9 +100,9 @@ def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, sm
 @register(units=("respondent",), prior=True, grid={"rank": [2, 4, 8, 16, 32], "noise": [0.05, 0.1, 0.2]})
 def lowrank(points: Points, panel: Panel, episode: Episode, rank: int = 8, noise: float = 0.1) -> torch.Tensor:
     axes, variances = panel.components()
-    fit = panel.fold_of(episode.groups)  # a training respondent reads the fit made without its fold
+    fit = panel.fold_of(episode.tasks)  # a training respondent reads the fit made without its fold
     V, lam = axes[fit, :, :rank], variances[fit, :rank]  # (B, P, r), (B, r)
-    prior = panel.mean(episode.groups)
+    prior = panel.mean(episode.tasks)
     ok = (episode.ctx >= 0).float()
     ctx = episode.ctx.clamp_min(0)
     Vc = V.gather(1, ctx[..., None].expand(-1, -1, V.shape[2])) * ok[..., None]  # (B, M, r)

@@ -1,21 +1,23 @@
 """Choosing each method's settings per context size k, on groups that are never test groups.
 
 A `Choice` is what was chosen for one k: a candidate's hyperparameters and the weight of the
-reference it is shrunk toward (gpo/shrink.py). Baselines train nothing, so the training
+reference it is shrunk toward (gpo/shrink.py); a method's choices are a `PerK` of them, and the
+method built from them a `PerK` of methods. Baselines train nothing, so the training
 groups (each predicted from the basis without itself, as a test group is) choose with the
 validation groups (`Prepared.choosers`; respondents: the validation respondents alone, as a
 low-rank model is fit to the training respondents); GPO was fit to its training tasks, so the
 validation tasks choose its weight, floored by what its training tasks choose
-(`ShrinkPolicy.training_floor`). A method with a choice per k predicts with the entry of the
-nearest k (`PerK`).
+(`ShrinkPolicy.training_floor`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Callable, Generic, TypeVar
 
 import torch
 
@@ -38,15 +40,49 @@ class Choice:
     score: float = math.nan  # mean alignment on the groups that chose it
 
 
-class PerK:
-    """A method whose settings were chosen per context size: the entry of the nearest k."""
+T = TypeVar("T")
 
-    def __init__(self, table: dict[int, Method]):
+
+class PerK(Generic[T]):
+    """One entry per context size k; a k without its own entry takes the nearest one (the smaller
+    on a tie). A PerK of methods is itself a method: each episode is predicted by its k's entry."""
+
+    def __init__(self, table: dict[int, T]):
         self.table = dict(sorted(table.items()))
 
+    def __getitem__(self, k: int) -> T:
+        return self.table[min(self.table, key=lambda c: (abs(c - k), c))]
+
+    def __contains__(self, k: int) -> bool:
+        return k in self.table
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PerK) and self.table == other.table
+
+    def __repr__(self) -> str:
+        return f"PerK({self.table})"
+
+    def items(self):
+        return self.table.items()
+
+    def values(self):
+        return self.table.values()
+
+    def map(self, fn: Callable[[T], object]) -> PerK:
+        return PerK({k: fn(v) for k, v in self.table.items()})
+
     def __call__(self, points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
-        k = min(self.table, key=lambda c: (abs(c - episode.k), c))
-        return self.table[k](points, basis, episode)
+        return self[episode.k](points, basis, episode)
+
+
+def stored(choices: PerK[Choice]) -> dict:
+    """Choices as a checkpoint keeps them: {k: Choice fields}."""
+    return {k: dataclasses.asdict(c) for k, c in choices.items()}
+
+
+def restored(table: dict) -> PerK[Choice]:
+    """Choices from a checkpoint (`stored`)."""
+    return PerK({int(k): Choice(**c) for k, c in table.items()})
 
 
 def context_sizes(cfg: ExperimentConfig) -> list[int]:
@@ -62,7 +98,7 @@ def standard_error(differences: torch.Tensor) -> float:
 
 def select(prep: Prepared, cfg: ExperimentConfig, candidates: list[tuple[dict, Method]], reference: Method,
            label: str, groups: list[str], ks: list[int] | None = None, weights: tuple[float, ...] | None = None
-           ) -> dict[int, Choice]:
+           ) -> PerK[Choice]:
     """For every k of `ks` (default: context_sizes), a candidate and a shrink weight (`weights`,
     default SHRINK, or 0 only when shrinking is off), scored by the mean of the run's metric on
     `groups`. The choice is the most shrunk setting within one standard error (over the groups)
@@ -95,7 +131,7 @@ def select(prep: Prepared, cfg: ExperimentConfig, candidates: list[tuple[dict, M
         raise ConfigError(f"eval.ks: no group to choose on has anything left to predict at any of {ks}")
     log.info("%s, chosen on %d %ss by %s: %s", label, len(groups), prep.unit, prep.metric,
              "; ".join(f"k={k}: {describe(c)}" for k, c in chosen.items()))
-    return chosen
+    return PerK(chosen)
 
 
 def describe(choice: Choice) -> str:
@@ -110,7 +146,7 @@ def candidates(name: str, basis) -> list[dict]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
 
 
-def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, Choice]:
+def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> PerK[Choice]:
     """A baseline's settings per k, chosen on `prep.choosers` (never test groups): its
     hyperparameters and, unless it ignores the context, its shrink toward the mean prior. A
     baseline that ignores the context has one setting for every k, chosen on all of the
@@ -120,16 +156,16 @@ def choose(prep: Prepared, cfg: ExperimentConfig, name: str) -> dict[int, Choice
         params = options[0] if len(options) == 1 else select(
             prep, cfg, [(c, baseline_method(name, **c)) for c in options], baseline_method("mean"), name, prep.choosers,
             ks=[0], weights=(0.0,))[0].params
-        return {k: Choice(params) for k in context_sizes(cfg)}
+        return PerK({k: Choice(params) for k in context_sizes(cfg)})
     return select(prep, cfg, [(c, baseline_method(name, **c)) for c in options], baseline_method("mean"), name,
                   prep.choosers)
 
 
-def baseline(name: str, choices: dict[int, Choice], rule: PerTask | None = None) -> Method:
+def baseline(name: str, choices: PerK[Choice], rule: PerTask | None = None) -> Method:
     """A baseline with its per-k choices, shrunk more where a task's own context asks for it
     (gpo/shrink.py; `rule` None: not)."""
-    return PerK({k: shrunk(baseline_method(name, **c.params), baseline_method("mean"), c.shrink,
-                           rule if REGISTRY[name].reads_context else None) for k, c in choices.items()})
+    rule = rule if REGISTRY[name].reads_context else None
+    return choices.map(lambda c: shrunk(baseline_method(name, **c.params), baseline_method("mean"), c.shrink, rule))
 
 
 def targets_unseen(prep: Prepared) -> bool:
@@ -149,7 +185,7 @@ def per_task(prep: Prepared, cfg: ExperimentConfig) -> PerTask | None:
     return PerTask(se, prep.metric, cfg.eval.shrink.per_task_holdout, prep.chunk)
 
 
-def gpo_choices(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, prior: Method | None) -> dict[int, Choice]:
+def gpo_choices(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method, prior: Method | None) -> PerK[Choice]:
     """Per k, GPO's weight of its reference (a residual GPO's prior, else the no-context mean).
 
     The weight is chosen on the validation groups, which GPO has not seen. With the policy's
@@ -162,7 +198,8 @@ def gpo_choices(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method
     chosen = select(prep, cfg, [({}, method)], reference, name, prep.split.val)
     if cfg.eval.shrink.training_floor and not targets_unseen(prep):
         seen = select(prep, cfg, [({}, method)], reference, f"{name} on its training groups", prep.split.train)
-        chosen = {k: Choice(c.params, max(c.shrink, seen[k].shrink if k in seen else 0.0), c.score) for k, c in chosen.items()}
+        chosen = PerK({k: dataclasses.replace(c, shrink=max(c.shrink, seen.table[k].shrink if k in seen else 0.0))
+                       for k, c in chosen.items()})
     return chosen
 
 
@@ -176,14 +213,15 @@ def shrink_gpo(prep: Prepared, cfg: ExperimentConfig, name: str, method: Method,
         return method
     mean = baseline_method("mean")
     choices = gpo_choices(prep, cfg, name, method, prior)
+    rule = per_task(prep, cfg)
     if prior is None:
-        return PerK({k: shrunk(method, mean, c.shrink, per_task(prep, cfg)) for k, c in choices.items()})
-    return PerK({k: shrunk(shrunk(method, prior, c.shrink), mean, 0.0, per_task(prep, cfg)) for k, c in choices.items()})
+        return choices.map(lambda c: shrunk(method, mean, c.shrink, rule))
+    return choices.map(lambda c: shrunk(shrunk(method, prior, c.shrink), mean, 0.0, rule))
 
 
 def validation_score(prep: Prepared, cfg: ExperimentConfig, method: Method) -> float:
     """Mean score on the validation groups at k = train.val_k (fixed episodes)."""
-    results = evaluate({"m": method}, prep.points, prep.labels, prep.basis, prep.index(prep.split.val), prep.data.groups,
+    results = evaluate({"m": method}, prep.points, prep.labels, prep.basis, prep.index(prep.split.val), prep.data.tasks,
                        [cfg.train.val_k], cfg.eval.draws, cfg.eval.seed + 1, metrics=(prep.metric,), chunk=prep.chunk,
                        shared=cfg.eval.contexts == "shared")
     if results.empty:

@@ -68,9 +68,9 @@ def use_ray(backend: str) -> bool:
 def sharded(shard_tasks: int, store: ShardStore | None = None, backend: str = "process", ray_address: str = ""):
     """An evaluation runner (gpo/evaluate.py) scoring `shard_tasks` tasks at a time, here or
     as Ray tasks (`backend`, see use_ray), keeping each finished shard in `store`."""
-    def run(work: Work, n_groups: int, bar) -> np.ndarray:
+    def run(work: Work, n_tasks: int, bar) -> np.ndarray:
         per_task = len(work.plan) * len(work.methods)
-        bounds = [(a, min(a + shard_tasks, n_groups)) for a in range(0, n_groups, shard_tasks)]
+        bounds = [(a, min(a + shard_tasks, n_tasks)) for a in range(0, n_tasks, shard_tasks)]
         done = {}
         for i, (a, b) in enumerate(bounds):
             kept = store.get(i) if store else None

@@ -55,7 +55,7 @@ def leave_one_out(points: Points, episode: Episode, holdout: int = 0) -> tuple[E
 
     rest, rest_y, _ = gather((slot >= 0) & (slot != held_slot))
     held, held_y, held_ok = gather(slot == held_slot)
-    loo = Episode(episode.groups.repeat_interleave(h), rest, rest_y, held, torch.where(held_ok, 0, -1), k - 1)
+    loo = Episode(episode.tasks.repeat_interleave(h), rest, rest_y, held, torch.where(held_ok, 0, -1), k - 1)
     return loo, held_y, held_ok.any(1).reshape(-1, h)
 
 
@@ -92,7 +92,7 @@ def held_out_scores(method: Method, reference: Method, points: Points, basis: Ba
     and reference, (B, h, W), and which held-out rows hold a question, (B, h) (`leave_one_out`)."""
     loo, held_y, ok = leave_one_out(points, episode, holdout)
     scores = []
-    for s in range(0, loo.groups.shape[0], chunk):  # k times the rows: bounded memory
+    for s in range(0, loo.tasks.shape[0], chunk):  # k times the rows: bounded memory
         part = loo.rows(slice(s, s + chunk))
         p, r = method(points, basis, part), reference(points, basis, part)
         scores.append(torch.stack([held_out_score(points, (1 - w) * p + w * r, part, held_y[s:s + chunk], metric)
@@ -111,7 +111,7 @@ def context_weights(method: Method, reference: Method, points: Points, basis: Ba
                     rule: PerTask) -> torch.Tensor:
     """(B,) each task's weight of the reference, chosen by leave-one-out on its context."""
     if episode.k < 2:
-        return torch.zeros(episode.groups.shape[0], device=points.device)
+        return torch.zeros(episode.tasks.shape[0], device=points.device)
     return evidence_weights(*held_out_scores(method, reference, points, basis, episode, rule.chunk, rule.metric,
                                              rule.holdout), rule.se)
 
@@ -138,7 +138,7 @@ def shrunk(method: Method, reference: Method, weight: float, per_task: PerTask |
         return method
 
     def predict(points: Points, basis: Basis, episode: Episode) -> torch.Tensor:
-        w = torch.full((episode.groups.shape[0],), float(weight), device=points.device)
+        w = torch.full((episode.tasks.shape[0],), float(weight), device=points.device)
         if per_task is not None:
             w = torch.maximum(w, context_weights(method, reference, points, basis, episode, per_task))
         w = w[:, None]

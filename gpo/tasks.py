@@ -1,11 +1,11 @@
-"""Few-shot tasks: sample context and target questions per group, and gather their points.
+"""Few-shot tasks: sample context and target questions per task, and gather their points.
 
 A method reads an `Episode`: each row's context points with the group's shares, and its
 target points without them. The shares (`labels`) stay with whoever samples (training,
 evaluation), so no method can read a target's share or another group's answers.
-Everything is batched over groups: question choices are argsorts of random keys, points are
+Everything is batched over tasks: question choices are argsorts of random keys, points are
 gathered through the (Q, O) question-to-point table and packed to the front of each row
-(ops.compact), so no Python loop runs over points, questions or groups.
+(ops.compact), so no Python loop runs over points, questions or tasks.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def sample_questions(available: torch.Tensor, n_ctx: int, n_tar: int | None, gen
 class Episode:
     """What a method may read about a batch of few-shot tasks (one row per task)."""
 
-    groups: torch.Tensor  # (B,) the survey group of each row
+    tasks: torch.Tensor  # (B,) the task (a group or a respondent: its row of the labels) of each row
     ctx: torch.Tensor  # (B, M) point ids of the context questions, -1 pads
     ctx_y: torch.Tensor  # (B, M) the group's shares of them, 0 on padding
     tar: torch.Tensor  # (B, T) point ids of the target questions, -1 pads: no shares
@@ -121,7 +121,7 @@ class Episode:
         return torch.cat([self.ctx, self.tar], 1)
 
     def rows(self, s: slice) -> "Episode":
-        return Episode(self.groups[s], self.ctx[s], self.ctx_y[s], self.tar[s], self.segment[s], self.k)
+        return Episode(self.tasks[s], self.ctx[s], self.ctx_y[s], self.tar[s], self.segment[s], self.k)
 
 
 def question_tokens(points: Points, questions: torch.Tensor, ok: torch.Tensor):
@@ -136,17 +136,17 @@ def question_tokens(points: Points, questions: torch.Tensor, ok: torch.Tensor):
     return torch.where(valid, pts, -1), torch.where(valid, slot, -1)
 
 
-def shares_at(labels: torch.Tensor, groups: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """(B, N) each row's group's shares at point ids `ids`, 0 on padding."""
-    y = labels[groups[:, None], ids.clamp_min(0)]
+def shares_at(labels: torch.Tensor, tasks: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, N) each row's task's shares at point ids `ids`, 0 on padding."""
+    y = labels[tasks[:, None], ids.clamp_min(0)]
     return torch.where(ids >= 0, y.nan_to_num(0.0), 0.0)
 
 
-def make_episode(points: Points, labels: torch.Tensor, groups: torch.Tensor, q: Questions) -> Episode:
-    """The episode of rows `groups` with questions `q`: `labels` are read at context points only."""
+def make_episode(points: Points, labels: torch.Tensor, tasks: torch.Tensor, q: Questions) -> Episode:
+    """The episode of rows `tasks` with questions `q`: `labels` are read at context points only."""
     ctx, _ = question_tokens(points, q.ctx, q.ctx_ok)
     tar, segment = question_tokens(points, q.tar, q.tar_ok)
-    return Episode(groups, ctx, shares_at(labels, groups, ctx), tar, segment, q.ctx.shape[1])
+    return Episode(tasks, ctx, shares_at(labels, tasks, ctx), tar, segment, q.ctx.shape[1])
 
 
 # Every evaluated method (GPO, each baseline) maps an episode to (B, P) probabilities: its rows'

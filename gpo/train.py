@@ -172,7 +172,7 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, featur
             episode = make_episode(points, labels, groups[rows], questions)
             inputs = gpo_inputs(features, points, basis, episode, prior)
             mean, log_std = model(**inputs)
-            y = shares_at(labels, episode.groups, episode.tar)
+            y = shares_at(labels, episode.tasks, episode.tar)
             loss = loss_fn(mean, log_std, y, episode.segment)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -191,8 +191,7 @@ def train(model: GPO, points: Points, labels: torch.Tensor, basis: Basis, featur
 
 def load_model(path: Path, device="cpu") -> tuple[GPO, dict]:
     """A trained GPO from a checkpoint, with the resolved experiment config it was trained under."""
-    from gpo.config import from_dict
-    from gpo.model import ModelConfig
+    from gpo.config import ModelConfig, from_dict
 
     ckpt = torch.load(path, map_location=device, weights_only=False)
     model = GPO(from_dict(ModelConfig, ckpt["config"]["model"]), ckpt["d_features"]).to(device)

@@ -62,7 +62,7 @@ def test_training_groups_never_see_their_own_column():
     p = mixture(points, basis, ep)
     assert not torch.allclose(p[0], y[1], atol=1e-3)  # it cannot just copy itself
     tokens = ep.points
-    feats = basis.features(ep.groups, tokens)[0]  # (N, J): own column = mean of the others
+    feats = basis.features(ep.tasks, tokens)[0]  # (N, J): own column = mean of the others
     assert torch.allclose(feats[:, 1], (y[0, tokens[0]] + y[2, tokens[0]]) / 2)
     assert torch.allclose(feats[:, 0], y[0, tokens[0]])
 
@@ -126,7 +126,7 @@ def test_a_group_with_nothing_left_to_predict_is_left_out_not_scored_zero(caplog
             rows.append(make_row("t", f"Q{q:03d}", f"q{q}?", ["x", "y"], [0, 1], "X", g, rng.dirichlet([1, 1]), 100))
     data = select(pd.DataFrame(rows), ["a", "b", "c"], require_all_groups=False)
     points, y = Points.build(data, np.zeros((data.n_points, 4), np.float32)), labels_of(data)
-    results = evaluate({"mean": baseline_method("mean")}, points, y, basis_of(points, y, [0]), [1, 2], data.groups, [5, 8], 2, 0)
+    results = evaluate({"mean": baseline_method("mean")}, points, y, basis_of(points, y, [0]), [1, 2], data.tasks, [5, 8], 2, 0)
     assert set(results[results.k == 5].group) == {"b", "c"}
     assert set(results[results.k == 8].group) == {"b"}
     assert (results.alignment > 0.5).all()

@@ -226,13 +226,13 @@ def test_shared_opinionqa_and_globalopinionqa(shared_data):
     table = load_table(shared_data / "opinionqa" / "group_distributions.jsonl.gz")
     data = select(table, "paper17", require_ordinal=True)
     # GPO.md's 668 questions on a full scale, and 11 with an option off the scale ("Not sure"), kept
-    assert (len(data.qids), len(data.groups)) == (679, 17) and len(bad_rows(table)) == 0
+    assert (len(data.qids), len(data.tasks)) == (679, 17) and len(bad_rows(table)) == 0
     assert sum(np.isnan(o).any() for o in data.ordinal) == 11
     assert np.allclose(np.nansum(data.y, 1), len(data.qids), atol=1e-3)
     goqa = load_table(shared_data / "globalopinionqa" / "country_distributions.jsonl.gz")
     assert len(bad_rows(goqa)) == 18  # the upstream malformed rows (data/README.md)
     countries = select(goqa, "paper14", require_all_groups=False)
-    assert len(countries.groups) == 14 and countries.available.sum(1).min() >= 60
+    assert len(countries.tasks) == 14 and countries.available.sum(1).min() >= 60
 
 
 # Whatever bytes a data file holds, a loader answers with a clean GPOError or a valid table.
@@ -347,7 +347,7 @@ def test_training_groups_keep_their_own_questions_and_test_groups_the_evaluation
     table = pd.concat([table, pd.DataFrame([make_row("t", "Q99", "q?", ["y", "n"], [1, 2], "X", g, [0.5, 0.5], 9)
                                             for g in "bc"])])  # a question only "b" and "c" answered
     data, split, _ = survey(table, "data.groups=[a, b, c, d, e, f]", "data.test_groups=[b, c]", "data.val_groups=[d]")
-    answered = dict(zip(data.groups, data.available.sum(1)))
+    answered = dict(zip(data.tasks, data.available.sum(1)))
     assert split.test == ["b", "c"] and split.val == ["d"] and sorted(split.train) == ["a", "e", "f"]
     # evaluation questions: answered by all six ("a" skipped Q00, Q01; only b, c answered Q99)
     assert answered["b"] == answered["c"] == answered["d"] == 10
@@ -359,7 +359,7 @@ def test_test_groups_of_another_attribute_are_named_and_an_empty_group_is_an_err
     data, split, _ = survey(table, "data.groups=[a, b, c, d, e, f]", "data.test_groups=[new1, new2]",
                             "data.require_all_groups=false")
     assert split.test == ["new1", "new2"] and len(split.train) + len(split.val) == 6
-    assert dict(zip(data.groups, data.available.sum(1)))["new2"] == 4
+    assert dict(zip(data.tasks, data.available.sum(1)))["new2"] == 4
     with pytest.raises(DataError, match=r"group\(s\) \['new2'\] answered none of the kept questions"):
         survey(table[~((table.group == "new2"))].pipe(lambda t: pd.concat(
             [t, pd.DataFrame([make_row("t", "Q77", "q?", ["y", "n", "z"], None, "Y", "new2", [0.2, 0.3, 0.5], 9)])])),
@@ -371,7 +371,7 @@ def test_sparse_test_groups_keep_a_seeded_share_of_their_answers():
     full, split, _ = survey(table, "data.groups=[a, b, c, d, e, f]", "data.train_fraction=0.5")
     sparse, same, _ = survey(table, "data.groups=[a, b, c, d, e, f]", "data.train_fraction=0.5", "data.test_answer_fraction=0.3")
     assert same == split
-    n = dict(zip(sparse.groups, sparse.available.sum(1)))
+    n = dict(zip(sparse.tasks, sparse.available.sum(1)))
     assert all(n[g] == round(0.3 * 12) for g in split.test) and all(n[g] == 12 for g in split.train + split.val)
     again, _, _ = survey(table, "data.groups=[a, b, c, d, e, f]", "data.train_fraction=0.5", "data.test_answer_fraction=0.3")
     assert np.array_equal(again.available, sparse.available)

@@ -175,13 +175,13 @@ class TestTwoWorkerNodes:
 
             with open(calls, "a") as f:
                 f.write(f"{ray.get_runtime_context().get_node_id() if ray.is_initialized() else '-'} "
-                        f"{int(episode.groups[0])}\n")
+                        f"{int(episode.tasks[0])}\n")
             return baseline_method("population")(points, panel, episode)
 
         methods = {"population": population, **{name: baseline_method(name) for name in ("knn", "lowrank")}}
 
         def run(runner=None):
-            return evaluate(methods, prep.points, prep.labels, prep.basis, test, data.groups, [0, 5, 20], 3, 0,
+            return evaluate(methods, prep.points, prep.labels, prep.basis, test, data.tasks, [0, 5, 20], 3, 0,
                             metrics=prep.metrics, **({"runner": runner} if runner else {}))
 
         killed = []

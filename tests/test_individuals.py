@@ -11,14 +11,14 @@ import torch
 from helpers import run_gpo
 
 from gpo.baselines import baseline_method
-from gpo.config import load_config
+from gpo.config import ModelConfig, load_config
 from gpo.data.panel import Panel
 from gpo.data.synthetic import SyntheticRespondents
 from gpo.errors import DataError
 from gpo.evaluate import evaluate, predict
 from gpo.inputs import assemble, forms, load_respondents
 from gpo.methods import gpo_features, gpo_method
-from gpo.model import GPO, ModelConfig
+from gpo.model import GPO
 from gpo.tasks import sample_questions
 
 CONFIG = "configs/individual.yaml"
@@ -94,7 +94,7 @@ def test_a_training_respondent_never_reads_its_own_answers():
 
 def test_nearest_respondents_and_low_rank_recover_the_classes_the_population_cannot():
     results = evaluate({name: baseline_method(name) for name in ("population", "demographic", "knn", "lowrank")},
-                       PREP.points, PREP.labels, PREP.basis, PREP.index(PREP.split.test), PREP.data.groups, [0, 20], 2, 0,
+                       PREP.points, PREP.labels, PREP.basis, PREP.index(PREP.split.test), PREP.data.tasks, [0, 20], 2, 0,
                        512, metrics=("accuracy", "log_loss"))
     acc = results.pivot_table(index="method", columns="k", values="accuracy")
     assert acc.loc["population", 20] == pytest.approx(acc.loc["population", 0], abs=0.01)  # context changes nothing
@@ -111,7 +111,7 @@ def test_respondents_with_too_few_answers_are_reported_and_skipped_or_stop_the_r
     responses.answers[:5, 5:] = -1  # five respondents answered 5 questions at most
     skip = load_config(CONFIG, ["embed.model=synthetic", "eval.ks=[0,10]", "train.val_k=5"])
     data, split = load_respondents(skip, responses)
-    assert len(data.groups) == 295 and not set(responses.respondents[:5]) & set(data.groups)
+    assert len(data.tasks) == 295 and not set(responses.respondents[:5]) & set(data.tasks)
     assert "5 of 300 respondents answered at most 10 questions, the largest context size (eval.ks, train.val_k): left out" \
         in caplog.text
     strict = load_config(CONFIG, ["embed.model=synthetic", "eval.ks=[0,10]", "train.val_k=5", "data.on_bad_rows=error"])
@@ -158,8 +158,8 @@ def test_the_individual_task_end_to_end_from_the_command_line(tmp_path):
 def test_w41_respondents_split_by_form(shared_data):
     cfg = load_config(CONFIG, ["embed.model=synthetic"])
     data, split = load_respondents(cfg)
-    assert data.unit == "respondent" and len(data.qids) == 90 and 2400 < len(data.groups) <= 2524
-    assert abs(len(split.test) / len(data.groups) - 0.6) < 0.01 and np.isclose(data.weights.mean(), 1, atol=0.05)
+    assert data.unit == "respondent" and len(data.qids) == 90 and 2400 < len(data.tasks) <= 2524
+    assert abs(len(split.test) / len(data.tasks) - 0.6) < 0.01 and np.isclose(data.weights.mean(), 1, atol=0.05)
     assert set(data.demographics.columns) >= {"POLPARTY", "AGE", "SEX", "RACE"}
 
 

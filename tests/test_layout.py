@@ -3,6 +3,8 @@
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,20 @@ def test_the_import_graph_has_no_cycles():
 
     for m in sorted(graph):
         visit(m, [])
+
+
+def without_torch(code: str) -> None:
+    """Run `code` in a fresh interpreter and fail if it loaded torch."""
+    check = f"import sys\n{code}\nassert 'torch' not in sys.modules, 'torch was imported'"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_configs_and_studies_are_checked_before_torch_loads(tmp_path):
+    """A config's form (keys, types, ranges) is checked without torch, so a mistyped key is
+    refused at once; only the names the registries hold need the methods loaded."""
+    without_torch("import gpo.config, gpo.tune.study, gpo.tune.sweep, gpo.cli")
+    (tmp_path / "bad.yaml").write_text("train:\n  stepz: 3\n")
+    (tmp_path / "study.yaml").write_text("name: s\nbase: configs/demo.yaml\nspace:\n  model.d_modle: {choice: [64]}\n")
+    without_torch(f"from gpo.cli import main\nassert main(['run', {str(tmp_path / 'bad.yaml')!r}]) == 2")
+    without_torch(f"from gpo.cli import main\nassert main(['sweep', {str(tmp_path / 'study.yaml')!r}]) == 2")

@@ -11,7 +11,7 @@ from torch import nn
 
 from gpo import registry
 from gpo.baselines import baseline_method
-from gpo.config import LLMConfig
+from gpo.config import LLMConfig, ModelConfig
 from gpo.data.basis import Basis
 from gpo.data.splits import split_groups
 from gpo.data.survey import select
@@ -20,7 +20,7 @@ from gpo.evaluate import predict
 from gpo.inputs import assemble
 from gpo.llm import LLM_BASELINES
 from gpo.methods import gpo_features, gpo_method
-from gpo.model import GPO, ModelConfig
+from gpo.model import GPO
 from gpo.shrink import PerTask, shrunk
 from gpo.tasks import sample_questions
 
@@ -33,7 +33,7 @@ def prep():
     keep = np.random.default_rng(0).random(len(table)) > 0.35
     keep |= table["group"].eq("group00").to_numpy()  # every question survives, so x keeps its point order
     data = select(table[keep], "all", require_all_groups=False)
-    split = split_groups(data.groups, 0.5, 0.2, seed=0)
+    split = split_groups(data.tasks, 0.5, 0.2, seed=0)
     return assemble(data, split, x, "cpu")
 
 
@@ -112,7 +112,7 @@ def test_the_poison_test_can_fail(prep):
     q = sample_questions(prep.points.available[rows], 5, None, torch.Generator().manual_seed(0))
 
     def peek(points, basis, episode):
-        return basis.y[basis.column[episode.groups]]
+        return basis.y[basis.column[episode.tasks]]
 
     with pytest.raises(AssertionError):
         assert_blind(peek, prep, rows, q, poison_groups=[g])

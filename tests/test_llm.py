@@ -56,7 +56,7 @@ def test_option_probs_renormalise_over_options_and_floor_missing_letters():
 
 def run(methods, prep, k=2, draws=1):
     test = prep.index(prep.split.test)[:3]
-    return evaluate(methods, prep.points, prep.labels, prep.basis, test, prep.data.groups, [k], draws, 0, max_targets=3)
+    return evaluate(methods, prep.points, prep.labels, prep.basis, test, prep.data.tasks, [k], draws, 0, max_targets=3)
 
 
 @pytest.mark.parametrize("name", ["zero_shot", "steered", "few_shot"])

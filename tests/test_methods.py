@@ -15,7 +15,7 @@ from gpo.data.splits import GroupSplit
 from gpo.data.survey import select as select_groups
 from gpo.evaluate import evaluate
 from gpo.inputs import assemble
-from gpo.selection import Choice, PerK, baseline, choose, gpo_choices
+from gpo.selection import Choice, PerK, baseline, choose, gpo_choices, restored, stored
 
 
 def test_a_per_k_method_takes_the_settings_of_the_nearest_k():
@@ -24,6 +24,14 @@ def test_a_per_k_method_takes_the_settings_of_the_nearest_k():
     for k in (0, 2, 3, 5, 12, 13, 100):
         method(None, None, SimpleNamespace(k=k))
     assert calls == [0, 0, 5, 5, 5, 20, 20]  # ties go to the smaller k
+
+
+def test_choices_are_one_per_k_type_kept_as_checkpoints_keep_them():
+    choices = PerK({10: Choice({"alpha": 0.3}, 0.5, 0.71), 0: Choice()})
+    assert choices[3] == Choice() and choices[7].params == {"alpha": 0.3}
+    kept = {str(k): v for k, v in stored(choices).items()}  # a JSON round trip makes the keys strings
+    assert restored(kept) == choices and 10 in choices and 7 not in choices
+    assert choices.map(lambda c: c.shrink) == PerK({0: 0.0, 10: 0.5})
 
 
 def the_mean_is_right_world(seed=0):
@@ -51,7 +59,7 @@ def test_shrinking_toward_the_mean_is_chosen_where_the_context_misleads(name):
     chooser = prep.index(prep.split.val + prep.split.train)  # a baseline's settings are chosen on both
 
     def where_chosen(method):
-        results = evaluate({"m": method}, prep.points, prep.labels, prep.basis, chooser, prep.data.groups, [5], 4,
+        results = evaluate({"m": method}, prep.points, prep.labels, prep.basis, chooser, prep.data.tasks, [5], 4,
                            cfg.eval.seed + 1)
         return results["alignment"].mean()
 
@@ -63,7 +71,7 @@ def test_shrinking_toward_the_mean_is_chosen_where_the_context_misleads(name):
     assert where_chosen(baseline(name, chosen)) >= mean  # by construction: the mean alone is a choice
     test = prep.index(prep.split.test)
     scored = evaluate({"shrunk": baseline(name, chosen), "plain": baseline(name, unshrunk), "mean": baseline_method("mean")},
-                      prep.points, prep.labels, prep.basis, test, prep.data.groups, [5], 4, 0).groupby("method")["alignment"].mean()
+                      prep.points, prep.labels, prep.basis, test, prep.data.tasks, [5], 4, 0).groupby("method")["alignment"].mean()
     assert scored["shrunk"] > scored["plain"]
 
 
@@ -74,7 +82,7 @@ def test_gpo_is_shrunk_at_least_as_much_as_its_training_groups_ask():
     seen, truth, uniform = prep.basis.column >= 0, prep.labels.nan_to_num(0.0), prep.points.uniform()
 
     def right_on_unseen_groups_only(points, basis, episode):  # a fixture: the truth where unseen, uniform where seen
-        return torch.where(seen[episode.groups][:, None], uniform, truth[episode.groups])
+        return torch.where(seen[episode.tasks][:, None], uniform, truth[episode.tasks])
 
     settings = ["eval.ks=[5]", "train.val_k=5", "eval.draws=4"]
     val_only = load_config(None, [*settings, "eval.shrink.training_floor=false"])
@@ -93,6 +101,6 @@ def test_a_choice_mixes_its_candidate_with_the_mean_by_its_weight():
     rows = torch.tensor(prep.index(prep.split.test))
     q = sample_questions(prep.points.available[rows], 5, None, torch.Generator().manual_seed(0))
     plain = predict(baseline_method("logit", alpha=0.3), prep.points, prep.labels, prep.basis, rows, q)
-    mixed = predict(baseline("logit", {5: Choice({"alpha": 0.3}, 0.5)}), prep.points, prep.labels, prep.basis, rows, q)
+    mixed = predict(baseline("logit", PerK({5: Choice({"alpha": 0.3}, 0.5)})), prep.points, prep.labels, prep.basis, rows, q)
     mean = predict(baseline_method("mean"), prep.points, prep.labels, prep.basis, rows, q)
     assert torch.allclose(mixed, 0.5 * plain + 0.5 * mean)

@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
+from gpo.config import ModelConfig
 from gpo.errors import ConfigError
-from gpo.model import GPO, ModelConfig
+from gpo.model import GPO
 
 
 def reference_mask(n_ctx: int, n_tar: int) -> torch.Tensor:

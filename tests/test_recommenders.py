@@ -21,9 +21,9 @@ def knn_by_hand(prep, episode, neighbours: int, smoothing: float) -> torch.Tenso
     chosen, answered = (t.double().numpy() for t in panel.totals())
     tiebreak = ((panel.members * 0.6180339887) % 1) * 1e-6
     out = []
-    for b in range(episode.groups.shape[0]):
+    for b in range(episode.tasks.shape[0]):
         picked = [int(p) for p, y in zip(episode.ctx[b], episode.ctx_y[b]) if p >= 0 and y > 0.5]
-        prior = panel.mean(episode.groups[b:b + 1])[0]
+        prior = panel.mean(episode.tasks[b:b + 1])[0]
         if not picked:
             out.append(prior)
             continue
@@ -32,7 +32,7 @@ def knn_by_hand(prep, episode, neighbours: int, smoothing: float) -> torch.Tenso
         agree = (answers[:, questions] == options).sum(1)
         common = (answers[:, questions] >= 0).sum(1)
         sim = (torch.tensor(agree + 1, dtype=torch.float32) / torch.tensor(common + 2, dtype=torch.float32)) + tiebreak
-        own = int(panel.column[episode.groups[b]])
+        own = int(panel.column[episode.tasks[b]])
         if own >= 0:
             sim[own] = -1.0
         top = sim.topk(min(neighbours, panel.size)).indices.numpy()

@@ -23,7 +23,7 @@ METHODS = {name: baseline_method(name) for name in ("population", "knn", "lowran
 
 def run(methods=METHODS, runner=None):
     kw = {"runner": runner} if runner else {}
-    return evaluate(methods, PREP.points, PREP.labels, PREP.basis, TEST, DATA.groups, [0, 5, 20], 3, 0,
+    return evaluate(methods, PREP.points, PREP.labels, PREP.basis, TEST, DATA.tasks, [0, 5, 20], 3, 0,
                     metrics=PREP.metrics, **kw)
 
 
@@ -40,7 +40,7 @@ def test_a_stopped_evaluation_resumes_from_its_kept_shards(tmp_path):
 
     def failing_after(rows):
         def knn(points, panel, episode, **kw):
-            calls.append(episode.groups.shape[0])
+            calls.append(episode.tasks.shape[0])
             if sum(calls) > rows:
                 raise KeyboardInterrupt  # the user stops it
             return baseline_method("knn")(points, panel, episode)
@@ -96,7 +96,7 @@ def test_a_runs_stopped_evaluation_resumes_and_leaves_no_shards(tmp_path, monkey
     seen = []
 
     def knn(points, panel, episode, **kw):
-        seen.append(episode.groups.shape[0])
+        seen.append(episode.tasks.shape[0])
         if stop_after and sum(seen) > stop_after:
             raise KeyboardInterrupt
         return baseline_method("knn")(points, panel, episode)
@@ -113,7 +113,7 @@ def test_a_runs_stopped_evaluation_resumes_and_leaves_no_shards(tmp_path, monkey
     assert sum(seen) == 7 * (n_test - 100)  # the kept shards (every validation task, 100 test tasks) not scored again
     test = results[results.role == "test"].drop(columns=["role", "run", "dataset", "unit", "train_fraction", "split_seed",
                                                          "seed", "protocol", "validation", "aggregate", "weight"])
-    whole = evaluate(METHODS, PREP.points, PREP.labels, PREP.basis, TEST, DATA.groups, [0, 5, 20], 3, cfg.eval.seed,
+    whole = evaluate(METHODS, PREP.points, PREP.labels, PREP.basis, TEST, DATA.tasks, [0, 5, 20], 3, cfg.eval.seed,
                      metrics=PREP.metrics)
     pd.testing.assert_frame_equal(test.reset_index(drop=True), whole)
     assert not (cfg.run_dir / EVALUATION).exists()

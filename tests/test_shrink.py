@@ -52,7 +52,7 @@ def test_each_leave_one_out_row_holds_out_exactly_one_context_question(k, seed, 
     ep, rows, q = episode(k, seed)
     loo, held_y, ok = leave_one_out(PREP.points, ep, holdout)
     h = min(k, holdout) if holdout else k  # the first h context questions are held out, one per row
-    assert loo.k == k - 1 and ok.all() and ok.shape[1] == h and loo.groups.tolist() == rows.repeat_interleave(h).tolist()
+    assert loo.k == k - 1 and ok.all() and ok.shape[1] == h and loo.tasks.tolist() == rows.repeat_interleave(h).tolist()
     pq = PREP.points.point_question
     for b in range(ep.ctx.shape[0]):
         context = set(ep.ctx[b][ep.ctx[b] >= 0].tolist())
@@ -90,7 +90,7 @@ def test_equal_evidence_goes_to_the_reference_and_a_clear_lead_to_the_method(se)
 
 def oracle(points, basis, ep):
     """Knows every group's true shares: reading it always beats the mean prior."""
-    return PREP.labels[ep.groups].nan_to_num(0.0)
+    return PREP.labels[ep.tasks].nan_to_num(0.0)
 
 
 @pytest.mark.parametrize("se", [0.0, 1.0])
@@ -103,7 +103,7 @@ def test_the_context_chooses_the_oracle_and_shrinks_a_misled_pool(se):
     weights = context_weights(pool, mean, PREP.points, PREP.basis, ep, PerTask(se))
     assert weights.mean() >= 0.75
     methods = {"shrunk": shrunk(pool, mean, 0.0, PerTask(se)), "pool": pool, "mean": mean}
-    scores = evaluate(methods, PREP.points, PREP.labels, PREP.basis, TEST.tolist(), PREP.data.groups, [10], 3, 0)
+    scores = evaluate(methods, PREP.points, PREP.labels, PREP.basis, TEST.tolist(), PREP.data.tasks, [10], 3, 0)
     scores = scores.groupby("method")["alignment"].mean()
     assert scores["pool"] < scores["mean"] - 0.005 and scores["shrunk"] > scores["mean"] - 0.002
 

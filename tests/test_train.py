@@ -64,7 +64,7 @@ def test_gpo_learns_in_context_on_the_synthetic_world(tmp_path):
     _, state = fit(cfg, prep)
     model, _ = load_model(cfg.run_dir / "checkpoints" / "best.pt")
     methods = {"gpo": gpo_method(model, gpo_features(prep, cfg.model, {})), "mean": baseline_method("mean")}
-    results = evaluate(methods, prep.points, prep.labels, prep.basis, prep.index(prep.split.test), prep.data.groups, [20], 3, 0)
+    results = evaluate(methods, prep.points, prep.labels, prep.basis, prep.index(prep.split.test), prep.data.tasks, [20], 3, 0)
     summary = mean_and_worst(results).set_index("method")["mean"]
     # the mean prior cannot use the context; a GPO that reads it must beat it clearly
     assert summary["gpo"] > summary["mean"] + 0.05, summary

@@ -165,16 +165,16 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
         study = from_dict(StudyConfig, {**tree, "base_models": models})
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    for key, spec in study.space.items():
+    for key, spec in study.space.items():  # the study's own form first: it needs no registry (nor torch)
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
             raise ConfigError(f"{path}: space.{key}: expected one of {SAMPLERS} with its values, got {spec!r}")
-    cfg = study.experiment(study.base_models[0], study.val_ks[0])  # every key must exist in the experiment config
-    if cfg.train.ensemble != 1 or "train.ensemble" in study.space:  # ASHA compares one model's curve per trial
-        raise ConfigError(f"{path}: train.ensemble: a search trains one model per trial; leave it at 1")
-    for key, spec in study.space.items():
         section, _, leaf = key.partition(".")
         if not hasattr(getattr(ExperimentConfig(), section, None), leaf):
             raise ConfigError(f"{path}: space.{key}: not an experiment config key")
+    cfg = study.experiment(study.base_models[0], study.val_ks[0])
+    if cfg.train.ensemble != 1 or "train.ensemble" in study.space:  # ASHA compares one model's curve per trial
+        raise ConfigError(f"{path}: train.ensemble: a search trains one model per trial; leave it at 1")
+    for key, spec in study.space.items():
         for value in spec.get("choice", []):  # every choice makes a valid config (a prior or baseline registered, ...)
             try:
                 study.experiment(study.base_models[0], study.val_ks[0], {key: value})

@@ -14,6 +14,8 @@ nodes need no data. Everything a run writes goes to the study's storage (tune/st
 a trial or final run whose node dies is retried on another node from its last checkpoint
 there. An interrupted sweep (Ctrl-C, a killed driver) continues with --resume: finished
 trials and final runs are kept, unfinished ones continue from their last checkpoint.
+Ray, torch and the pipeline are imported where they are used, so that a bad study is refused
+before they load.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ import pandas as pd
 
 from gpo.config import to_dict
 from gpo.errors import GPOError, Interrupted, run_command
-from gpo.inputs import assemble, load_inputs
-from gpo.pipeline import run_evaluation, run_training, with_schema, write_results
 from gpo.tune.study import BaseModel, StudyConfig, load_study, search_space
 
 log = logging.getLogger("gpo.sweep")
@@ -61,6 +61,9 @@ def quiet_worker(threads: float) -> None:
 def trial(params: dict, study: StudyConfig, base_model: BaseModel, k: int, inputs) -> None:
     """One Tune trial: train with the sampled params, report every validation with a checkpoint."""
     from ray import tune
+
+    from gpo.inputs import assemble
+    from gpo.pipeline import run_training
 
     quiet_worker(study.resources.cpu)
     cfg = study.experiment(base_model, k, params)
@@ -186,6 +189,9 @@ def final_run(study: StudyConfig, base_model: BaseModel, k: int, params: dict, s
     The run lives in the study's storage (final/<tag>/): its checkpoints are uploaded at every
     validation, so a retry on another node continues from the last one, and results.parquet,
     uploaded last, marks it done (a finished run is read back, not rerun)."""
+    from gpo.inputs import assemble
+    from gpo.pipeline import run_evaluation, run_training, write_results
+
     tag = f"{base_model.tag}-k{k}-seed{seed}"
     stored = study.root.child("final", tag)
     if stored.child("results.parquet").exists():
@@ -215,6 +221,8 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
     from gpo.embed.distributed import init_ray
     from gpo.embed.models import count_parameters
     from gpo.embed.replica import node_shapes
+    from gpo.inputs import load_inputs
+    from gpo.pipeline import with_schema
 
     init_ray(os.environ.get("RAY_ADDRESS", ""))
     live, _, autoscaler = node_shapes(ray)  # an autoscaler may add nodes to a cluster of one

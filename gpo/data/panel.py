@@ -73,10 +73,10 @@ class Panel:
             self._cache["indicators"] = (self.onehot(self.answers)[0], (self.answers >= 0).float())
         return self._cache["indicators"]
 
-    def own(self, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def own(self, tasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, P) each row's own weighted chosen and answered points if it is in the panel, else 0."""
         chosen, answered = self.totals()
-        col = self.column[groups]
+        col = self.column[tasks]
         inside = (col >= 0)[:, None]
         return torch.where(inside, chosen[col.clamp_min(0)], 0.0), torch.where(inside, answered[col.clamp_min(0)], 0.0)
 
@@ -85,10 +85,10 @@ class Panel:
         order = torch.argsort((self.members * 0.6180339887) % 1)
         return torch.empty_like(order).scatter_(0, order, torch.arange(self.size, device=order.device) % n)
 
-    def fold_of(self, groups: torch.Tensor, n: int = FOLDS) -> torch.Tensor:
+    def fold_of(self, tasks: torch.Tensor, n: int = FOLDS) -> torch.Tensor:
         """(B,) the fold of each row's respondent, n for a respondent outside the panel: the index
         of the fit a row may read when fits are made per fold and one more on the whole panel."""
-        col = self.column[groups]
+        col = self.column[tasks]
         return torch.where(col >= 0, self.folds(n)[col.clamp_min(0)], n)
 
     def components(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,10 +116,10 @@ class Panel:
         n = answered.sum(0)
         return torch.where(n > 0, chosen.sum(0) / n.clamp_min(1e-12), self.uniform)
 
-    def mean(self, groups: torch.Tensor) -> torch.Tensor:
+    def mean(self, tasks: torch.Tensor) -> torch.Tensor:
         """(B, P) the population's shares as each row may read them: its own answers left out."""
         chosen, answered = self.totals()
-        own_chosen, own_answered = self.own(groups)
+        own_chosen, own_answered = self.own(tasks)
         n = answered.sum(0) - own_answered
         return torch.where(n > 0, (chosen.sum(0) - own_chosen) / n.clamp_min(1e-12), self.uniform)
 

@@ -55,7 +55,7 @@ class SurveyData:
     questions: list[str]
     options: list[list[str]]
     ordinal: list[list[float] | None]
-    groups: list[str]  # task names: group labels, or respondent ids
+    tasks: list[str]  # task names: group labels, or respondent ids
     attributes: list[str]  # each group's attribute ("POLPARTY", "COUNTRY", ...; "RESPONDENT")
     y: np.ndarray  # (G, P) float32 shares, NaN where the group lacks the question
     filtered: np.ndarray  # (Q,) bool: an evaluation question (passed the question filters)
@@ -84,7 +84,7 @@ class SurveyData:
 
     @property
     def text(self) -> SurveyText:
-        return SurveyText(self.questions, self.options, self.groups, self.attributes)
+        return SurveyText(self.questions, self.options, self.tasks, self.attributes)
 
     @property
     def n_points(self) -> int:
@@ -96,7 +96,7 @@ class SurveyData:
         if not groups or not questions.any():
             return self
         y = self.y.copy()
-        row_of = {g: i for i, g in enumerate(self.groups)}
+        row_of = {g: i for i, g in enumerate(self.tasks)}
         y[np.ix_([row_of[g] for g in groups], questions[self.point_question])] = np.nan
         return replace(self, y=y)
 
@@ -186,7 +186,7 @@ def select(
         questions=questions["question"].tolist(),
         options=[list(o) for o in questions["options"]],
         ordinal=[None if o is None else list(o) for o in questions["ordinal"]],
-        groups=list(wanted),
+        tasks=list(wanted),
         attributes=[attribute_of[g] for g in wanted],
         y=y,
         filtered=questions["qid"].isin(filtered).to_numpy(),
@@ -212,7 +212,7 @@ def respondent_survey(responses, require_ordinal: bool = False) -> SurveyData:
         questions=[q for q, k in zip(responses.questions, keep) if k],
         options=[list(o) for o in options],
         ordinal=[o for o, k in zip(responses.ordinal, keep) if k],
-        groups=list(responses.respondents),
+        tasks=list(responses.respondents),
         attributes=["RESPONDENT"] * len(responses.respondents),
         y=y,
         filtered=np.ones(int(keep.sum()), bool),

@@ -101,7 +101,7 @@ class SyntheticRespondents:
     def build(self):
         """The respondents' answers as gpo/data/respondents.py `Responses`, a random feature per
         point (P, feature_dim) in question-then-option order, and each respondent's class (R,)."""
-        from gpo.data.respondents import Responses
+        from gpo.data.responses import Responses
 
         rng = np.random.default_rng(self.seed)
         R, Q, O = self.n_respondents, self.n_questions, self.n_options

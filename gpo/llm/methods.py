@@ -74,7 +74,7 @@ class LLMMethod:
     def __call__(self, points: Points, basis, episode: Episode) -> torch.Tensor:
         rows = episode_questions(points, episode)
         with self.using():
-            per_row = [self.row(g, ctx_q, shares, targets) for g, (ctx_q, shares, targets) in zip(episode.groups.tolist(), rows)]
+            per_row = [self.row(g, ctx_q, shares, targets) for g, (ctx_q, shares, targets) in zip(episode.tasks.tolist(), rows)]
         return self.fill(points, per_row)
 
     def score(self, texts: list[str], questions: list[int]) -> dict:
