@@ -73,7 +73,7 @@ def test_the_smallest_real_gguf_loads_cut_and_pools():
     assert np.abs(shared - whole).max() <= 1e-4 * np.abs(whole).max()  # prefix sharing changes nothing
     # DeepSpeed casts the model to embed.dtype, which transformers refuses for a model it still
     # marks quantized though its GGUF weights were de-quantized as it loaded (embed.tp > 1 failed)
-    engine = Embedder(EmbedConfig(model="smollm2-135m", layers=2, backend="deepspeed"))
+    engine = Embedder(EmbedConfig(model="smollm2-135m", layers=2, backend="deepspeed"), tokenizer=cut.tokenizer, net=cut.net)
     assert np.abs(engine.embed(QUESTIONS)[0] - shared).max() <= 1e-4 * np.abs(shared).max()
 
 
