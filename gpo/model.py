@@ -39,7 +39,7 @@ def mlp(d_in: int, d_hidden: int, d_out: int, depth: int) -> nn.Sequential:
     dims = [d_in] + [d_hidden] * (depth - 1)
     layers: list[nn.Module] = []
     for a, b in zip(dims[:-1], dims[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
+        layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, nn.Linear(dims[-1], d_out))
 
 
@@ -72,13 +72,13 @@ class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.attn = ContextAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
-        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_ff, cfg.d_model))
+        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_ff, cfg.d_model))
         self.norm1, self.norm2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.drop1, self.drop2 = nn.Dropout(cfg.dropout), nn.Dropout(cfg.dropout)
 
     def forward(self, h, n_ctx, ctx_valid):
-        h = self.norm1(h + self.drop1(self.attn(h, n_ctx, ctx_valid)))
-        return self.norm2(h + self.drop2(self.ff(h)))
+        h = self.norm1(self.drop1(self.attn(h, n_ctx, ctx_valid)).add_(h))  # in place: a fresh tensor each
+        return self.norm2(self.drop2(self.ff(h)).add_(h))
 
 
 class RidgeReadout(nn.Module):
@@ -109,7 +109,7 @@ class GPO(nn.Module):
         self.residual = cfg.prior != "none"
         self.embed = mlp(d_features + (3 if self.residual else 1), cfg.d_model, cfg.d_model, cfg.embed_depth)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(), nn.Linear(cfg.d_ff, 2))
+        self.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(inplace=True), nn.Linear(cfg.d_ff, 2))
         self.readout = RidgeReadout(cfg.d_model, cfg.readout_dim) if cfg.readout == "ridge" else None
         if self.residual:
             nn.init.zeros_(self.head[-1].weight)  # start exactly at the prior
@@ -124,6 +124,12 @@ class GPO(nn.Module):
         Returns the mean logits and log-stds (B, N - n_ctx) of the targets. The targets' y
         is never read, so labels can travel in the same tensor.
         """
+        if n_ctx == 0 and not self.training:
+            return self.without_context(features, valid, prior, table, ids)
+        return self.compute(features, y, valid, n_ctx, prior, table, ids)
+
+    def compute(self, features, y, valid, n_ctx: int, prior, table=None, ids=None):
+        """`forward`, every token computed."""
         is_ctx = torch.zeros_like(valid)
         is_ctx[:, :n_ctx] = True
         y_in = torch.where(is_ctx, y, 0.0)
@@ -138,6 +144,20 @@ class GPO(nn.Module):
             mean = mean + self.readout(h[:, :n_ctx], h[:, n_ctx:], residual[:, :n_ctx], ctx_valid)
         # log p0 is constant within a question when p0 is uniform: softmax means never see it
         return mean + prior[:, n_ctx:].clamp_min(1e-6).log(), log_std
+
+    def without_context(self, features, valid, prior, table=None, ids=None):
+        """`forward` with no context: a target attends to nothing, so its prediction is a function
+        of its own token (point, features, prior) and each distinct token is computed once (at
+        k = 0, tasks with the same prior share every one)."""
+        B, N = valid.shape
+        point = ids if ids is not None else torch.zeros_like(valid, dtype=torch.long)
+        columns = [features, prior[..., None], valid[..., None], point[..., None]]
+        key = torch.cat([c.to(features.dtype) for c in columns], -1).flatten(0, 1)  # point ids < 2^24 are exact
+        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+        f, p0, ok, at = distinct[None].split([features.shape[-1], 1, 1, 1], -1)
+        mean, log_std = self.compute(f, torch.zeros_like(p0[..., 0]), ok[..., 0].bool(), 0, p0[..., 0], table,
+                                     at[..., 0].long() if ids is not None else None)
+        return mean[0, inverse].view(B, N), log_std[0, inverse].view(B, N)
 
     def embed_tokens(self, tokens: list[torch.Tensor], table=None, ids=None) -> torch.Tensor:
         """The input MLP on each token's [point features; y; ...], its first layer split: a linear

@@ -157,3 +157,24 @@ def test_model_runs_on_the_device_of_its_inputs():
 def test_heads_must_divide_width():
     with pytest.raises(ConfigError, match=r"d_model: expected a multiple of n_heads \(4\), got 30"):
         ModelConfig(d_model=30, n_heads=4)
+
+
+@pytest.mark.parametrize("prior", ["none", "kernel"])
+def test_without_context_each_distinct_token_is_computed_once_with_the_same_predictions(prior):
+    """At k = 0 a target attends to nothing: equal tokens (point, features, prior) are computed
+    once, and every prediction equals the one computed token by token."""
+    model = small_model(prior=prior)
+    g = torch.Generator().manual_seed(1)
+    table, d_rest = torch.randn(6, 12, generator=g), 16 - 12
+    ids = torch.randint(-1, 6, (8, 9), generator=g)  # 8 rows of 9 tokens over 6 points, -1 padding
+    rest = torch.randn(2, d_rest, generator=g)[torch.arange(8) % 2]  # two kinds of task: features per row
+    features = rest[:, None, :].expand(8, 9, d_rest).contiguous()
+    p0 = torch.rand(6, generator=g)[ids.clamp_min(0)] * (1 + torch.arange(8)[:, None] % 2)
+    args = dict(features=features, y=torch.rand(8, 9, generator=g), valid=ids >= 0, n_ctx=0, prior=p0, table=table, ids=ids)
+    sizes = []
+    hook = model.blocks[0].register_forward_pre_hook(lambda module, a: sizes.append(a[0].shape[:2]))
+    mean, log_std = model(**args)
+    hook.remove()
+    full_mean, full_log_std = model.compute(**args)
+    assert sizes[0][0] == 1 and sizes[0][1] <= 2 * 7  # at most (6 points + padding) x 2 kinds of task
+    assert torch.allclose(mean, full_mean, atol=1e-5) and torch.allclose(log_std, full_log_std, atol=1e-5)
