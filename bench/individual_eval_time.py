@@ -48,11 +48,11 @@ def measure(run: Path, scores: Path) -> dict:
     times, frames = {}, []
     for name, method in methods.items():
         start = time.perf_counter()
-        frames.append(evaluate({name: method}, prep.points, prep.labels, prep.basis, test, prep.data.tasks, cfg.eval.ks,
+        frames.append(evaluate({name: method}, prep.points, prep.labels, prep.basis, test, list(prep.row_of), cfg.eval.ks,
                                cfg.eval.draws, cfg.eval.seed, prep.chunk, cfg.eval.max_targets, metrics=prep.metrics))
         times[name] = time.perf_counter() - start
     start = time.perf_counter()  # all together, as a run evaluates them
-    evaluate(methods, prep.points, prep.labels, prep.basis, test, prep.data.tasks, cfg.eval.ks, cfg.eval.draws,
+    evaluate(methods, prep.points, prep.labels, prep.basis, test, list(prep.row_of), cfg.eval.ks, cfg.eval.draws,
              cfg.eval.seed, prep.chunk, cfg.eval.max_targets, metrics=prep.metrics)
     together = time.perf_counter() - start
     pd.concat(frames).to_parquet(scores)

@@ -93,7 +93,7 @@ def measure(respondents: int, questions: int, ks: list[int], max_test: int | Non
     start = time.perf_counter()
     for name, group in ({"every method in one pass": methods} if one_pass else {n: {n: m} for n, m in methods.items()}).items():
         t = time.perf_counter()
-        evaluate(group, prep.points, prep.labels, prep.basis, prep.index(test), data.tasks, ks, 1,
+        evaluate(group, prep.points, prep.labels, prep.basis, prep.index(test), list(prep.row_of), ks, 1,
                  cfg.eval.seed, prep.chunk, metrics=prep.metrics)
         times[name] = round(time.perf_counter() - t, 1)
     phase("evaluate", start)

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpo.ops import distinct_rows
+
 
 def mlp(d_in: int, d_hidden: int, d_out: int, depth: int) -> nn.Sequential:
     dims = [d_in] + [d_hidden] * (depth - 1)
@@ -72,7 +74,8 @@ class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.attn = ContextAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
-        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_ff, cfg.d_model))
+        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout),
+                                nn.Linear(cfg.d_ff, cfg.d_model))
         self.norm1, self.norm2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.drop1, self.drop2 = nn.Dropout(cfg.dropout), nn.Dropout(cfg.dropout)
 
@@ -152,9 +155,9 @@ class GPO(nn.Module):
         B, N = valid.shape
         point = ids if ids is not None else torch.zeros_like(valid, dtype=torch.long)
         columns = [features, prior[..., None], valid[..., None], point[..., None]]
-        key = torch.cat([c.to(features.dtype) for c in columns], -1).flatten(0, 1)  # point ids < 2^24 are exact
-        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
-        f, p0, ok, at = distinct[None].split([features.shape[-1], 1, 1, 1], -1)
+        key = torch.cat([c.float() for c in columns], -1).flatten(0, 1)  # point ids < 2^24 are exact
+        first, inverse = distinct_rows(key)
+        f, p0, ok, at = key[first][None].split([features.shape[-1], 1, 1, 1], -1)
         mean, log_std = self.compute(f, torch.zeros_like(p0[..., 0]), ok[..., 0].bool(), 0, p0[..., 0], table,
                                      at[..., 0].long() if ids is not None else None)
         return mean[0, inverse].view(B, N), log_std[0, inverse].view(B, N)

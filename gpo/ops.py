@@ -67,3 +67,17 @@ def centred_log(y: torch.Tensor, point_question: torch.Tensor, eps: float) -> to
     totals = torch.zeros(flat.shape[0], n_q, dtype=logs.dtype, device=logs.device).index_add(1, point_question, flat)
     counts = torch.bincount(point_question, minlength=n_q).to(logs.dtype)
     return (flat - (totals / counts)[:, point_question]).reshape(logs.shape)
+
+
+def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of a (T, C) float32 tensor that are equal bit for bit: (first, inverse), the first
+    index of each distinct row (U,) and each row's distinct index (T,), so x[first][inverse]
+    == x. Column by column, each 1-D unique over a code below T * 2^32 (torch.unique over rows,
+    dim=0, is many times slower on a CPU)."""
+    code = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    for column in x.unbind(1):
+        bits = column.contiguous().view(torch.int32).long() & 0xFFFFFFFF
+        code = torch.unique(code * 2**32 + bits, return_inverse=True)[1]
+    first = torch.full((int(code.max()) + 1 if len(code) else 0,), x.shape[0], dtype=torch.long, device=x.device)
+    first.scatter_reduce_(0, code, torch.arange(x.shape[0], device=x.device), "amin")
+    return first, code

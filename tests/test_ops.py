@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import nnls as scipy_nnls
 
-from gpo.ops import compact, nnls, segment_softmax
+from gpo.ops import compact, distinct_rows, nnls, segment_softmax
 
 
 def loop_segment_softmax(logits, segment):
@@ -63,3 +63,15 @@ def test_nnls_matches_scipy(J, seed):
 
 def test_segment_softmax_of_no_targets_is_empty():
     assert segment_softmax(torch.zeros(3, 0), torch.zeros(3, 0, dtype=torch.long)).shape == (3, 0)
+
+
+@settings(max_examples=50)
+@given(st.integers(0, 40), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_distinct_rows_groups_rows_exactly_as_unique_over_rows(T, C, values, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, values, (T, C), generator=g).float() * torch.randn(C, generator=g)  # many repeats
+    first, inverse = distinct_rows(x)
+    assert torch.equal(x[first][inverse], x)  # every row is its distinct row
+    assert len(first) == len(torch.unique(x.view(torch.int32), dim=0))  # one per bit pattern (0.0 and -0.0 differ)
+    assert torch.equal(inverse[first], torch.arange(len(first)))
+    assert all(int(first[c]) == int((inverse == c).nonzero()[0]) for c in range(len(first)))  # the first row of each
