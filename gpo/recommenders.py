@@ -82,6 +82,9 @@ def agreement(points: Points, panel: Panel, episode: Episode) -> torch.Tensor:
 @register(units=("respondent",), grid={"neighbours": [10, 30, 100, 300], "smoothing": [1.0, 4.0]})
 def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, smoothing: float = 2.0) -> torch.Tensor:
     prior = panel.mean(episode.tasks)
+    has_context = ((episode.ctx >= 0) & (episode.ctx_y > 0.5)).any(1, keepdim=True)
+    if not has_context.any():  # k = 0: no one to agree with (J agreement rates of 1/2 a row spared)
+        return prior
     tiebreak = ((panel.members * 0.6180339887) % 1) * 1e-6  # equal agreements: an order fixed per respondent, not per panel
     sim = agreement(points, panel, episode).add_(tiebreak)
     own = panel.column[episode.tasks]
@@ -93,7 +96,6 @@ def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, sm
                                       sim.shape, check_invariants=False)  # (B, J), K ones a row: a sparse product reads only the neighbours
     chosen, answered = panel.totals()
     near = (torch.sparse.mm(nearest, chosen) + smoothing * prior) / (torch.sparse.mm(nearest, answered) + smoothing)
-    has_context = ((episode.ctx >= 0) & (episode.ctx_y > 0.5)).any(1, keepdim=True)
     return torch.where(has_context, near, prior)
 
 
