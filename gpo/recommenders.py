@@ -23,6 +23,7 @@ With no context at all (k = 0), knn and lowrank predict the population. The pane
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from gpo.data.panel import Panel
 from gpo.ops import per_question_normalise
@@ -91,11 +92,10 @@ def knn(points: Points, panel: Panel, episode: Episode, neighbours: int = 30, sm
     inside = torch.nonzero(own >= 0).squeeze(1)
     sim[inside, own[inside]] = -1.0  # never itself
     top = sim.topk(min(neighbours, panel.size), dim=1).indices  # (B, K)
-    rows = torch.arange(top.shape[0], device=top.device).repeat_interleave(top.shape[1])
-    nearest = torch.sparse_coo_tensor(torch.stack([rows, top.reshape(-1)]), torch.ones(top.numel(), device=top.device),
-                                      sim.shape, check_invariants=False)  # (B, J), K ones a row: a sparse product reads only the neighbours
     chosen, answered = panel.totals()
-    near = (torch.sparse.mm(nearest, chosen) + smoothing * prior) / (torch.sparse.mm(nearest, answered) + smoothing)
+    # the neighbours' rows summed as bags of embeddings: only their K rows are read
+    near = ((F.embedding_bag(top, chosen, mode="sum") + smoothing * prior)
+            / (F.embedding_bag(top, answered, mode="sum") + smoothing))
     return torch.where(has_context, near, prior)
 
 

@@ -67,6 +67,13 @@ class Panel:
             self._cache["totals"] = (chosen * w, answered * w)
         return self._cache["totals"]
 
+    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P,) the panel's weighted chosen and answered points summed over its respondents."""
+        if "sums" not in self._cache:
+            chosen, answered = self.totals()
+            self._cache["sums"] = (chosen.sum(0), answered.sum(0))
+        return self._cache["sums"]
+
     def indicators(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(J, P) the panel's one-hot answers and (J, Q) its answered questions, unweighted."""
         if "indicators" not in self._cache:
@@ -108,20 +115,19 @@ class Panel:
     @property
     def covered(self) -> torch.Tensor:
         """(P,) whether some training respondent answered the point's question."""
-        return self.totals()[1].sum(0) > 0
+        return self.sums()[1] > 0
 
     def population(self) -> torch.Tensor:
         """(P,) the survey-weighted answer shares of the training respondents; uniform where none answered."""
-        chosen, answered = self.totals()
-        n = answered.sum(0)
-        return torch.where(n > 0, chosen.sum(0) / n.clamp_min(1e-12), self.uniform)
+        chosen, n = self.sums()
+        return torch.where(n > 0, chosen / n.clamp_min(1e-12), self.uniform)
 
     def mean(self, tasks: torch.Tensor) -> torch.Tensor:
         """(B, P) the population's shares as each row may read them: its own answers left out."""
-        chosen, answered = self.totals()
+        chosen, answered = self.sums()
         own_chosen, own_answered = self.own(tasks)
-        n = answered.sum(0) - own_answered
-        return torch.where(n > 0, (chosen.sum(0) - own_chosen) / n.clamp_min(1e-12), self.uniform)
+        n = answered - own_answered
+        return torch.where(n > 0, (chosen - own_chosen) / n.clamp_min(1e-12), self.uniform)
 
     def cells(self, attributes: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Respondents grouped by their values of `attributes` (unknown is a value of its own):
