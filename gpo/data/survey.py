@@ -194,7 +194,7 @@ def select(
 
 
 def respondent_survey(responses, require_ordinal: bool = False) -> SurveyData:
-    """Arrays for per-respondent answers (gpo/data/respondents.py `Responses`): every respondent
+    """Arrays for per-respondent answers (gpo/data/responses.py `Responses`): every respondent
     a task whose share of a point is 1 for the option it chose and 0 for the question's other
     options (NaN for questions it did not answer), built without a Python object per answer."""
     keep = np.array([o is not None for o in responses.ordinal]) if require_ordinal else np.ones(len(responses.qids), bool)

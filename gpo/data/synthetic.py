@@ -99,7 +99,7 @@ class SyntheticRespondents:
     seed: int = 0
 
     def build(self):
-        """The respondents' answers as gpo/data/respondents.py `Responses`, a random feature per
+        """The respondents' answers as gpo/data/responses.py `Responses`, a random feature per
         point (P, feature_dim) in question-then-option order, and each respondent's class (R,)."""
         from gpo.data.responses import Responses
 
