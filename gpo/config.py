@@ -326,6 +326,9 @@ class LLMConfig:
 # The reference code's protocol where it departs from this project's (configs/paper-reference.yaml)
 REFERENCE = {"data.split_rounding": "floor", "data.validation": REFERENCE_VALIDATION, "train.grad_clip": 0.0,
              "train.question_order": "batch", "eval.contexts": "shared", "eval.draws": 1, "eval.aggregate": "pairs"}
+# ... where tasks answer different questions (GlobalOpinionQA: data.require_all_groups false), the
+# reference orders each task's questions apart and draws each test group its own context, as here
+PER_TASK_REFERENCE = {**REFERENCE, "train.question_order": "task", "eval.contexts": "per-task"}
 
 
 @dataclass
@@ -350,11 +353,12 @@ class ExperimentConfig:
         values = {"data.split_rounding": self.data.split_rounding, "data.validation": self.data.validation,
                   "train.grad_clip": self.train.grad_clip, "train.question_order": self.train.question_order,
                   "eval.contexts": self.eval.contexts, "eval.draws": self.eval.draws, "eval.aggregate": self.eval.aggregate}
-        like = [key for key, value in REFERENCE.items() if values[key] == value]
-        if len(like) == len(REFERENCE):
+        reference = REFERENCE if self.data.require_all_groups else PER_TASK_REFERENCE
+        like = [key for key, value in reference.items() if values[key] == value]
+        if len(like) == len(reference):
             return "reference"
-        if 2 * len(like) > len(REFERENCE):
-            return "reference except " + ", ".join(f"{k}={values[k]}" for k in REFERENCE if k not in like)
+        if 2 * len(like) > len(reference):
+            return "reference except " + ", ".join(f"{k}={values[k]}" for k in reference if k not in like)
         return "project" + (" except " + ", ".join(f"{k}={values[k]}" for k in like) if like else "")
 
     @property

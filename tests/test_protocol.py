@@ -49,3 +49,8 @@ def test_a_config_names_the_protocol_it_follows():
         "reference except data.validation=carved"
     assert load_config("configs/paper.yaml").protocol == "project"
     assert load_config("configs/demo.yaml", ["eval.draws=1"]).protocol == "project except eval.draws=1"
+    # GlobalOpinionQA: the reference draws each country its own context and orders each task's questions
+    on_countries = ["data.require_all_groups=false", "train.question_order=task", "eval.contexts=per-task"]
+    assert load_config("configs/paper-reference.yaml", on_countries).protocol == "reference"
+    assert load_config("configs/paper-reference.yaml", on_countries[:1]).protocol == \
+        "reference except train.question_order=batch, eval.contexts=shared"
