@@ -13,7 +13,6 @@ measured on this checkout only: a worktree's `gpo.tune` is not importable in pla
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from worktree import ROOT, environment, worktree
 
 CONFIGS = {  # case -> the bad config's text
     "unknown key": "train:\n  stepz: 3\n",
@@ -33,10 +32,9 @@ STUDY = "name: bad\nbase: configs/demo.yaml\nspace:\n  model.d_modle: {choice: [
 
 def refusal_s(argv: list[str], code: Path | None) -> float:
     """Seconds from starting an interpreter to its refusal of `argv` (exit status 2 expected)."""
-    env = dict(os.environ, PYTHONPATH=str(code)) if code else dict(os.environ)
     script = f"import sys\nfrom gpo.cli import main\nsys.exit(main({argv!r}))"
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=code or ROOT)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment(code), cwd=code or ROOT)
     seconds = time.perf_counter() - start
     if done.returncode != 2:
         sys.exit(f"{argv} at {code or ROOT}: expected a refusal (exit 2), got {done.returncode}: {done.stderr[-2000:]}")
@@ -48,34 +46,27 @@ def main() -> None:
     parser.add_argument("--baseline", help="git commit to compare with")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, worktree(args.baseline) as base:
         tmp = Path(tmp)
-        base = tmp / "base"
-        if args.baseline:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), args.baseline], check=True)
-        try:
-            cases = {}
-            for case, text in CONFIGS.items():
-                path = tmp / f"{case.replace(' ', '-')}.yaml"
-                path.write_text(text)
-                cases[f"gpo run: {case}"] = (["run", str(path)], bool(args.baseline))
-            (tmp / "study.yaml").write_text(STUDY)
-            cases["gpo sweep: unknown space key"] = (["sweep", str(tmp / "study.yaml")], False)
-            print(f"median of {args.repeat} fresh interpreters, start-up included")
-            for case, (argv, compare) in cases.items():
-                now, then = [], []
-                for _ in range(args.repeat):
-                    now.append(refusal_s(argv, None))
-                    if compare:
-                        then.append(refusal_s(argv, base))
-                line = f"  {case:32s} {statistics.median(now):6.2f} s"
-                if compare:
-                    old = statistics.median(then)
-                    line += f"   at {args.baseline}: {old:6.2f} s   ({old / statistics.median(now):.1f}x faster)"
-                print(line)
-        finally:
-            if args.baseline:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=True)
+        cases = {}
+        for case, text in CONFIGS.items():
+            path = tmp / f"{case.replace(' ', '-')}.yaml"
+            path.write_text(text)
+            cases[f"gpo run: {case}"] = (["run", str(path)], base)
+        (tmp / "study.yaml").write_text(STUDY)
+        cases["gpo sweep: unknown space key"] = (["sweep", str(tmp / "study.yaml")], None)
+        print(f"median of {args.repeat} fresh interpreters, start-up included")
+        for case, (argv, baseline) in cases.items():
+            now, then = [], []
+            for _ in range(args.repeat):
+                now.append(refusal_s(argv, None))
+                if baseline:
+                    then.append(refusal_s(argv, baseline))
+            line = f"  {case:32s} {statistics.median(now):6.2f} s"
+            if baseline:
+                old = statistics.median(then)
+                line += f"   at {args.baseline}: {old:6.2f} s   ({old / statistics.median(now):.1f}x faster)"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from worktree import ROOT, environment, worktree
 
 
 def measure(run: Path, scores: Path) -> dict:
@@ -61,8 +60,7 @@ def measure(run: Path, scores: Path) -> dict:
 
 
 def child(run: Path, scores: Path, code: Path | None) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(code)) if code else dict(os.environ)
-    out = subprocess.run([sys.executable, __file__, str(run.resolve()), "--one", str(scores)], env=env, cwd=code or ROOT,
+    out = subprocess.run([sys.executable, __file__, str(run.resolve()), "--one", str(scores)], env=environment(code), cwd=code or ROOT,
                          capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"{'baseline' if code else 'this checkout'}: {out.stderr[-3000:]}")
@@ -84,11 +82,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         runs = {}
-        if args.baseline:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tmp / "base"), args.baseline],
-                           check=True)
-            runs["baseline"] = child(args.run, tmp / "base.parquet", tmp / "base")
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "base")], check=True)
+        with worktree(args.baseline) as base:
+            if base:
+                runs["baseline"] = child(args.run, tmp / "base.parquet", base)
         runs["now"] = child(args.run, tmp / "now.parquet", None)
         now = runs["now"]
         print(f"{now['tasks']} test respondents x {now['ks']} k's x {now['draws']} draws; {now['threads']} threads")

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from worktree import ROOT, environment, worktree
 
 
 def rss_mb() -> float:
@@ -106,10 +104,9 @@ def child(size: str, args, max_test: int | None, code: Path | None) -> dict:
     """One size measured in its own process, importing the project from `code` (a worktree of
     another commit) or from this checkout."""
     cap = ["--max-test", str(max_test)] if max_test else []
-    env = dict(os.environ, PYTHONPATH=str(code)) if code else dict(os.environ)
     out = subprocess.run([sys.executable, __file__, "--one", size, "--ks", *map(str, args.ks), *cap,
                           *(["--one-pass"] if args.one_pass else []), "--set", *args.set],
-                         capture_output=True, text=True, env=env, cwd=code or ROOT)
+                         capture_output=True, text=True, env=environment(code), cwd=code or ROOT)
     if out.returncode:
         sys.exit(f"{size} ({'baseline' if code else 'this checkout'}): {out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -146,22 +143,15 @@ def main() -> None:
         r, q = map(int, args.one.split("x"))
         print(json.dumps(measure(r, q, args.ks, args.max_test, args.set, args.one_pass)))
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base"
-        if args.baseline:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), args.baseline], check=True)
-        try:
-            for size in args.sizes:
-                now = child(size, args, args.max_test, None)
-                report(now, "this checkout")
-                if args.baseline:
-                    old = child(size, args, args.baseline_max_test or args.max_test, base)
-                    report(old, args.baseline)
-                    print(f"  evaluation of every test respondent: {evaluation_s(old):.0f} s at {args.baseline}, "
-                          f"{evaluation_s(now):.0f} s now: {evaluation_s(old) / evaluation_s(now):.2f}x")
-        finally:
-            if args.baseline:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=True)
+    with worktree(args.baseline) as base:
+        for size in args.sizes:
+            now = child(size, args, args.max_test, None)
+            report(now, "this checkout")
+            if base:
+                old = child(size, args, args.baseline_max_test or args.max_test, base)
+                report(old, args.baseline)
+                print(f"  evaluation of every test respondent: {evaluation_s(old):.0f} s at {args.baseline}, "
+                      f"{evaluation_s(now):.0f} s now: {evaluation_s(old) / evaluation_s(now):.2f}x")
 
 
 if __name__ == "__main__":
