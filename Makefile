@@ -20,4 +20,5 @@ demo: $(BIN)/gpo
 
 test: $(BIN)/gpo
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not alone"
+	$(BIN)/pytest -q -m "alone and not slow"

@@ -2,22 +2,19 @@
 
 Accepted: study folders (study.parquet, from `gpo sweep`), run folders (results.parquet,
 from `gpo run`), benchmark tables (all_results.parquet) or the parquet files themselves, on
-any path pandas can read. A study's (or benchmark's) own runs are not counted twice. What a
-result row's method is comes from its columns (family, variant, shrunk, ensemble); files written
-before those columns (no schema version in their metadata) get them from their method names,
-here and nowhere else.
+any path pandas can read, of any version (gpo/results.py). A study's (or benchmark's) own runs
+are not counted twice.
 """
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from gpo.errors import GPOError
-from gpo.pipeline import RESULTS_SCHEMA, SCHEMA_KEY
+from gpo.results import read_results
 
 RESULT_FILES = ("study.parquet", "all_results.parquet", "results.parquet")
 
@@ -39,26 +36,6 @@ def find(paths) -> list[Path]:
     return found
 
 
-LEGACY_NAME = re.compile(r"^(?:gpo\[(?P<variant>[^\]]*)\](?P<mlp>-mlp)?|gpo-(?P<paper>paper(?:-mlp)?)|llm-(?P<llm>.+?)"
-                         r"|(?P<baseline>[^+]+?))(?:-ens(?P<ensemble>\d+))?(?P<shrunk>\+shrink)?$")
-
-
-def legacy_kinds(methods: pd.Series) -> dict:
-    """The columns of a method's kind (family, variant, shrunk, ensemble) for results written
-    before they were columns (no schema version): read from the names those versions wrote,
-    gpo[VARIANT], gpo-paper, -mlp, -ensN, +shrink, llm-NAME, a baseline's own name."""
-    kinds = {}
-    for name in methods.dropna().unique():
-        m = LEGACY_NAME.match(name).groupdict()
-        family = "gpo" if m["variant"] is not None or m["paper"] else "llm" if m["llm"] else m["baseline"]
-        variant = (m["variant"] + (m["mlp"] or "")) if m["variant"] is not None else m["paper"] or m["llm"] or ""
-        kinds[name] = (family, variant, bool(m["shrunk"]), int(m["ensemble"] or 1))
-    none = (None, None, None, None)  # rows that are no method's (a study's trials)
-    columns = pd.DataFrame([kinds.get(m, none) for m in methods], index=methods.index,
-                           columns=["family", "variant", "shrunk", "ensemble"])
-    return {c: columns[c] for c in columns}
-
-
 @lru_cache(maxsize=None)
 def model_metadata(model: str, layers: int) -> dict:
     """Parameters, depth, width and family of a base model (weights are not loaded)."""
@@ -74,18 +51,12 @@ def model_metadata(model: str, layers: int) -> dict:
 
 def load(paths) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
     """(test results, sweep trials, files read). Test results have one row per
-    (source, base model, method, k, group, seed, split) with a `score` (its `metric`: alignment
+    (source, base model, method, k, task, seed, split) with a `score` (its `metric`: alignment
     for groups, accuracy for respondents)."""
     files = find(paths)
     tests, trials = [], []
     for f in files:
-        table = pd.read_parquet(f)
-        schema = table.attrs.get(SCHEMA_KEY)
-        if schema is not None and schema > RESULTS_SCHEMA:
-            raise GPOError(f"{f}: results of schema {schema}, newer than this gpo-study reads ({RESULTS_SCHEMA}): upgrade it")
-        if schema is None and "method" in table and "family" not in table:
-            table = table.assign(**legacy_kinds(table["method"]))
-        table = table.assign(source=str(f))
+        table = read_results(f).assign(source=str(f))
         if "kind" in table:
             trials.append(table[table.kind == "trial"])
             table = table[table.kind == "test"]

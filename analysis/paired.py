@@ -36,9 +36,9 @@ def split_roles(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def differences(rows: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
-    """Per (unit, group): the score of `a` minus `b` on the test rows, where both were scored."""
+    """Per (unit, task): the score of `a` minus `b` on the test rows, where both were scored."""
     rows, _ = split_roles(rows)
-    keys = [c for c in UNIT if c in rows] + ["group"]
+    keys = [c for c in UNIT if c in rows] + ["task"]
     wide = rows[rows.method.isin([a, b])].pivot_table(index=keys, columns="method", values="score")
     if not {a, b} <= set(wide.columns):
         raise ValueError(f"no test rows scored both {a} and {b}")
@@ -65,7 +65,7 @@ def choose_reference(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
               .groupby([*by, "method"]).mean().reset_index())
     best = scores.loc[scores.groupby(by)["score"].idxmax()] if len(scores) else scores
     best = {tuple(row[by]): row["method"] for _, row in best.iterrows()}
-    n_groups = val.groupby([*by, *units])["group"].nunique().groupby(by).mean().round().astype(int) if len(val) else {}
+    n_groups = val.groupby([*by, *units])["task"].nunique().groupby(by).mean().round().astype(int) if len(val) else {}
     out = []
     for key, cell in tests.groupby(by):
         key = key if isinstance(key, tuple) else (key,)

@@ -165,7 +165,7 @@ def groups(group_diffs: pd.DataFrame, dataset: str, base: str, out: Path) -> str
     part = group_diffs[(group_diffs.dataset == dataset) & (group_diffs.base == base)]
     shown = part[~part.method.isin(LEFT_OUT)]
     ks = sorted(part["k"].unique())
-    tables = {k: shown[shown.k == k].pivot_table(index="group", columns="method", values="mean") for k in ks}
+    tables = {k: shown[shown.k == k].pivot_table(index="task", columns="method", values="mean") for k in ks}
     gpo = gpo_methods(shown)
     tables = {k: t[order(t.columns, gpo)] for k, t in tables.items()}
     first = tables[ks[-1]]

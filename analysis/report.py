@@ -175,7 +175,7 @@ def group_differences(tests: pd.DataFrame, references: pd.DataFrame) -> pd.DataF
     for ref in references.itertuples(index=False):
         cell = tests[(tests.dataset == ref.dataset) & (tests.base == ref.base) & (tests.k == ref.k)]
         for method in set(cell.method) - {ref.reference}:
-            d = differences(cell, method, ref.reference).groupby("group")["score"].mean().rename("mean").reset_index()
+            d = differences(cell, method, ref.reference).groupby("task")["score"].mean().rename("mean").reset_index()
             out.append(d.assign(dataset=ref.dataset, base=ref.base, k=ref.k, method=method, family=family[method],
                                 reference=ref.reference, chosen_on=ref.chosen_on))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()

@@ -138,7 +138,7 @@ def summarise_study(tests: pd.DataFrame, comparisons: pd.DataFrame, wins: pd.Dat
     paragraphs = []
     for dataset, part in tests.groupby("dataset"):
         sizes = part.drop_duplicates("base").sort_values("base_params")
-        groups = part.groupby([*CELL, *(c for c in UNIT if c in part)])["group"].nunique()
+        groups = part.groupby([*CELL, *(c for c in UNIT if c in part)])["task"].nunique()
         n_groups = str(groups.min()) if groups.min() == groups.max() else f"{groups.min()} to {groups.max()}"
         metric = metric_of(part)
         tasks = "respondents" if "unit" in part and (part["unit"] == "respondent").any() else "groups"

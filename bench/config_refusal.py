@@ -1,7 +1,7 @@
 """How long a bad config or study takes to be refused: `gpo run BAD.yaml` and `gpo sweep
 BAD.yaml`, each in a fresh interpreter, the median of `--repeat` runs (wall clock, start-up
-included). A config's form (keys, types, ranges) is checked before torch loads; the names the
-registries hold (baselines, priors, features, losses) need the methods, and so torch.
+included). A config's form (keys, types, ranges) and the names the registries hold (baselines,
+priors, features, losses) are checked before torch loads.
 
 `--baseline REF` measures `gpo run` at git commit REF too (a worktree imported in place of
 this checkout, each case alternating between the two) and prints the ratio. The sweep case is

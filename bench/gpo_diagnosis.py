@@ -71,7 +71,7 @@ def diagnose(world: str, variant: str, readout: str, embedding: str, steps: int,
     results = run_evaluation(prep, cfg, run_training(prep, cfg))  # no table printed: it would show test tasks
     effect = context_effect(cfg.run_dir)
     val = results[results.role == "val"].groupby(["method", "k"])["score"].mean()
-    method = next(m for m in val.index.get_level_values(0) if m.startswith("gpo"))
+    method = results.method[results.family == "gpo"].iloc[0]
     history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
     first, last = history.iloc[1], history.iloc[-1]
     return {"world": world, "variant": variant, "readout": readout, "embedding": embedding, "steps": steps,

@@ -94,7 +94,7 @@ def main() -> None:
         diff = {}
         if args.baseline:
             a, b = pd.read_parquet(tmp / "base.parquet"), pd.read_parquet(tmp / "now.parquet")
-            both = a.merge(b, on=["method", "k", "group"], suffixes=("_a", "_b"))
+            both = a.merge(b, on=["method", "k", "task"], suffixes=("_a", "_b"))
             diff = (both.score_a - both.score_b).abs().groupby(both.method).max().to_dict()
         for name, s in now["times"].items():
             line = f"  {name:28s} {s:8.1f}"

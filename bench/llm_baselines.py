@@ -29,6 +29,7 @@ from gpo.llm.methods import LLM, make
 from gpo.llm.random_model import build as random_lm
 from gpo.methods import build
 from gpo.pipeline import run_training
+from gpo.tasks import kind_of
 
 GPO_VARIANTS = {"default": [], "paper": ["model.prior=none", "train.loss=gaussian"]}
 
@@ -67,9 +68,9 @@ def main() -> None:
             seconds = time.perf_counter() - start
             methods, _, _ = build(prep, vcfg, checkpoints, llm_names=[])
             for name, method in methods.items():
-                if variant == "default" or name.startswith("gpo"):
-                    rows.append(scored(name, method, prep, test, args, cfg.eval.seed)
-                                | ({"train_s": seconds} if name.startswith("gpo") else {}))
+                gpo = kind_of(name, method).family == "gpo"
+                if variant == "default" or gpo:
+                    rows.append(scored(name, method, prep, test, args, cfg.eval.seed) | ({"train_s": seconds} if gpo else {}))
         cfg.llm.model = args.model or random_lm(f"{tmp}/lm", prep.data.questions, n_embd=args.width, n_layer=args.layers,
                                                 n_head=4)
         start = time.perf_counter()

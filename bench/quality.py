@@ -32,6 +32,7 @@ from gpo.analysis.paired import choose_reference, paired, split_roles
 from gpo.analysis.report import save_bench_report
 from gpo.config import load_config
 from gpo.pipeline import run
+from gpo.results import read_results
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def report(results: pd.DataFrame) -> str:
     for ref in references.itertuples(index=False):
         part = tests[(tests[setting] == pd.Series({c: getattr(ref, c) for c in setting})).all(axis=1)]
         methods = set(part.method)
-        variants = sorted(m for m in methods if m.startswith("gpo"))
+        variants = sorted(set(part.method[part.family == "gpo"]))
         # every method against the reference; GPO against the group mixture and its prior (logit) and each other
         pairs = [(m, ref.reference) for m in sorted(methods - {ref.reference, "uniform"})]
         pairs += [(v, b) for v in variants for b in ("mixture", "logit") if b in methods and b != ref.reference]
@@ -212,19 +213,19 @@ def main() -> None:
         cfg = load_config(protocol.config, overrides, protocol.values)
         done = cfg.run_dir / "results.parquet"
         start = time.perf_counter()
-        results = pd.read_parquet(done) if done.is_file() else run(cfg)
+        results = read_results(done) if done.is_file() else run(cfg)
         history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
         members = history.assign(seed=history.get("seed", 0)).groupby("seed")  # one model, or an ensemble's members
         val = json.loads((cfg.run_dir / "validation.json").read_text())["val_score"]
         walls.append({"run": name, "wall_s": time.perf_counter() - start, "train_s": members["wall_s"].max().sum(),
                       "best_step": members.apply(lambda h: h.loc[h.val_score.idxmax(), "step"]).median(),
                       "dataset": dataset, "split": split, "variant": variant, "steps": cfg.train.steps, "val_score": val})
-        gpo = results.method.str.startswith("gpo")
-        renamed = f"gpo-{variant}" + results.method.str.extract(r"(\+shrink)$", expand=False).fillna("")
+        gpo = results.family == "gpo"
+        renamed = f"gpo-{variant}" + results.shrunk.eq(True).map({True: "+shrink", False: ""})
         frames.append(results.assign(dataset=dataset, model=model, method=results.method.where(~gpo, renamed)))
     results = pd.concat(frames)
     # baselines do not depend on the variant: keep one copy per (run setting)
-    results = results.drop_duplicates(["dataset", "model", "train_fraction", "seed", "k", "method", "group", "role"])
+    results = results.drop_duplicates(["dataset", "model", "train_fraction", "seed", "k", "method", "task", "role"])
     if args.choose:  # the validation tasks reported as the tested ones: what defaults are chosen on
         val = results[results.role == "val"]
         results = pd.concat([val.assign(role="test"), val])

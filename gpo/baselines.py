@@ -22,15 +22,19 @@ training task) never reads its own column: its mean, mixture and pools leave it 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from gpo import recommenders  # noqa: F401  (registers the respondent baselines)
-from gpo.data.basis import Basis
-from gpo.data.panel import Panel
+from gpo.lazy import lazy
 from gpo.ops import centred_log, nnls, per_question_normalise, segment_softmax
 from gpo.registry import REGISTRY, register
-from gpo.tasks import Episode, Method, Points
+
+if TYPE_CHECKING:
+    from gpo.data.basis import Basis
+    from gpo.data.panel import Panel
+    from gpo.tasks import Episode, Method, Points
+
+torch, F = lazy("torch"), lazy("torch.nn.functional")  # registering loads no torch: the config checks the names first
 
 
 def at(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

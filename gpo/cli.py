@@ -200,6 +200,7 @@ def cmd_baseline(args) -> None:
     from gpo.inputs import prepare
     from gpo.methods import llm_baselines
     from gpo.pipeline import claim, evaluate_roles, write_results
+    from gpo.results import read_results
 
     with claim(cfg):
         prep = prepare(cfg)
@@ -207,7 +208,7 @@ def cmd_baseline(args) -> None:
         results = results.assign(embed_model=cfg.llm.model, embed_layers=0)
         existing = cfg.run_dir / "results.parquet"
         if existing.is_file():  # next to GPO's results, replacing an earlier run of this baseline
-            old = pd.read_parquet(existing)
+            old = read_results(existing)
             results = pd.concat([old[~old.method.isin(results.method.unique())], results], ignore_index=True)
         print(write_results(results, cfg.run_dir))
 

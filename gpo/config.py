@@ -441,9 +441,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), value
 
 def check_names(cfg: ExperimentConfig) -> None:
     """The names a config takes from the registries, for its unit: baselines and GPO's prior
-    (gpo/registry.py), point features (gpo/features.py), the loss (gpo/losses.py). Checked after
-    every section's form, as reading the registries loads the methods and torch: a mistyped key
-    or a value out of range is refused without them."""
+    (gpo/registry.py), point features (gpo/features.py), the loss (gpo/losses.py). The methods
+    register as they are imported and load torch only where they run (gpo/lazy.py)."""
     from gpo import baselines, registry  # noqa: F401  (gpo.baselines registers the built-in baselines)
     from gpo.features import FEATURES, units
     from gpo.losses import LOSSES

@@ -161,7 +161,7 @@ def evaluate(methods: dict[str, Method], points: Points, labels: torch.Tensor, b
                       "so nothing is left to predict: left out at this k")
         for j, name in enumerate(methods):
             primary = values[j, i, ..., 0]
-            frame = pd.DataFrame({"method": name, **dataclasses.asdict(kind_of(name, methods[name])), "k": k, "group": names,
+            frame = pd.DataFrame({"method": name, **dataclasses.asdict(kind_of(name, methods[name])), "k": k, "task": names,
                                   "score": primary.mean(1).numpy(),
                                   "metric": metrics[0], **{m: values[j, i, ..., n].mean(1).numpy() for n, m in enumerate(metrics)},
                                   "score_sd_draws": (primary.std(1) if draws > 1 else torch.zeros(len(tasks))).numpy(),

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
+from gpo.lazy import lazy
 from gpo.ops import centred_log
+
+torch, F = lazy("torch"), lazy("torch.nn.functional")  # the config checks FEATURES before torch loads
 
 FEATURES = {"embedding": "group", "basis": "group", "loadings": "respondent", "demographic": "respondent"}
 EMBEDDING = ("embedding",)  # read by every unit: the rest are the unit's own (FEATURES' value)

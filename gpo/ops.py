@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import torch
+from gpo.lazy import lazy
+
+torch = lazy("torch")  # the method modules read these functions; torch loads when one first runs
 
 
 def segment_softmax(logits: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from gpo.evaluate import evaluate, mean_and_worst
 from gpo.inputs import Prepared, prepare
 from gpo.lock import exclusive
 from gpo.model import GPO
+from gpo.results import with_schema
 from gpo.selection import PerK, baseline, choose, stored, validation_score
 from gpo.shards import ShardStore, sharded
 from gpo.train import train
@@ -39,7 +40,6 @@ IDENTITY = ("data.", "embed.model", "embed.layers", "embed.template", "embed.max
             "model.", "train.", "eval.draws", "eval.seed")
 NOT_IDENTITY = ("train.ensemble", "train.device")
 EVALUATION = "evaluation"  # a run folder's shards of an evaluation under way
-SCHEMA_KEY, RESULTS_SCHEMA = "gpo_results_schema", 1  # results.parquet's columns, as `with_schema` writes them
 
 
 def flat(tree: dict, prefix: str = "") -> dict:
@@ -172,7 +172,7 @@ def evaluate_roles(prep: Prepared, cfg: ExperimentConfig, built: dict, unavailab
         split_seed=cfg.data.split_seed, seed=cfg.train.seed, protocol=cfg.protocol, validation=cfg.data.validation,
         aggregate=cfg.eval.aggregate)
     if prep.data.weights is not None:  # a respondent's survey weight, for weighted means
-        results["weight"] = results["group"].map(dict(zip(prep.data.tasks, prep.data.weights)))
+        results["weight"] = results["task"].map(dict(zip(prep.data.tasks, prep.data.weights)))
     return results
 
 
@@ -198,15 +198,6 @@ def write_results(results: pd.DataFrame, run_dir: Path) -> str:
             ["method", "note"]].itertuples(index=False))
     (run_dir / "results.md").write_text(table + "\n")
     return table
-
-
-def with_schema(results: pd.DataFrame) -> pd.DataFrame:
-    """Results as written: the schema version in the parquet metadata (pandas' attrs), so a
-    reader knows what the columns mean (a method's kind is its columns `family`, `variant`,
-    `shrunk`, `ensemble`, not its name)."""
-    results = results.copy()
-    results.attrs[SCHEMA_KEY] = RESULTS_SCHEMA
-    return results
 
 
 def format_table(test: pd.DataFrame) -> str:

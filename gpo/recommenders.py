@@ -22,13 +22,17 @@ With no context at all (k = 0), knn and lowrank predict the population. The pane
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from gpo.data.panel import Panel
+from gpo.lazy import lazy
 from gpo.ops import per_question_normalise
 from gpo.registry import register
-from gpo.tasks import Episode, Points
+
+if TYPE_CHECKING:
+    from gpo.data.panel import Panel
+    from gpo.tasks import Episode, Points
+
+torch, F = lazy("torch"), lazy("torch.nn.functional")  # registering loads no torch: the config checks the names first
 
 FLOOR = 0.01  # the least probability lowrank gives an option, before renormalising
 

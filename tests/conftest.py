@@ -37,10 +37,8 @@ def pytest_sessionfinish(session, exitstatus):
 # `make test` hands whole modules to its two xdist workers in collection order
 # (--no-loadscope-reorder). The long ones go first, so the many quick ones even out the two
 # workers' ends; xdist's own order, by test count, left a long module of two tests for last.
-# test_tp.py goes first: its two DeepSpeed ranks wait on each other busily, and beside the
-# in-context training it took 91 s against 47 s beside the Ray fault tests (the suite 266 s
-# against 229 s, both workers busy to within 3 s). The rest follow in their usual order.
-LONGEST_FIRST = ["test_tp", "test_distributed_cluster", "test_in_context", "test_distributed", "test_sweep", "test_cluster", "test_cli",
+# (test_tp.py runs after them, alone: its mark says why.)
+LONGEST_FIRST = ["test_distributed_cluster", "test_in_context", "test_distributed", "test_sweep", "test_cluster", "test_cli",
                  "test_train", "test_cloud"]
 
 

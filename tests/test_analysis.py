@@ -52,7 +52,7 @@ def units_frame(means, n_groups=10, seed=0):
     rows = []
     for unit, m in enumerate(means):
         values = m + 0.01 * rng.normal(size=n_groups)
-        rows += [{"seed": unit, "split_seed": 0, "train_fraction": 0.4, "group": f"g{g}", "score": v}
+        rows += [{"seed": unit, "split_seed": 0, "train_fraction": 0.4, "task": f"g{g}", "score": v}
                  for g, v in enumerate(values)]
     return pd.DataFrame(rows)
 
@@ -78,7 +78,7 @@ def test_report_recovers_a_known_scaling_law(tmp_path):
         for seed in range(3):
             for g in range(5):
                 for method, alignment in (("gpo", 0.4 + 0.03 * np.log10(params)), ("mean", 0.6), ("uniform", 0.5)):
-                    rows.append({"method": method, "k": 20, "group": f"g{g}", "seed": seed, "split_seed": seed,
+                    rows.append({"method": method, "k": 20, "task": f"g{g}", "seed": seed, "split_seed": seed,
                                  "train_fraction": 0.4, "dataset": "opinionqa", "embed_model": "minilm",
                                  "embed_layers": layers, "run": f"r{layers}-{seed}", "alignment": alignment})
     run = tmp_path / "runs" / "r"
@@ -109,7 +109,7 @@ def study_frame(offsets: dict, roles=("test", "val"), ks=(5,), units=1, n_groups
             for k in ks:
                 for method, offset in offsets[role].items():
                     for g in range(n_groups):
-                        rows.append({"method": method, "family": method, "k": k, "group": f"{role}{g}", "role": role, "seed": unit,
+                        rows.append({"method": method, "family": method, "k": k, "task": f"{role}{g}", "role": role, "seed": unit,
                                      "split_seed": unit, "train_fraction": 0.4, "dataset": "synth", "embed_model": "synthetic",
                                      "embed_layers": 0, "run": f"u{unit}", "score": 0.9 + offset + difficulty[g]
                                      + 0.001 * rng.normal(), **gpo_training(method, flops * (1 + 0.1 * unit))})
@@ -132,12 +132,12 @@ def test_paired_difference_cancels_group_difficulty_and_resamples_units_then_gro
     frame = study_frame(LEAK, units=3)
     test = frame[frame.role == "test"]
     out = paired(frame, "gpo", "mixture")
-    wide = test.pivot_table(index=["seed", "group"], columns="method", values="score")
+    wide = test.pivot_table(index=["seed", "task"], columns="method", values="score")
     assert out["mean"] == pytest.approx((wide["gpo"] - wide["mixture"]).groupby("seed").mean().mean())
     # group difficulty (sd 0.03) cancels: the interval is about the 0.001 noise, not the spread of groups
     assert out["lo"] < 0.01 < out["hi"] and out["hi"] - out["lo"] < 0.005
     assert out["units"] == 3 and out["groups"] == 12
-    uneven = test.drop(test[(test.seed == 0) & test.group.isin(["test0", "test1"])].index)  # a unit with fewer groups
+    uneven = test.drop(test[(test.seed == 0) & test.task.isin(["test0", "test1"])].index)  # a unit with fewer groups
     assert paired(uneven, "gpo", "mixture")["groups"] == round((10 + 12 + 12) / 3)
     with pytest.raises(ValueError, match="both"):
         paired(test, "gpo", "kernel")
@@ -221,6 +221,7 @@ def test_sweep_section_shows_the_reference_validation_score(tmp_path):
 
 
 def test_results_written_before_the_schema_get_their_kinds_from_their_names(tmp_path):
+    """... and their task column, `group` then, is read as today's `task`."""
     from gpo.analysis.load import load
 
     names = ["gpo[demographic]", "gpo[demographic]+shrink", "gpo-paper-mlp-ens3", "llm-zero_shot", "knn"]
@@ -230,15 +231,16 @@ def test_results_written_before_the_schema_get_their_kinds_from_their_names(tmp_
     kinds = tests.set_index("method")[["family", "variant", "shrunk", "ensemble"]].loc[names].values.tolist()
     assert kinds == [["gpo", "demographic", False, 1], ["gpo", "demographic", True, 1], ["gpo", "paper-mlp", False, 3],
                      ["llm", "zero_shot", False, 1], ["knn", "", False, 1]]
+    assert set(tests.task) == {"g"} and "group" not in tests
 
 
 def test_results_of_a_newer_schema_are_refused_in_one_line(tmp_path):
     from gpo.analysis.load import load
     from gpo.errors import GPOError
 
-    new = pd.DataFrame({"method": ["knn"], "family": ["knn"], "k": 5, "group": "g", "score": 0.5})
+    new = pd.DataFrame({"method": ["knn"], "family": ["knn"], "k": 5, "task": "g", "score": 0.5})
     new.attrs["gpo_results_schema"] = 99
     path = tmp_path / "runs" / "r" / "results.parquet"
     write_run(tmp_path, new)
-    with pytest.raises(GPOError, match=f"^{path}: results of schema 99, newer than this gpo-study reads \\(1\\): upgrade it$"):
+    with pytest.raises(GPOError, match=f"^{path}: results of schema 99, newer than this gpo-study reads \\(2\\): upgrade it$"):
         load([tmp_path / "runs"])

@@ -127,7 +127,7 @@ def test_a_group_with_nothing_left_to_predict_is_left_out_not_scored_zero(caplog
     data = select(pd.DataFrame(rows), ["a", "b", "c"], require_all_groups=False)
     points, y = Points.build(data, np.zeros((data.n_points, 4), np.float32)), labels_of(data)
     results = evaluate({"mean": baseline_method("mean")}, points, y, basis_of(points, y, [0]), [1, 2], data.tasks, [5, 8], 2, 0)
-    assert set(results[results.k == 5].group) == {"b", "c"}
-    assert set(results[results.k == 8].group) == {"b"}
+    assert set(results[results.k == 5].task) == {"b", "c"}
+    assert set(results[results.k == 8].task) == {"b"}
     assert (results.alignment > 0.5).all()
     assert "k=8: c answered at most 8 questions" in caplog.text

@@ -115,10 +115,10 @@ def test_eval_transfers_a_trained_run_to_named_groups_of_another_survey(surveys)
     assert out.returncode == 0, out.stderr[-2000:]
     results = pd.read_parquet(surveys / "run" / "transfer-ages" / "results.parquet")
     test = results[results.role == "test"]
-    assert set(test.group) == {"18-29", "65+"} and set(test.dataset) == {"ages"}
+    assert set(test.task) == {"18-29", "65+"} and set(test.dataset) == {"ages"}
     assert set(test.method) == {"gpo[kernel]", "gpo[kernel]+shrink", "uniform", "mean", "ridge", "mixture", "logit", "kernel"}
     split = json.loads((surveys / "run" / "split.json").read_text())
-    assert set(results[results.role == "val"].group) == set(split["val"])  # the run's own validation groups
+    assert set(results[results.role == "val"].task) == set(split["val"])  # the run's own validation groups
     assert test.alignment.notna().all() and (test.n_targets > 0).all()
     assert (surveys / "run" / "results.parquet").is_file()  # the run's own results stay as they were
     # the same transfer again: the same numbers; with other test groups: refused, nothing overwritten
@@ -131,7 +131,7 @@ def test_eval_transfers_a_trained_run_to_named_groups_of_another_survey(surveys)
     elsewhere = gpo("eval", str(surveys / "run"), "--data", str(surveys / "ages.jsonl"), "--set", "data.test_groups=[18-29]",
                     "--out", str(surveys / "young"))
     young = pd.read_parquet(surveys / "young" / "results.parquet")
-    assert elsewhere.returncode == 0 and set(young[young.role == "test"].group) == {"18-29"}
+    assert elsewhere.returncode == 0 and set(young[young.role == "test"].task) == {"18-29"}
     # a --data file that is not there: one line, no folder made
     missing = gpo("eval", str(surveys / "run"), "--data", str(surveys / "nowhere.jsonl"), "--set", "data.test_groups=[18-29]")
     assert missing.returncode == 2 and "--data " in missing.stderr and "no such file" in missing.stderr
@@ -248,9 +248,9 @@ def test_every_group_of_another_survey_can_be_tested_even_when_named_like_the_ru
     out = gpo("eval", str(surveys / "run"), "--data", str(surveys / "again.jsonl"), "--set", "data.test_groups=all")
     assert out.returncode == 0, out.stderr[-2000:]
     results = pd.read_parquet(surveys / "run" / "transfer-again" / "results.parquet")
-    assert set(results[results.role == "test"].group) == {"again/Female", "again/Male", "again/Democrat"}
+    assert set(results[results.role == "test"].task) == {"again/Female", "again/Male", "again/Democrat"}
     split = json.loads((surveys / "run" / "split.json").read_text())
-    assert set(results[results.role == "val"].group) == set(split["val"])
+    assert set(results[results.role == "val"].task) == set(split["val"])
 
 
 @pytest.mark.parametrize("command", [["embed", "configs/demo.yaml", "--set", "embed.layers=1"],

@@ -152,7 +152,7 @@ def test_the_individual_task_end_to_end_from_the_command_line(tmp_path):
     assert kinds.loc["knn"].tolist() == ["knn", "", False, 1]
     assert results.attrs["gpo_results_schema"] == 1
     assert (test.metric == "accuracy").all() and test.score.equals(test.accuracy) and test.weight.notna().all()
-    assert test.group.nunique() == 240 and test.accuracy.between(0, 1).all() and (test.log_loss > 0).all()
+    assert test.task.nunique() == 240 and test.accuracy.between(0, 1).all() and (test.log_loss > 0).all()
 
 
 def test_w41_respondents_split_by_form(shared_data):

@@ -14,7 +14,8 @@ PACKAGES = {"gpo": "gpo", "tune": "gpo.tune", "analysis": "gpo.analysis"}  # fol
 
 # Lowest first: a module's name, or a package's prefix ("gpo.data." holds its modules).
 LAYERS = [
-    ("gpo.errors", "gpo.progress", "gpo.lock", "gpo.device", "gpo.prompts", "gpo.ops", "gpo.metrics", "gpo.registry"),  # leaves
+    ("gpo.errors", "gpo.lazy", "gpo.progress", "gpo.lock", "gpo.device", "gpo.prompts", "gpo.ops", "gpo.metrics", "gpo.registry",
+     "gpo.results"),  # leaves
     ("gpo.data", "gpo.data."),  # survey files -> the canonical table -> arrays
     ("gpo.tasks", "gpo.features", "gpo.model", "gpo.losses"),  # what a method reads; a point's features, the model, its objectives
     ("gpo.question_prior",),  # shares on questions no training group answered, from the embeddings
@@ -94,10 +95,13 @@ def without_torch(code: str) -> None:
 
 
 def test_configs_and_studies_are_checked_before_torch_loads(tmp_path):
-    """A config's form (keys, types, ranges) is checked without torch, so a mistyped key is
-    refused at once; only the names the registries hold need the methods loaded."""
-    without_torch("import gpo.config, gpo.tune.study, gpo.tune.sweep, gpo.cli")
+    """A config is checked without torch, its form (keys, types, ranges) and the names the
+    registries hold (baselines, priors, features, losses): the methods register as they are
+    imported, and import torch only where they run."""
+    without_torch("import gpo.config, gpo.tune.study, gpo.tune.sweep, gpo.cli, gpo.baselines, gpo.features, gpo.losses")
     (tmp_path / "bad.yaml").write_text("train:\n  stepz: 3\n")
+    (tmp_path / "name.yaml").write_text("eval:\n  baselines: [kernal]\n")
     (tmp_path / "study.yaml").write_text("name: s\nbase: configs/demo.yaml\nspace:\n  model.d_modle: {choice: [64]}\n")
     without_torch(f"from gpo.cli import main\nassert main(['run', {str(tmp_path / 'bad.yaml')!r}]) == 2")
+    without_torch(f"from gpo.cli import main\nassert main(['run', {str(tmp_path / 'name.yaml')!r}]) == 2")
     without_torch(f"from gpo.cli import main\nassert main(['sweep', {str(tmp_path / 'study.yaml')!r}]) == 2")

@@ -38,7 +38,7 @@ def test_shared_orders_give_tasks_that_answered_alike_the_same_context():
 
 
 def test_the_pooled_mean_weighs_each_group_by_its_questions():
-    rows = pd.DataFrame({"method": "m", "k": 5, "group": ["a", "b"], "score": [0.5, 1.0], "n_targets": [2, 6]})
+    rows = pd.DataFrame({"method": "m", "k": 5, "task": ["a", "b"], "score": [0.5, 1.0], "n_targets": [2, 6]})
     assert mean_and_worst(rows).loc[0, "mean"] == pytest.approx(0.75)  # a mean of group means
     assert mean_and_worst(rows, aggregate="pairs").loc[0, "mean"] == pytest.approx((2 * 0.5 + 6 * 1.0) / 8)
 

@@ -22,7 +22,10 @@ from gpo.llm.random_model import build
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("deepspeed")
-pytestmark = pytest.mark.ray
+# Alone: DeepSpeed's shared-memory all-reduce spins while a rank waits for the other, so two ranks
+# beside other work on 2 cores slow each other many times over (the GPT-2-style case: 5.5 s alone,
+# 11 s beside one busy process, 192 s beside two).
+pytestmark = [pytest.mark.ray, pytest.mark.alone]
 
 
 @pytest.fixture(scope="module")

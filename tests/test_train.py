@@ -89,9 +89,9 @@ def test_an_ensemble_grows_from_a_finished_run_and_beats_its_average_member(tmp_
     assert sorted(history.seed.unique()) == [0, 1, 2]
     assert json.loads((cfg3.run_dir / "validation.json").read_text())["method"] == "gpo-paper-ens3"
 
-    ensemble = run_evaluation(prep, cfg3, paths).set_index("group")
+    ensemble = run_evaluation(prep, cfg3, paths).set_index("task")
     assert set(ensemble.method) == {"gpo-paper-ens3"}
-    members = pd.concat([run_evaluation(prep, cfg3, [p]) for p in paths]).groupby("group")["alignment"].mean()
+    members = pd.concat([run_evaluation(prep, cfg3, [p]) for p in paths]).groupby("task")["alignment"].mean()
     # 1 - W1 is concave in the prediction, so averaging the members' distributions scores at
     # least their average on every episode (Jensen); it would not hold for, e.g., averaged logits
     assert (ensemble["alignment"] >= members.loc[ensemble.index] - 1e-6).all()

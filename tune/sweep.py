@@ -37,6 +37,7 @@ import pandas as pd
 
 from gpo.config import to_dict
 from gpo.errors import GPOError, Interrupted, run_command
+from gpo.results import read_results
 from gpo.tune.study import BaseModel, StudyConfig, load_study, search_space
 
 log = logging.getLogger("gpo.sweep")
@@ -195,7 +196,7 @@ def final_run(study: StudyConfig, base_model: BaseModel, k: int, params: dict, s
     tag = f"{base_model.tag}-k{k}-seed{seed}"
     stored = study.root.child("final", tag)
     if stored.child("results.parquet").exists():
-        return stored.child("results.parquet").read_parquet()
+        return read_results(stored.child("results.parquet"), stored.child("results.parquet").read_parquet())
     local = Path(tempfile.mkdtemp(prefix=f"gpo-final-{tag}-"))
     try:
         cfg = study.experiment(base_model, k, params, extra=[f"train.seed={seed}", f"out_dir={local}", f"name={tag}",
@@ -222,7 +223,7 @@ def run_study(study: StudyConfig, resume: bool = False) -> pd.DataFrame:
     from gpo.embed.models import count_parameters
     from gpo.embed.replica import node_shapes
     from gpo.inputs import load_inputs
-    from gpo.pipeline import with_schema
+    from gpo.results import with_schema
 
     init_ray(os.environ.get("RAY_ADDRESS", ""))
     live, _, autoscaler = node_shapes(ray)  # an autoscaler may add nodes to a cluster of one
