@@ -92,6 +92,6 @@ def test_ray_job_submit_runs_the_smoke_study_from_a_copy_of_the_project(tmp_path
     assert set(trials.steps) <= {0, 2, 4}  # the smoke size (ASHA may stop one at its first validations), though train.steps is searched
     tests = table[table.kind == "test"]
     # the prior is searched: one GPO of the winning prior (gpo-paper, gpo[logit] or gpo[kernel]), as trained and shrunk
-    gpo = {m.removesuffix("+shrink") for m in tests.method if m.startswith("gpo")}
+    gpo = set(tests.variant[tests.family == "gpo"])
     assert set(tests.k) == {20} and {"logit", "mean"} <= set(tests.method) and len(gpo) == 1, set(tests.method)
     assert (storage / "opinionqa-arch-smoke" / "final" / "minilm-L1-k20-seed0" / "checkpoints" / "best.pt").is_file()

@@ -19,6 +19,7 @@ from gpo.evaluate import evaluate, predict
 from gpo.inputs import assemble, forms, load_respondents
 from gpo.methods import gpo_features, gpo_method
 from gpo.model import GPO
+from gpo.results import RESULTS_SCHEMA, SCHEMA_KEY
 from gpo.tasks import sample_questions
 
 CONFIG = "configs/individual.yaml"
@@ -150,7 +151,7 @@ def test_the_individual_task_end_to_end_from_the_command_line(tmp_path):
     kinds = test.drop_duplicates("method").set_index("method")[["family", "variant", "shrunk", "ensemble"]]
     assert kinds.loc["gpo[demographic]"].tolist() == ["gpo", "demographic", False, 1]
     assert kinds.loc["knn"].tolist() == ["knn", "", False, 1]
-    assert results.attrs["gpo_results_schema"] == 1
+    assert results.attrs[SCHEMA_KEY] == RESULTS_SCHEMA and "task" in results
     assert (test.metric == "accuracy").all() and test.score.equals(test.accuracy) and test.weight.notna().all()
     assert test.task.nunique() == 240 and test.accuracy.between(0, 1).all() and (test.log_loss > 0).all()
 
