@@ -31,6 +31,7 @@ import pandas as pd
 from gpo.analysis.paired import choose_reference, paired, split_roles
 from gpo.analysis.report import save_bench_report
 from gpo.config import load_config
+from gpo.methods import SHRUNK
 from gpo.pipeline import run
 from gpo.results import read_results
 
@@ -221,7 +222,7 @@ def main() -> None:
                       "best_step": members.apply(lambda h: h.loc[h.val_score.idxmax(), "step"]).median(),
                       "dataset": dataset, "split": split, "variant": variant, "steps": cfg.train.steps, "val_score": val})
         gpo = results.family == "gpo"
-        renamed = f"gpo-{variant}" + results.shrunk.eq(True).map({True: "+shrink", False: ""})
+        renamed = f"gpo-{variant}" + results.shrunk.eq(True).map({True: SHRUNK, False: ""})
         frames.append(results.assign(dataset=dataset, model=model, method=results.method.where(~gpo, renamed)))
     results = pd.concat(frames)
     # baselines do not depend on the variant: keep one copy per (run setting)
