@@ -19,6 +19,8 @@ Test tasks are only scored, never used to choose.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import logging
@@ -105,6 +107,8 @@ VARIANTS = {
     "residual-logit-curriculum": ["model.prior=logit", "train.loss=ce", "train.ctx_curriculum=500"],
     # the default variant trained (and selected) for long contexts: can it use what the kernel baseline finds there?
     "residual-logit-ctx400": ["model.prior=logit", "train.loss=ce", "train.ctx_max=400", "train.val_k=200"],
+    # a residual over the training groups' mean (no context: GPO alone reads it)
+    "residual-mean": ["model.prior=mean", "train.loss=ce"],
     # respondents: residuals over the population's and the person's demographic cell's answer shares
     "residual-population": ["model.prior=population", "train.loss=ce"],
     "residual-demographic": ["model.prior=demographic", "train.loss=ce"],
@@ -214,7 +218,9 @@ def main() -> None:
         cfg = load_config(protocol.config, overrides, protocol.values)
         done = cfg.run_dir / "results.parquet"
         start = time.perf_counter()
-        results = read_results(done) if done.is_file() else run(cfg)
+        # a run prints its test tasks' table; with --choose it goes to the run folder's results.md only
+        with contextlib.redirect_stdout(io.StringIO()) if args.choose else contextlib.nullcontext():
+            results = read_results(done) if done.is_file() else run(cfg)
         history = pd.read_parquet(cfg.run_dir / "train_history.parquet")
         members = history.assign(seed=history.get("seed", 0)).groupby("seed")  # one model, or an ensemble's members
         val = json.loads((cfg.run_dir / "validation.json").read_text())["val_score"]
