@@ -105,3 +105,9 @@ def test_configs_and_studies_are_checked_before_torch_loads(tmp_path):
     without_torch(f"from gpo.cli import main\nassert main(['run', {str(tmp_path / 'bad.yaml')!r}]) == 2")
     without_torch(f"from gpo.cli import main\nassert main(['run', {str(tmp_path / 'name.yaml')!r}]) == 2")
     without_torch(f"from gpo.cli import main\nassert main(['sweep', {str(tmp_path / 'study.yaml')!r}]) == 2")
+
+
+def test_a_lazy_module_is_imported_on_first_use_and_then_is_the_module():
+    without_torch("from gpo.lazy import lazy\nimport sys\nmodule = lazy('colorsys')\nassert 'colorsys' not in sys.modules\n"
+                  "assert module.rgb_to_hsv(1.0, 0.0, 0.0) == (0.0, 1.0, 1.0) and 'colorsys' in sys.modules\n"
+                  "assert module.hsv_to_rgb is sys.modules['colorsys'].hsv_to_rgb and lazy('colorsys') is sys.modules['colorsys']")
