@@ -29,10 +29,14 @@ def with_schema(results: pd.DataFrame) -> pd.DataFrame:
     return results
 
 
-def read_results(source, table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The results in file `source` (or `table`, read from it elsewhere) in today's columns; a
-    file of a newer version is refused in one line."""
-    table = pd.read_parquet(source) if table is None else table
+def read_results(path) -> pd.DataFrame:
+    """The results in file `path`, in today's columns."""
+    return current(pd.read_parquet(path), path)
+
+
+def current(table: pd.DataFrame, source) -> pd.DataFrame:
+    """Results read from `source` (of any version) in today's columns; a newer version is
+    refused in one line."""
     schema = table.attrs.get(SCHEMA_KEY)
     if schema is not None and schema > RESULTS_SCHEMA:
         raise GPOError(f"{source}: results of schema {schema}, newer than this gpo-study reads ({RESULTS_SCHEMA}): upgrade it")

@@ -37,7 +37,7 @@ import pandas as pd
 
 from gpo.config import to_dict
 from gpo.errors import GPOError, Interrupted, run_command
-from gpo.results import read_results
+from gpo.results import current
 from gpo.tune.study import BaseModel, StudyConfig, load_study, search_space
 
 log = logging.getLogger("gpo.sweep")
@@ -196,7 +196,7 @@ def final_run(study: StudyConfig, base_model: BaseModel, k: int, params: dict, s
     tag = f"{base_model.tag}-k{k}-seed{seed}"
     stored = study.root.child("final", tag)
     if stored.child("results.parquet").exists():
-        return read_results(stored.child("results.parquet"), stored.child("results.parquet").read_parquet())
+        return current(stored.child("results.parquet").read_parquet(), stored.child("results.parquet"))
     local = Path(tempfile.mkdtemp(prefix=f"gpo-final-{tag}-"))
     try:
         cfg = study.experiment(base_model, k, params, extra=[f"train.seed={seed}", f"out_dir={local}", f"name={tag}",
